@@ -1,0 +1,70 @@
+r"""lowrank_ggn: low-rank curvature (GGN / Fisher) approximations for second-order optimisation.
+
+Exact, backend-agnostic implementations of Ginger (a rank-τ eigendecomposition
+of the EMA of the curvature) and QNG (products of rank-one factors), of the
+primitives they are built from, and of the dense references they are tested
+against. Every function is pure, follows the array API standard (NumPy, JAX,
+PyTorch, CuPy, array-api-strict) and runs under ``jax.jit``.
+
+>>> import numpy as np
+>>> import lowrank_ggn as lg
+>>> state = lg.ginger_init(1000, 8)
+>>> d = np.random.default_rng(0).standard_normal(1000)
+>>> state = lg.ginger_update(state, d, decay=0.99)
+>>> step = lg.ginger_precondition(state, d, damping=1e-3)
+"""
+
+from lowrank_ggn._eigen_update import RankOneUpdate, lowrank_eigh_update, reorthonormalize
+from lowrank_ggn._ginger import (
+    GingerState,
+    ginger_dense,
+    ginger_init,
+    ginger_precondition,
+    ginger_reorthonormalize,
+    ginger_update,
+)
+from lowrank_ggn._operator import damped_dense, damped_matvec, damped_solve, kappa_from_sigma, sigma_from_kappa
+from lowrank_ggn._qng import (
+    QNGState,
+    qng_dense,
+    qng_factor_matvec,
+    qng_factor_solve,
+    qng_init,
+    qng_precondition,
+    qng_update,
+)
+from lowrank_ggn._reference import best_rank_k, damped_inverse_dense, ema_dense, ema_update_dense
+from lowrank_ggn._sherman_morrison import ShermanMorrisonStep, sherman_morrison_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GingerState",
+    "QNGState",
+    "RankOneUpdate",
+    "ShermanMorrisonStep",
+    "__version__",
+    "best_rank_k",
+    "damped_dense",
+    "damped_inverse_dense",
+    "damped_matvec",
+    "damped_solve",
+    "ema_dense",
+    "ema_update_dense",
+    "ginger_dense",
+    "ginger_init",
+    "ginger_precondition",
+    "ginger_reorthonormalize",
+    "ginger_update",
+    "kappa_from_sigma",
+    "lowrank_eigh_update",
+    "qng_dense",
+    "qng_factor_matvec",
+    "qng_factor_solve",
+    "qng_init",
+    "qng_precondition",
+    "qng_update",
+    "reorthonormalize",
+    "sherman_morrison_step",
+    "sigma_from_kappa",
+]

@@ -1,0 +1,237 @@
+r"""Rank-one update of a truncated symmetric eigendecomposition (Brand, 2006).
+
+Given ``U`` (dim × rank, orthonormal columns), eigenvalues ``λ ≥ 0`` and a
+vector ``v``, compute the best rank-``rank`` eigendecomposition of
+
+.. math:: s\, U \operatorname{diag}(\lambda) U^\top + \rho\, v v^\top
+
+by working in the (rank + 1)-dimensional space ``span[U, v]``. With
+``c = Uᵀv``, ``p̃ = v − Uc``, ``r = ‖p̃‖`` and ``p = p̃ / r``:
+
+.. math::
+   s\,U\Lambda U^\top + \rho\, v v^\top = [U\;p]\; C\; [U\;p]^\top, \qquad
+   C = \begin{pmatrix} s\Lambda + \rho\, c c^\top & \rho\, r\, c \\
+                       \rho\, r\, c^\top & \rho\, r^2 \end{pmatrix}.
+
+The eigendecomposition ``C = V diag(μ) Vᵀ`` gives the new basis ``[U p] V``;
+keeping the ``rank`` largest ``μ`` is the Eckart–Young truncation. Cost
+O(dim · rank² + rank³).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from lowrank_ggn._typing import Array, ArrayNamespace
+from lowrank_ggn._validation import check_like, check_scalar, concrete_float
+from lowrank_ggn.backends import array_namespace, cond, device_of, is_array
+
+__all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
+
+# Daniel–Gragg–Kaufman–Stewart criterion: a second Gram–Schmidt pass is needed
+# only when the projection removed more than 1 − 1/√2 of the norm.
+_DGKS = 0.7071067811865476
+
+
+class RankOneUpdate(NamedTuple):
+    """Result of :func:`lowrank_eigh_update`."""
+
+    basis: Array
+    """New orthonormal basis, shape (dim, rank)."""
+    eigvals: Array
+    """New eigenvalues, shape (rank,), non-negative and sorted descending."""
+    discarded: Array
+    """The largest eigenvalue dropped by the truncation (0-d): the spectral-norm
+    error of the truncation (Eckart–Young); plus ``ρr²`` when a rounding-level
+    residual was dropped."""
+
+
+def _orthogonal_residual(xp: ArrayNamespace, basis: Array, v: Array) -> tuple[Array, Array, Array]:
+    """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``."""
+    c = basis.T @ v
+    resid = v - basis @ c
+
+    def again(c: Array, resid: Array) -> tuple[Array, Array]:
+        c2 = basis.T @ resid
+        return c + c2, resid - basis @ c2
+
+    def keep(c: Array, resid: Array) -> tuple[Array, Array]:
+        return c, resid
+
+    norm_v = xp.linalg.vector_norm(v)
+    norm_r = xp.linalg.vector_norm(resid)
+    c, resid = cond(norm_r < _DGKS * norm_v, again, keep, c, resid)
+    return c, resid, norm_v
+
+
+def lowrank_eigh_update(
+    basis: Array,
+    eigvals: Array,
+    v: Array,
+    *,
+    weight: Any,
+    scale: Any = 1.0,
+) -> RankOneUpdate:
+    r"""Best rank-``rank`` eigendecomposition of ``scale·U diag(λ) Uᵀ + weight·v vᵀ``.
+
+    Brand's (2006) rank-one update of a symmetric eigendecomposition followed
+    by the Eckart–Young truncation back to ``rank = basis.shape[1]`` columns.
+
+    .. math::
+       U' \operatorname{diag}(\lambda') U'^\top
+       = \operatorname*{arg\,min}_{\operatorname{rank} \le \tau}
+         \bigl\| s\,U\Lambda U^\top + \rho\, v v^\top - X \bigr\|_2
+
+    Numerical details:
+
+    * ``v − U Uᵀ v`` is re-orthogonalised once (classical Gram–Schmidt twice,
+      DGKS criterion) when cancellation makes it necessary, so the new basis
+      stays orthonormal to working precision.
+    * ``r = 0`` (``v`` in ``span U``, or ``v = 0``) is handled without
+      dividing by ``r``: the extra direction gets a negative sentinel
+      eigenvalue, so only ``U`` is rotated. A residual at the rounding level,
+      ``r ≤ √eps·‖v‖``, is treated the same way (its curvature ``ρr²``, below
+      the rounding level of the update, is counted in ``discarded``): such a
+      residual is mostly rounding error, and admitting it as a new direction
+      would let the basis lose orthogonality step after step.
+    * Eigenvalues are sorted explicitly (the array API does not promise
+      ``eigh``'s order) and rounding negatives are clamped to 0.
+
+    Parameters
+    ----------
+    basis : array, shape (dim, rank)
+        U, orthonormal columns.
+    eigvals : array, shape (rank,)
+        λ ≥ 0.
+    v : array, shape (dim,)
+        The update vector.
+    weight : float or 0-d array
+        ρ ≥ 0 (the update is a PSD rank-one term).
+    scale : float or 0-d array, default 1
+        s ≥ 0, multiplies the current matrix (the EMA decay).
+
+    Returns
+    -------
+    RankOneUpdate
+        ``(basis, eigvals, discarded)``: the new basis (orthonormal columns),
+        the new eigenvalues (descending, ≥ 0) and the largest eigenvalue that
+        the truncation dropped. If the (rank+1)×(rank+1) core overflows (a
+        huge ``v``), the eigenvalues are NaN so that callers can reject the
+        update; non-finite inputs give non-finite outputs.
+
+    Raises
+    ------
+    ValueError
+        If ``weight`` or ``scale`` is negative (when concrete) or a shape is
+        wrong.
+    TypeError
+        If the arrays come from different namespaces or have different dtypes.
+    """
+    if not is_array(basis) or basis.ndim != 2:
+        msg = "basis must be a 2-d array (dim, rank)"
+        raise ValueError(msg) if is_array(basis) else TypeError(msg)
+    check_like(eigvals, "eigvals", basis, shapes=((basis.shape[1],),))
+    check_like(v, "v", basis, shapes=((basis.shape[0],),))
+    for value, name in ((weight, "weight"), (scale, "scale")):
+        check_scalar(value, name)
+        concrete = concrete_float(value, name)
+        if concrete is not None and not concrete >= 0.0:
+            msg = f"{name} must be non-negative, got {concrete!r}"
+            raise ValueError(msg)
+    xp = array_namespace(basis, eigvals, v)
+    return _update(xp, basis, eigvals, v, weight=weight, scale=scale)
+
+
+def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weight: Any, scale: Any) -> RankOneUpdate:
+    """Unchecked core of :func:`lowrank_eigh_update`."""
+    dtype, dev = basis.dtype, device_of(basis)
+    rank = basis.shape[1]
+    rho = xp.asarray(weight, dtype=dtype, device=dev)
+    s = xp.asarray(scale, dtype=dtype, device=dev)
+
+    c, resid, norm_v = _orthogonal_residual(xp, basis, v)
+    r = xp.linalg.vector_norm(resid)
+    # v counts as lying in span U when its residual is at the rounding level:
+    # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
+    # rounding level of the update itself), or r is in the subnormal range.
+    # A residual that small is mostly rounding error and the non-orthogonality
+    # of U, divided by r; admitting it as a new direction would feed that error
+    # back into the basis, step after step.
+    eps = xp.finfo(dtype).eps
+    tiny = xp.finfo(dtype).smallest_normal / eps
+    in_span = (r <= eps**0.5 * norm_v) | (r <= tiny)
+    dropped = xp.where(in_span, rho * r * r, xp.zeros_like(r))
+    r = xp.where(in_span, xp.zeros_like(r), r)
+    p = resid / xp.where(in_span, xp.ones_like(r), r)
+    p = xp.where(in_span, xp.zeros_like(p), p)
+
+    block = _diag(xp, s * eigvals) + rho * (c[:, None] * c[None, :])
+    side = rho * r * c
+    corner = rho * r * r
+    # Sentinel: a strictly smallest eigenvalue for the (zero) extra direction when r = 0.
+    sentinel = -(xp.sum(xp.abs(s * eigvals)) + rho * xp.sum(c * c) + 1)
+    corner = xp.where(in_span, sentinel, corner)
+    core = xp.concat(
+        [
+            xp.concat([block, side[:, None]], axis=1),
+            xp.concat([side[None, :], xp.reshape(corner, (1, 1))], axis=1),
+        ],
+        axis=0,
+    )
+    # An overflowing core (huge v) must not reach eigh, which may raise on inf/NaN:
+    # decompose zeros instead and report NaN eigenvalues for the caller to reject.
+    core_ok = xp.all(xp.isfinite(core))
+    core = xp.where(core_ok, core, xp.zeros_like(core))
+    mu, vecs = xp.linalg.eigh(core)
+    order = xp.argsort(mu, descending=True)
+    mu = xp.take(mu, order, axis=0)
+    vecs = xp.take(vecs, order, axis=1)
+    top = vecs[:, :rank]
+    new_basis = basis @ top[:rank, :] + p[:, None] * top[rank : rank + 1, :]
+    mu = xp.where(core_ok, xp.where(mu > 0, mu, xp.zeros_like(mu)), xp.full_like(mu, xp.nan))
+    return RankOneUpdate(new_basis, mu[:rank], mu[rank] + dropped)
+
+
+def _diag(xp: ArrayNamespace, x: Array) -> Array:
+    """Diagonal matrix from a vector (the standard has no ``diag``)."""
+    n = x.shape[0]
+    return xp.eye(n, dtype=x.dtype, device=device_of(x)) * x[None, :]
+
+
+def reorthonormalize(basis: Array, eigvals: Array) -> tuple[Array, Array]:
+    r"""Restore exact orthonormality of ``U`` without changing ``U diag(λ) Uᵀ``.
+
+    With ``U = QR`` (thin QR), ``U Λ Uᵀ = Q (R Λ Rᵀ) Qᵀ``; the eigendecomposition
+    ``R Λ Rᵀ = W diag(μ) Wᵀ`` gives ``U' = QW`` (orthonormal to working
+    precision) and ``λ' = μ`` (sorted descending, rounding negatives clamped
+    to 0). Cost O(dim · rank²).
+
+    Parameters
+    ----------
+    basis : array, shape (dim, rank)
+        A nearly orthonormal U.
+    eigvals : array, shape (rank,)
+        λ ≥ 0.
+
+    Returns
+    -------
+    tuple of arrays
+        ``(basis, eigvals)`` representing the same matrix.
+    """
+    if not is_array(basis) or basis.ndim != 2:
+        msg = "basis must be a 2-d array (dim, rank)"
+        raise ValueError(msg) if is_array(basis) else TypeError(msg)
+    check_like(eigvals, "eigvals", basis, shapes=((basis.shape[1],),))
+    xp = array_namespace(basis, eigvals)
+    return _reorthonormalize(xp, basis, eigvals)
+
+
+def _reorthonormalize(xp: ArrayNamespace, basis: Array, eigvals: Array) -> tuple[Array, Array]:
+    q, r = xp.linalg.qr(basis)
+    core = (r * eigvals[None, :]) @ r.T
+    core = (core + core.T) / 2
+    mu, w = xp.linalg.eigh(core)
+    order = xp.argsort(mu, descending=True)
+    mu = xp.take(mu, order, axis=0)
+    w = xp.take(w, order, axis=1)
+    return q @ w, xp.where(mu > 0, mu, xp.zeros_like(mu))

@@ -1,0 +1,322 @@
+r"""Ginger: a rank-τ eigendecomposition of the EMA of the curvature (the paper's §2.3).
+
+The state represents the damped curvature
+
+.. math:: G_{t,\gamma} = \gamma I + U_t \operatorname{diag}(\sigma_t) U_t^\top
+
+(Eq 14) without γ: the damping is an argument of the query, so it can change
+at every step at no cost. :func:`ginger_update` folds a curvature vector
+``d_t`` (Eq 8) into the EMA ``α U Σ Uᵀ + (1 − α) d dᵀ`` (Eq 7) and truncates
+to rank τ by Eckart–Young; :func:`ginger_precondition` applies ``G⁻¹``
+(Eq 15–16).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+from lowrank_ggn._eigen_update import _reorthonormalize, _update
+from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
+from lowrank_ggn._sherman_morrison import _step
+from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
+from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, is_array, resolve_namespace
+
+__all__ = [
+    "GingerState",
+    "ginger_dense",
+    "ginger_init",
+    "ginger_precondition",
+    "ginger_reorthonormalize",
+    "ginger_update",
+]
+
+_METHODS = ("eigen", "sherman-morrison")
+
+
+class GingerState(NamedTuple):
+    r"""State of Ginger: the undamped rank-τ curvature ``U diag(σ) Uᵀ``.
+
+    A NamedTuple, hence a JAX pytree; every field is an array of the state's
+    namespace, dtype and device.
+    """
+
+    basis: Array
+    """U, shape (dim, rank), orthonormal columns."""
+    eigvals: Array
+    """σ, shape (rank,), non-negative and sorted descending."""
+    discarded: Array
+    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted,
+    so that ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
+    step: Array
+    """0-d int32: number of accepted updates."""
+    num_nonfinite: Array
+    """0-d int32: number of updates rejected because the curvature vector (or
+    the result) was not finite. Such updates leave the state unchanged."""
+
+
+def ginger_init(
+    dim: int,
+    rank: int,
+    *,
+    xp: Any | None = None,
+    dtype: DType | None = None,
+    device: Device | None = None,
+) -> GingerState:
+    """Create an empty Ginger state (σ = 0; the represented curvature is 0).
+
+    The initial basis is the first ``rank`` columns of the identity: with
+    σ = 0 any orthonormal basis represents the same matrix, and a
+    deterministic one makes runs reproducible without a random key.
+
+    Parameters
+    ----------
+    dim : int
+        Number of parameters d.
+    rank : int
+        τ, with ``1 ≤ rank < dim`` (Lemma 1 needs τ < d).
+    xp : module, optional
+        Array namespace or library module (``numpy``, ``jax.numpy``,
+        ``torch``, ``cupy``, ``array_api_strict``). Default: NumPy.
+    dtype : dtype, optional
+        ``float32`` or ``float64`` of that namespace. Default: the
+        namespace's default real floating dtype.
+    device : device, optional
+        Where to allocate the state. Default: the namespace's default.
+
+    Returns
+    -------
+    GingerState
+
+    Raises
+    ------
+    TypeError
+        If ``dim``/``rank`` are not integers or ``dtype`` is not float32/float64.
+    ValueError
+        If ``rank < 1`` or ``rank >= dim``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lowrank_ggn as lg
+    >>> state = lg.ginger_init(100, 4, xp=np)
+    >>> state.basis.shape, state.eigvals.shape
+    ((100, 4), (4,))
+    """
+    dim, rank = check_dim_rank(dim, rank)
+    ns = resolve_namespace(xp)
+    dt = canonical_float_dtype(ns, dtype)
+    basis = ns.eye(dim, rank, dtype=dt, device=device)
+    if basis.dtype != dt:
+        msg = f"dtype {dt} is not available in this namespace (JAX needs jax_enable_x64 for float64)"
+        raise TypeError(msg)
+    return GingerState(
+        basis=basis,
+        eigvals=ns.zeros((rank,), dtype=dt, device=device),
+        discarded=ns.zeros((), dtype=dt, device=device),
+        step=ns.zeros((), dtype=ns.int32, device=device),
+        num_nonfinite=ns.zeros((), dtype=ns.int32, device=device),
+    )
+
+
+def _check_state(state: Any) -> ArrayNamespace:
+    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in GingerState._fields):
+        msg = f"state must be a GingerState, got {type(state).__name__}"
+        raise TypeError(msg)
+    basis = state.basis
+    if not is_array(basis) or basis.ndim != 2:
+        msg = "state.basis must be a 2-d array (dim, rank)"
+        raise TypeError(msg)
+    xp = array_namespace(basis)
+    if not xp.isdtype(basis.dtype, "real floating"):
+        msg = f"state.basis must have a real floating dtype, got {basis.dtype}"
+        raise TypeError(msg)
+    check_like(state.eigvals, "state.eigvals", basis, shapes=((basis.shape[1],),))
+    check_like(state.discarded, "state.discarded", basis, shapes=((),))
+    return xp
+
+
+def ginger_update(
+    state: GingerState,
+    d: Array,
+    *,
+    decay: Any,
+    damping: Any = None,
+    method: Literal["eigen", "sherman-morrison"] = "eigen",
+    reorthonormalize_every: int | None = None,
+) -> GingerState:
+    r"""Fold one curvature vector into the state (Eq 7, truncated to rank τ).
+
+    The eigen path (default) computes the best rank-τ approximation of
+
+    .. math:: \alpha\, U \operatorname{diag}(\sigma) U^\top + (1 - \alpha)\, d d^\top
+
+    by Brand's rank-one eigen-update (see :func:`lowrank_eigh_update`). The
+    ``"sherman-morrison"`` path is the paper's Eq 17 (corrected): it updates
+    the inverse of the damped EMA, truncates there and maps back with Eq 18.
+    Both keep the same τ directions and agree in exact arithmetic; the
+    Sherman–Morrison path loses precision when σ ≫ γ (``1 − γκ ≈ γ/σ``), so
+    keep it for fidelity studies.
+
+    Parameters
+    ----------
+    state : GingerState
+        Current state.
+    d : array, shape (dim,)
+        Curvature vector ``d_t``: the sampled-label gradient of Eq 8 (the
+        plain gradient gives the empirical Fisher). Same namespace, dtype and
+        device as the state.
+    decay : float or 0-d array
+        α ∈ (0, 1).
+    damping : float or 0-d array, optional
+        γ > 0; required by, and only accepted with, ``method="sherman-morrison"``.
+    method : {"eigen", "sherman-morrison"}
+        Update path.
+    reorthonormalize_every : int, optional
+        When set to k, re-orthonormalise the basis after every k-th accepted
+        update (see :func:`ginger_reorthonormalize`), which bounds the float32
+        drift of ``UᵀU − I``.
+
+    Returns
+    -------
+    GingerState
+        The updated state. If ``d`` (or the result) is not finite, the state
+        is returned unchanged except ``num_nonfinite``, which is incremented;
+        this also holds under ``jax.jit``.
+
+    Raises
+    ------
+    ValueError
+        If ``decay`` ∉ (0, 1), ``damping`` is missing, not positive or not
+        finite for the Sherman–Morrison path (or given for the eigen path),
+        ``method`` is unknown, ``reorthonormalize_every < 1``, or ``d`` has the
+        wrong shape or device.
+    TypeError
+        If ``d`` is not a real floating array of the state's namespace and dtype.
+    """
+    xp = _check_state(state)
+    basis = state.basis
+    check_like(d, "d", basis, shapes=((basis.shape[0],),))
+    check_decay(decay)
+    if method not in _METHODS:
+        msg = f"method must be one of {_METHODS}, got {method!r}"
+        raise ValueError(msg)
+    if method == "sherman-morrison":
+        if damping is None:
+            msg = "method='sherman-morrison' needs damping (γ > 0)"
+            raise ValueError(msg)
+        check_damping(damping)
+    elif damping is not None:
+        msg = "damping is not used by method='eigen'; pass it to ginger_precondition"
+        raise ValueError(msg)
+    if reorthonormalize_every is not None and (
+        isinstance(reorthonormalize_every, bool)
+        or not isinstance(reorthonormalize_every, int)
+        or reorthonormalize_every < 1
+    ):
+        msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
+        raise ValueError(msg)
+
+    alpha = _scalar(xp, decay, basis)
+    finite = xp.all(xp.isfinite(d))
+    d_safe = xp.where(finite, d, xp.zeros_like(d))
+    if method == "eigen":
+        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha)
+        new_eigvals, dropped = upd.eigvals, upd.discarded
+    else:
+        gamma = _scalar(xp, damping, basis)
+        sm = _step(xp, basis, state.eigvals, d_safe, decay=alpha, damping=gamma)
+        upd = _update(xp, basis, sm.kappa, sm.h, weight=sm.beta, scale=1.0)
+        new_eigvals = _sigma_from_kappa(xp, upd.eigvals, gamma)
+        dropped = _sigma_from_kappa(xp, upd.discarded, gamma)
+    ok = finite & xp.all(xp.isfinite(new_eigvals)) & xp.isfinite(dropped)
+    new = GingerState(
+        basis=xp.where(ok, upd.basis, basis),
+        eigvals=xp.where(ok, new_eigvals, state.eigvals),
+        discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
+        step=state.step + xp.astype(ok, state.step.dtype),
+        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+    )
+    if reorthonormalize_every is None:
+        return new
+    due = ok & (new.step % reorthonormalize_every == 0)
+    return cond(due, lambda s: _reorth_state(xp, s), lambda s: s, new)
+
+
+def _reorth_state(xp: ArrayNamespace, state: GingerState) -> GingerState:
+    basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+    return state._replace(basis=basis, eigvals=eigvals)
+
+
+def ginger_reorthonormalize(state: GingerState) -> GingerState:
+    r"""Re-orthonormalise the basis without changing the represented matrix.
+
+    In float32, ``‖UᵀU − I‖`` random-walks over many updates, and the query
+    amplifies that error by about σ/γ. This rotates ``U`` back to exact
+    orthonormality (thin QR, then an eigendecomposition of the τ×τ core, see
+    :func:`reorthonormalize`) so that ``U diag(σ) Uᵀ`` is unchanged to
+    working precision. Cost O(dim · rank²).
+
+    Parameters
+    ----------
+    state : GingerState
+
+    Returns
+    -------
+    GingerState
+        Same ``step``, ``discarded`` and ``num_nonfinite``.
+    """
+    xp = _check_state(state)
+    return _reorth_state(xp, state)
+
+
+def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
+    r"""Apply the inverse of the damped curvature: :math:`(\gamma I + U\operatorname{diag}(\sigma)U^\top)^{-1} g`.
+
+    Eq 15–16 in their cancellation-free form (see :func:`damped_solve`).
+    Cost O(dim · rank) per vector. The eigenvalues of this inverse lie in
+    ``[1/(γ + σ_1), 1/γ]`` (Lemma 1).
+
+    Parameters
+    ----------
+    state : GingerState
+    g : array, shape (dim,) or (dim, k)
+        Gradient(s), one per column.
+    damping : float or 0-d array
+        γ > 0. It can change at every call (damping schedules,
+        Levenberg–Marquardt); it may be traced under ``jax.jit``.
+
+    Returns
+    -------
+    array, same shape as ``g``
+
+    Raises
+    ------
+    ValueError
+        If ``damping`` is not positive and finite (when concrete) or ``g`` has
+        the wrong shape or device.
+    TypeError
+        If ``g`` is not a real floating array of the state's namespace and dtype.
+    """
+    xp = _check_state(state)
+    dim = state.basis.shape[0]
+    check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)))
+    check_damping(damping)
+    return _solve(xp, state.basis, state.eigvals, g, _scalar(xp, damping, state.basis))
+
+
+def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:
+    """Materialise ``γI + U diag(σ) Uᵀ`` (dim × dim) for tests and studies.
+
+    Parameters
+    ----------
+    state : GingerState
+    damping : float, default 0
+        γ ≥ 0; 0 gives the undamped curvature.
+
+    Returns
+    -------
+    array, shape (dim, dim)
+    """
+    _check_state(state)
+    return damped_dense(state.basis, state.eigvals, damping=damping)

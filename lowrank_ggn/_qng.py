@@ -1,0 +1,296 @@
+r"""QNG: the quasi-natural gradient of He et al. (2022), the paper's §2.2, corrected.
+
+The curvature is ``Â Âᵀ`` with ``Â = K_{t−τ} ⋯ K_{t−1}``, a product of the
+last τ rank-one factors
+
+.. math::
+   K_i = \sqrt{\alpha}\, I + \beta_i\, q_i q_i^\top, \qquad
+   q_i = \hat A_i^{-1} d_i, \qquad
+   \beta_i = \frac{\sqrt{\alpha + (1-\alpha)\|q_i\|^2} - \sqrt{\alpha}}{\|q_i\|^2}
+           = \frac{1-\alpha}{\sqrt{\alpha + (1-\alpha)\|q_i\|^2} + \sqrt{\alpha}},
+
+so that ``K_i K_iᵀ = αI + (1 − α) q_i q_iᵀ`` and, without the window,
+``Â_{t+1} Â_{t+1}ᵀ = α Â_t Â_tᵀ + (1 − α) d_t d_tᵀ`` (Eq 10). The paper prints β
+without the square root, which collapses it to ``1 − α``.
+
+With ``k = min(τ, t)`` factors, ``ÂÂᵀ − α^k I`` is PSD of rank at most k
+(Observation 1, sharpened): QNG is "α^k I + rank-k", the family of Ginger with
+γ = α^k, on a subspace that is not the optimal one.
+
+The window is stored oldest first in fixed-size arrays (so that shapes do not
+change under ``jax.jit``); an empty slot holds the identity factor
+(scale 1, β = 0, q = 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from lowrank_ggn._operator import _scalar
+from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
+from lowrank_ggn._validation import check_decay, check_dim_rank, check_like
+from lowrank_ggn.backends import array_namespace, canonical_float_dtype, device_of, is_array, resolve_namespace
+
+__all__ = [
+    "QNGState",
+    "qng_dense",
+    "qng_factor_matvec",
+    "qng_factor_solve",
+    "qng_init",
+    "qng_precondition",
+    "qng_update",
+]
+
+
+class QNGState(NamedTuple):
+    """State of QNG: the window of the last τ factors ``K_i = s_i I + β_i q_i q_iᵀ``.
+
+    Slots are ordered oldest first; empty slots hold the identity.
+    """
+
+    factors: Array
+    """q_i, shape (rank, dim), one factor vector per row."""
+    betas: Array
+    """β_i, shape (rank,)."""
+    scales: Array
+    """s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
+    sqnorms: Array
+    """‖q_i‖², shape (rank,)."""
+    step: Array
+    """0-d int32: number of accepted updates."""
+    num_nonfinite: Array
+    """0-d int32: number of updates rejected because the curvature vector
+    (or the result) was not finite. Such updates leave the state unchanged."""
+
+
+def qng_init(
+    dim: int,
+    rank: int,
+    *,
+    xp: Any | None = None,
+    dtype: DType | None = None,
+    device: Device | None = None,
+) -> QNGState:
+    """Create a QNG state with an empty window (``Â = I``, as the paper's ``A_1 = I``).
+
+    Parameters
+    ----------
+    dim : int
+        Number of parameters d.
+    rank : int
+        Window length τ, with ``1 ≤ rank < dim``.
+    xp : module, optional
+        Array namespace or library module. Default: NumPy.
+    dtype : dtype, optional
+        ``float32`` or ``float64``. Default: the namespace's default.
+    device : device, optional
+        Where to allocate the state.
+
+    Returns
+    -------
+    QNGState
+
+    Raises
+    ------
+    TypeError
+        If ``dim``/``rank`` are not integers or ``dtype`` is not float32/float64.
+    ValueError
+        If ``rank < 1`` or ``rank >= dim``.
+    """
+    dim, rank = check_dim_rank(dim, rank)
+    ns = resolve_namespace(xp)
+    dt = canonical_float_dtype(ns, dtype)
+    factors = ns.zeros((rank, dim), dtype=dt, device=device)
+    if factors.dtype != dt:
+        msg = f"dtype {dt} is not available in this namespace (JAX needs jax_enable_x64 for float64)"
+        raise TypeError(msg)
+    return QNGState(
+        factors=factors,
+        betas=ns.zeros((rank,), dtype=dt, device=device),
+        scales=ns.ones((rank,), dtype=dt, device=device),
+        sqnorms=ns.zeros((rank,), dtype=dt, device=device),
+        step=ns.zeros((), dtype=ns.int32, device=device),
+        num_nonfinite=ns.zeros((), dtype=ns.int32, device=device),
+    )
+
+
+def _check_state(state: Any) -> ArrayNamespace:
+    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in QNGState._fields):
+        msg = f"state must be a QNGState, got {type(state).__name__}"
+        raise TypeError(msg)
+    factors = state.factors
+    if not is_array(factors) or factors.ndim != 2:
+        msg = "state.factors must be a 2-d array (rank, dim)"
+        raise TypeError(msg)
+    xp = array_namespace(factors)
+    if not xp.isdtype(factors.dtype, "real floating"):
+        msg = f"state.factors must have a real floating dtype, got {factors.dtype}"
+        raise TypeError(msg)
+    rank = factors.shape[0]
+    for name in ("betas", "scales", "sqnorms"):
+        check_like(getattr(state, name), f"state.{name}", factors, shapes=((rank,),))
+    return xp
+
+
+def _check_vectors(state: QNGState, v: Array, name: str) -> None:
+    dim = state.factors.shape[1]
+    check_like(v, name, state.factors, shapes=((dim,), (dim, -1)))
+
+
+def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
+    """``K_i v`` or ``K_i⁻¹ v`` for one slot; ``v`` of shape (dim, k)."""
+    q = state.factors[i, :]
+    s, beta = state.scales[i], state.betas[i]
+    qv = q @ v  # (k,)
+    if inverse:
+        coef = beta / (s + beta * state.sqnorms[i])
+        return (v - coef * q[:, None] * qv[None, :]) / s
+    return s * v + beta * q[:, None] * qv[None, :]
+
+
+def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Array:
+    """Â v, Âᵀ v, Â⁻¹ v or Â⁻ᵀ v with ``Â = K_0 K_1 ⋯ K_{τ−1}`` (slot 0 oldest)."""
+    rank = state.factors.shape[0]
+    v2 = v if v.ndim == 2 else v[:, None]
+    # Â v and Â⁻ᵀ v apply the newest factor first; Âᵀ v and Â⁻¹ v the oldest.
+    newest_first = inverse == transpose
+    order = range(rank - 1, -1, -1) if newest_first else range(rank)
+    for i in order:
+        v2 = _apply_factor(state, i, v2, inverse=inverse)
+    return v2 if v.ndim == 2 else v2[:, 0]
+
+
+def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> Array:
+    r"""Apply the factor: ``Â v`` (or ``Âᵀ v`` with ``transpose=True``).
+
+    ``Â = K_{t−τ} ⋯ K_{t−1}``; each factor is symmetric, so ``Âᵀ`` is the
+    same product in the reverse order. Cost O(dim · rank) per vector.
+
+    Parameters
+    ----------
+    state : QNGState
+    v : array, shape (dim,) or (dim, k)
+    transpose : bool, default False
+
+    Returns
+    -------
+    array, same shape as ``v``
+    """
+    _check_state(state)
+    _check_vectors(state, v, "v")
+    return _product(state, v, inverse=False, transpose=transpose)
+
+
+def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> Array:
+    r"""Apply the inverse factor: ``Â⁻¹ v`` (or ``Â⁻ᵀ v`` with ``transpose=True``).
+
+    Uses ``K⁻¹ v = (v − β (qᵀv) q / (s + β‖q‖²)) / s`` for each factor.
+    Cost O(dim · rank) per vector.
+
+    Parameters
+    ----------
+    state : QNGState
+    v : array, shape (dim,) or (dim, k)
+    transpose : bool, default False
+
+    Returns
+    -------
+    array, same shape as ``v``
+    """
+    _check_state(state)
+    _check_vectors(state, v, "v")
+    return _product(state, v, inverse=True, transpose=transpose)
+
+
+def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
+    r"""Append the factor of a new curvature vector and drop the oldest one.
+
+    .. math::
+       q = \hat A^{-1} d, \qquad
+       \beta = \frac{1-\alpha}{\sqrt{\alpha + (1-\alpha)\|q\|^2} + \sqrt{\alpha}},
+       \qquad K = \sqrt{\alpha}\, I + \beta\, q q^\top .
+
+    Parameters
+    ----------
+    state : QNGState
+    d : array, shape (dim,)
+        Curvature vector (Eq 8).
+    decay : float or 0-d array
+        α ∈ (0, 1).
+
+    Returns
+    -------
+    QNGState
+        If ``d`` (or the new factor) is not finite, the state is returned
+        unchanged except ``num_nonfinite``, which is incremented (also under
+        ``jax.jit``).
+
+    Raises
+    ------
+    ValueError
+        If ``decay`` ∉ (0, 1) or ``d`` has the wrong shape or device.
+    TypeError
+        If ``d`` is not a real floating array of the state's namespace and dtype.
+    """
+    xp = _check_state(state)
+    factors = state.factors
+    check_like(d, "d", factors, shapes=((factors.shape[1],),))
+    check_decay(decay)
+    alpha = _scalar(xp, decay, factors)
+    finite = xp.all(xp.isfinite(d))
+    d_safe = xp.where(finite, d, xp.zeros_like(d))
+    q = _product(state, d_safe, inverse=True, transpose=False)
+    sqnorm = xp.sum(q * q)
+    sqrt_alpha = xp.sqrt(alpha)
+    beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
+    ok = finite & xp.isfinite(sqnorm) & xp.isfinite(beta)
+
+    def push(old: Array, new: Array) -> Array:
+        return xp.where(ok, xp.concat([old[1:, ...], new[None, ...]], axis=0), old)
+
+    return QNGState(
+        factors=push(factors, q),
+        betas=push(state.betas, beta),
+        scales=push(state.scales, sqrt_alpha),
+        sqnorms=push(state.sqnorms, sqnorm),
+        step=state.step + xp.astype(ok, state.step.dtype),
+        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+    )
+
+
+def qng_precondition(state: QNGState, g: Array) -> Array:
+    r"""Apply the inverse curvature: ``(ÂÂᵀ)⁻¹ g = Â⁻ᵀ Â⁻¹ g``.
+
+    QNG's damping is implicit: ``ÂÂᵀ ⪰ α^k I`` with k = min(τ, t). Cost
+    O(dim · rank) per vector.
+
+    Parameters
+    ----------
+    state : QNGState
+    g : array, shape (dim,) or (dim, k)
+
+    Returns
+    -------
+    array, same shape as ``g``
+    """
+    _check_state(state)
+    _check_vectors(state, g, "g")
+    return _product(state, _product(state, g, inverse=True, transpose=False), inverse=True, transpose=True)
+
+
+def qng_dense(state: QNGState) -> Array:
+    """Materialise the curvature ``ÂÂᵀ`` (dim × dim) for tests and studies.
+
+    Parameters
+    ----------
+    state : QNGState
+
+    Returns
+    -------
+    array, shape (dim, dim)
+    """
+    xp = _check_state(state)
+    dim = state.factors.shape[1]
+    eye = xp.eye(dim, dtype=state.factors.dtype, device=device_of(state.factors))
+    a = _product(state, eye, inverse=False, transpose=False)
+    return a @ a.T

@@ -1,0 +1,93 @@
+r"""The Sherman–Morrison EMA step of the paper's Eq 17, corrected.
+
+The undamped curvature ``U diag(σ) Uᵀ`` is decayed by α and receives the
+rank-one term ``(1 − α) d dᵀ``; the damping γ is added afterwards. With
+
+.. math::
+   h = (\gamma I + \alpha U \operatorname{diag}(\sigma) U^\top)^{-1} d, \qquad
+   \beta = \frac{1 - \alpha}{1 + (1 - \alpha)\, h^\top d}, \qquad
+   \kappa'_i = \frac{\alpha\sigma_i}{\gamma(\gamma + \alpha\sigma_i)},
+
+the inverse of the untruncated damped EMA is
+
+.. math::
+   \bigl(\gamma I + \alpha U \operatorname{diag}(\sigma) U^\top + (1-\alpha) d d^\top\bigr)^{-1}
+   = \gamma^{-1} I - \bigl[U \operatorname{diag}(\kappa') U^\top + \beta\, h h^\top\bigr].
+
+The paper prints ``γI + αG_{t−1,γ}`` (which decays the damping too),
+``β = α⁻¹/(α + (1−α)hᵀd)`` and ``h = G_{t,γ/α}⁻¹ d``; the forms above are the
+correct ones (see the errata page).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from lowrank_ggn._operator import _check_lowrank, _scalar, _solve
+from lowrank_ggn._typing import Array, ArrayNamespace
+from lowrank_ggn._validation import check_damping, check_decay, check_like
+from lowrank_ggn.backends import array_namespace
+
+__all__ = ["ShermanMorrisonStep", "sherman_morrison_step"]
+
+
+class ShermanMorrisonStep(NamedTuple):
+    r"""The inverse-domain pieces of Eq 17 (corrected).
+
+    ``(γI + αUΣUᵀ + (1−α)ddᵀ)⁻¹ = γ⁻¹I − U diag(kappa) Uᵀ − beta · h hᵀ``.
+    """
+
+    kappa: Array
+    """κ' = ασ/(γ(γ+ασ)), shape (rank,)."""
+    h: Array
+    """h = (γI + αUΣUᵀ)⁻¹ d, shape (dim,)."""
+    beta: Array
+    """β = (1−α)/(1 + (1−α)hᵀd), 0-d."""
+
+
+def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any, damping: Any) -> ShermanMorrisonStep:
+    r"""One EMA step of the damped curvature, in the inverse domain (Eq 17, corrected).
+
+    Parameters
+    ----------
+    basis : array, shape (dim, rank)
+        U, orthonormal columns.
+    eigvals : array, shape (rank,)
+        σ ≥ 0, the undamped curvature's eigenvalues.
+    d : array, shape (dim,)
+        The curvature vector (Eq 8).
+    decay : float or 0-d array
+        α ∈ (0, 1).
+    damping : float or 0-d array
+        γ > 0.
+
+    Returns
+    -------
+    ShermanMorrisonStep
+        ``(kappa, h, beta)`` with
+        ``(γI + αUΣUᵀ + (1−α)ddᵀ)⁻¹ = γ⁻¹I − U diag(kappa) Uᵀ − beta h hᵀ``.
+
+    Raises
+    ------
+    ValueError
+        If ``decay`` ∉ (0, 1), ``damping`` ≤ 0 or non-finite, or a shape is wrong.
+    TypeError
+        If the arrays come from different namespaces or have different dtypes.
+    """
+    _check_lowrank(basis, eigvals)
+    check_like(d, "d", basis, shapes=((basis.shape[0],),))
+    check_decay(decay)
+    check_damping(damping)
+    return _step(array_namespace(basis, d), basis, eigvals, d, decay=decay, damping=damping)
+
+
+def _step(
+    xp: ArrayNamespace, basis: Array, eigvals: Array, d: Array, *, decay: Any, damping: Any
+) -> ShermanMorrisonStep:
+    alpha = _scalar(xp, decay, basis)
+    gamma = _scalar(xp, damping, basis)
+    decayed = alpha * eigvals
+    h = _solve(xp, basis, decayed, d, gamma)
+    beta = (1 - alpha) / (1 + (1 - alpha) * xp.sum(h * d))
+    kappa = decayed / (gamma * (gamma + decayed))
+    return ShermanMorrisonStep(kappa, h, beta)

@@ -1,0 +1,168 @@
+"""Argument checks shared by the public functions.
+
+Every check raises ``ValueError`` (bad value or shape) or ``TypeError`` (bad
+type or dtype) with a message that names the offending argument. Checks of
+array *values* (finiteness, sign) are only run on concrete values: inside a
+JAX transformation the value is unknown and the check is skipped; the
+functions that take traced values document their behaviour for bad values.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from lowrank_ggn._typing import Array, ArrayNamespace
+from lowrank_ggn.backends import array_namespace, is_array, is_traced, same_device
+
+__all__ = [
+    "check_damping",
+    "check_decay",
+    "check_dim_rank",
+    "check_like",
+    "check_scalar",
+    "concrete_float",
+]
+
+
+def concrete_float(value: Any, name: str) -> float | None:
+    """Return ``value`` as a Python float, or ``None`` when it is traced.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real scalar (Python number or 0-d real array).
+    """
+    if isinstance(value, bool):
+        msg = f"{name} must be a real number, got bool"
+        raise TypeError(msg)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if is_array(value):
+        if getattr(value, "ndim", None) != 0:
+            msg = f"{name} must be a scalar, got an array of shape {tuple(value.shape)}"
+            raise ValueError(msg)
+        xp = array_namespace(value)
+        if not xp.isdtype(value.dtype, "real floating"):
+            msg = f"{name} must be a real floating scalar, got dtype {value.dtype}"
+            raise TypeError(msg)
+        if is_traced(value):
+            return None
+        return float(value)
+    msg = f"{name} must be a real number, got {type(value).__name__}"
+    raise TypeError(msg)
+
+
+def check_scalar(value: Any, name: str) -> None:
+    """Check that ``value`` is a real scalar (value checks skipped when traced)."""
+    concrete_float(value, name)
+
+
+def check_decay(decay: Any, name: str = "decay") -> None:
+    """Check ``decay`` ∈ (0, 1).
+
+    Raises
+    ------
+    ValueError
+        If the (concrete) value is not in the open interval (0, 1), NaN included.
+    """
+    value = concrete_float(decay, name)
+    if value is not None and not (0.0 < value < 1.0):
+        msg = f"{name} must lie in the open interval (0, 1), got {value!r}"
+        raise ValueError(msg)
+
+
+def check_damping(damping: Any, name: str = "damping") -> None:
+    """Check ``damping`` > 0 and finite.
+
+    Raises
+    ------
+    ValueError
+        If the (concrete) value is not a finite positive number.
+    """
+    value = concrete_float(damping, name)
+    if value is not None and not (math.isfinite(value) and value > 0.0):
+        msg = f"{name} must be positive and finite, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_dim_rank(dim: Any, rank: Any) -> tuple[int, int]:
+    """Check 1 ≤ ``rank`` < ``dim`` (both Python integers) and return them.
+
+    Raises
+    ------
+    TypeError
+        If ``dim`` or ``rank`` is not an integer.
+    ValueError
+        If ``rank < 1`` or ``rank >= dim``.
+    """
+    for value, name in ((dim, "dim"), (rank, "rank")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            msg = f"{name} must be an integer, got {type(value).__name__}"
+            raise TypeError(msg)
+    dim, rank = int(dim), int(rank)
+    if rank < 1:
+        msg = f"rank must be at least 1, got {rank}"
+        raise ValueError(msg)
+    if rank >= dim:
+        msg = f"rank must be smaller than dim (rank={rank}, dim={dim})"
+        raise ValueError(msg)
+    return dim, rank
+
+
+def check_like(
+    x: Any,
+    name: str,
+    like: Array,
+    *,
+    shapes: tuple[tuple[int, ...], ...],
+) -> ArrayNamespace:
+    """Check that ``x`` is an array compatible with ``like``.
+
+    Compatible means: same namespace, same dtype, same device, and a shape
+    among ``shapes`` (``-1`` matches any length).
+
+    Returns
+    -------
+    module
+        The common namespace.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an array, comes from another namespace, or has another
+        dtype than ``like`` (integer and complex arrays included).
+    ValueError
+        If the shape is not one of ``shapes`` or the device differs.
+    """
+    if not is_array(x):
+        msg = f"{name} must be an array, got {type(x).__name__}"
+        raise TypeError(msg)
+    try:
+        xp = array_namespace(x, like)
+    except TypeError as err:
+        msg = (
+            f"{name} is a {type(x).__module__}.{type(x).__name__} but the state holds "
+            f"{type(like).__module__}.{type(like).__name__} arrays; use one namespace"
+        )
+        raise TypeError(msg) from err
+    if not xp.isdtype(x.dtype, "real floating"):
+        msg = f"{name} must have a real floating dtype, got {x.dtype}"
+        raise TypeError(msg)
+    if x.dtype != like.dtype:
+        msg = f"{name} has dtype {x.dtype} but the state has dtype {like.dtype}; cast it first"
+        raise TypeError(msg)
+    shape = tuple(x.shape)
+    if not any(_shape_matches(shape, s) for s in shapes):
+        expected = " or ".join(str(tuple("*" if n < 0 else n for n in s)) for s in shapes)
+        msg = f"{name} must have shape {expected}, got {shape}"
+        raise ValueError(msg)
+    if not same_device(x, like):
+        msg = f"{name} is on a different device than the state; move it first"
+        raise ValueError(msg)
+    return xp
+
+
+def _shape_matches(shape: tuple[int, ...], pattern: tuple[int, ...]) -> bool:
+    return len(shape) == len(pattern) and all(p < 0 or p == n for n, p in zip(shape, pattern, strict=True))

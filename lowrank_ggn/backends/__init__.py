@@ -1,0 +1,195 @@
+"""Backend resolution, dtype/device helpers and shims for what the array API lacks.
+
+This subpackage is the only place in :mod:`lowrank_ggn` that knows backend names.
+Everything else is written against the array API standard and receives an
+``xp`` namespace from the helpers below.
+
+Supported namespaces: NumPy (reference), JAX (``jax.numpy``), PyTorch, CuPy and
+``array_api_strict``. Library modules are accepted wherever a namespace is:
+``numpy`` resolves to ``array_api_compat.numpy``, ``torch`` to
+``array_api_compat.torch`` and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
+from lowrank_ggn.backends._compat import (
+    array_namespace,
+    device_of,
+    is_array,
+    is_cupy_namespace,
+    is_jax_array,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_array,
+    is_torch_namespace,
+    namespace_from_module,
+)
+
+__all__ = [
+    "array_namespace",
+    "backend_name",
+    "canonical_float_dtype",
+    "cond",
+    "default_float_dtype",
+    "device_of",
+    "is_array",
+    "is_traced",
+    "namespace_from_module",
+    "resolve_namespace",
+    "same_device",
+    "to_numpy",
+]
+
+
+def resolve_namespace(xp: Any | None = None, *arrays: Array) -> ArrayNamespace:
+    """Return the array namespace to compute with.
+
+    Parameters
+    ----------
+    xp : module or None
+        An explicit namespace or library module. When ``None``, the namespace
+        is inferred from ``arrays``; with no arrays either, NumPy is used.
+    *arrays : array
+        Arrays whose namespace is inferred when ``xp`` is ``None``.
+
+    Returns
+    -------
+    module
+        An array-API namespace.
+    """
+    if xp is not None:
+        return namespace_from_module(xp)
+    present = [a for a in arrays if a is not None]
+    if present:
+        return array_namespace(*present)
+    import numpy as np
+
+    return namespace_from_module(np)
+
+
+def backend_name(xp: ArrayNamespace) -> str:
+    """Return a short name for a namespace: ``numpy``, ``jax``, ``torch``, ``cupy``, ...."""
+    if is_numpy_namespace(xp):
+        return "numpy"
+    if is_jax_namespace(xp):
+        return "jax"
+    if is_torch_namespace(xp):
+        return "torch"
+    if is_cupy_namespace(xp):
+        return "cupy"
+    return str(getattr(xp, "__name__", type(xp).__name__))
+
+
+def default_float_dtype(xp: ArrayNamespace, device: Device | None = None) -> DType:
+    """Return the namespace's default real floating dtype (on ``device``)."""
+    info = xp.__array_namespace_info__()
+    return info.default_dtypes(device=device)["real floating"]
+
+
+def canonical_float_dtype(xp: ArrayNamespace, dtype: DType | None, *, name: str = "dtype") -> DType:
+    """Validate a requested dtype and return the namespace's own float32/float64 object.
+
+    Parameters
+    ----------
+    xp : module
+        Array namespace.
+    dtype : dtype or None
+        Requested dtype; ``None`` selects :func:`default_float_dtype`.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    dtype
+        ``xp.float32`` or ``xp.float64``.
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not float32 or float64 (integer, complex, half
+        precision and bfloat16 are rejected).
+    """
+    if dtype is None:
+        dtype = default_float_dtype(xp)
+    for candidate in (xp.float32, xp.float64):
+        if _equal_dtypes(dtype, candidate):
+            _check_available(xp, candidate)
+            return candidate
+    msg = f"{name} must be float32 or float64, got {dtype!r}"
+    raise TypeError(msg)
+
+
+def _equal_dtypes(a: DType, b: DType) -> bool:
+    try:
+        return bool(a == b)
+    except TypeError:  # pragma: no cover - exotic dtype objects
+        return False
+
+
+def _check_available(xp: ArrayNamespace, dtype: DType) -> None:
+    """Refuse float64 on JAX when x64 is disabled (JAX would silently give float32)."""
+    if is_jax_namespace(xp) and dtype == xp.float64:
+        import jax
+
+        if jax.dtypes.canonicalize_dtype(xp.float64) != xp.float64:
+            msg = "float64 on JAX needs jax.config.update('jax_enable_x64', True)"
+            raise TypeError(msg)
+
+
+def is_traced(x: Any) -> bool:
+    """Return True when ``x`` is an abstract value inside a JAX transformation.
+
+    Traced values have no concrete content: value checks are skipped for them.
+    """
+    if is_jax_array(x):
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    return False
+
+
+def same_device(a: Array, b: Array) -> bool:
+    """Return True when ``a`` and ``b`` live on the same device.
+
+    JAX arrays are not compared (JAX places and moves its arrays itself, and
+    sharded arrays span several devices).
+    """
+    if is_jax_array(a) or is_jax_array(b):
+        return True
+    return bool(device_of(a) == device_of(b))
+
+
+def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Any) -> Any:
+    """Branch on a scalar boolean, traceably.
+
+    Under a JAX transformation this is :func:`jax.lax.cond` (both branches must
+    return the same structure); with a concrete predicate (eager JAX and every
+    other backend) a Python ``if`` runs only the selected branch.
+    """
+    if is_jax_array(pred):
+        import jax
+
+        return jax.lax.cond(pred, true_fn, false_fn, *operands)
+    return true_fn(*operands) if bool(pred) else false_fn(*operands)
+
+
+def to_numpy(x: Array) -> Any:
+    """Copy an array of any supported backend to a NumPy ``ndarray`` on the host."""
+    import numpy as np
+
+    if isinstance(x, np.ndarray | np.generic):
+        return np.asarray(x)
+    if is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()
+    if is_jax_array(x):
+        return np.asarray(x)
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError, AttributeError):
+        return np.asarray(x)
