@@ -22,6 +22,7 @@ from lowrank_ggn._ginger import (
     ginger_precondition,
     ginger_reorthonormalize,
     ginger_update,
+    ginger_update_precondition,
 )
 from lowrank_ggn._operator import damped_dense, damped_matvec, damped_solve, kappa_from_sigma, sigma_from_kappa
 from lowrank_ggn._qng import (
@@ -56,6 +57,7 @@ __all__ = [
     "ginger_precondition",
     "ginger_reorthonormalize",
     "ginger_update",
+    "ginger_update_precondition",
     "kappa_from_sigma",
     "lowrank_eigh_update",
     "qng_dense",

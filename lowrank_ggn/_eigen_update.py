@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_like, check_scalar, concrete_float
-from lowrank_ggn.backends import array_namespace, cond, device_of, is_array
+from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, project, rotate
 
 __all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
 
@@ -46,9 +46,15 @@ class RankOneUpdate(NamedTuple):
     residual was dropped."""
 
 
-def _orthogonal_residual(xp: ArrayNamespace, basis: Array, v: Array) -> tuple[Array, Array, Array]:
-    """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``."""
-    c = basis.T @ v
+def _orthogonal_residual(
+    xp: ArrayNamespace, basis: Array, v: Array, c: Array | None = None
+) -> tuple[Array, Array, Array]:
+    """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``.
+
+    ``c`` may be passed in when it is already known (it saves one read of ``U``).
+    """
+    if c is None:
+        c = basis.T @ v
     resid = v - basis @ c
 
     def again(c: Array, resid: Array) -> tuple[Array, Array]:
@@ -142,15 +148,70 @@ def lowrank_eigh_update(
     return _update(xp, basis, eigvals, v, weight=weight, scale=scale)
 
 
-def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weight: Any, scale: Any) -> RankOneUpdate:
-    """Unchecked core of :func:`lowrank_eigh_update`."""
-    dtype, dev = basis.dtype, device_of(basis)
-    rank = basis.shape[1]
-    rho = xp.asarray(weight, dtype=dtype, device=dev)
-    s = xp.asarray(scale, dtype=dtype, device=dev)
+class _Plan(NamedTuple):
+    r"""One rank-one update, planned on small arrays before ``U`` is touched a second time.
 
-    c, resid, norm_v = _orthogonal_residual(xp, basis, v)
-    r = xp.linalg.vector_norm(resid)
+    The new basis is ``U' = U·rot + vec ⊗ vrot`` (see :func:`_rotate`).
+    """
+
+    rot: Array
+    """(rank, rank): coefficients of the old basis."""
+    vec: Array
+    """(dim,): the vector added to the basis: ``v`` itself on the one-pass path,
+    the explicit residual ``p̃`` on the CGS2 path."""
+    vrot: Array
+    """(rank,): coefficients of ``vec``."""
+    eigvals: Array
+    """(rank,): the new eigenvalues, sorted descending, ≥ 0; NaN if the core overflowed."""
+    discarded: Array
+    """0-d: the largest eigenvalue dropped by the truncation (plus ``ρr²`` for a dropped residual)."""
+    vec_dot: Array | None
+    """0-d: ``vecᵀw`` for the vector ``w`` of ``dot_with`` (None without it)."""
+
+
+def _plan(
+    xp: ArrayNamespace,
+    basis: Array,
+    eigvals: Array,
+    v: Array,
+    *,
+    c: Array,
+    vv: Array,
+    rho: Array,
+    s: Array,
+    dot_with: tuple[Array, Array] | None = None,
+) -> _Plan:
+    r"""Plan Brand's update from the reductions ``c = Uᵀv`` and ``vv = vᵀv`` (one read of ``U``).
+
+    When ``v`` is far from ``span U`` — ``r² = ‖v‖² − ‖c‖² ≥ ‖v‖²/2``, the DGKS
+    criterion for not re-orthogonalising — the residual is never formed: the
+    new basis is ``U (V₁ − c bᵀ) + v bᵀ`` with ``b = V₂/r``, which is
+    ``[U p] V`` with ``p = (v − Uc)/r``, evaluated in the single pass that
+    rotates ``U``. Otherwise (cancellation) the residual is formed explicitly
+    and re-orthogonalised (CGS2), at the cost of further reads of ``U``.
+
+    ``dot_with = (w, vᵀw)`` also returns ``vecᵀw`` (for the fused query).
+    """
+    dtype = basis.dtype
+    rank = basis.shape[1]
+    cc = xp.sum(c * c)
+    # r² = ‖v‖² − ‖c‖²; the one-pass test r ≥ ‖v‖/√2 is ‖c‖² ≤ ‖v‖²/2 (false for NaN).
+    one_pass = cc <= (1 - _DGKS * _DGKS) * vv
+    finite = xp.isfinite(vv)
+    r2 = xp.where(finite, vv, xp.zeros_like(vv)) - xp.where(finite, cc, xp.zeros_like(cc))
+
+    w, vw = dot_with if dot_with is not None else (v, vv)
+
+    def direct(c: Array) -> tuple[Array, Array, Array, Array]:
+        return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw
+
+    def cgs2(c: Array) -> tuple[Array, Array, Array, Array]:
+        c, resid, _ = _orthogonal_residual(xp, basis, v, c)
+        resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
+        return c, resid, xp.linalg.vector_norm(resid), xp.sum(resid * w)
+
+    c, vec, r, vec_dot = cond(one_pass, direct, cgs2, c)
+    norm_v = xp.sqrt(vv)
     # v counts as lying in span U when its residual is at the rounding level:
     # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
     # rounding level of the update itself), or r is in the subnormal range.
@@ -162,8 +223,6 @@ def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weigh
     in_span = (r <= eps**0.5 * norm_v) | (r <= tiny)
     dropped = xp.where(in_span, rho * r * r, xp.zeros_like(r))
     r = xp.where(in_span, xp.zeros_like(r), r)
-    p = resid / xp.where(in_span, xp.ones_like(r), r)
-    p = xp.where(in_span, xp.zeros_like(p), p)
 
     block = _diag(xp, s * eigvals) + rho * (c[:, None] * c[None, :])
     side = rho * r * c
@@ -187,9 +246,34 @@ def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weigh
     mu = xp.take(mu, order, axis=0)
     vecs = xp.take(vecs, order, axis=1)
     top = vecs[:, :rank]
-    new_basis = basis @ top[:rank, :] + p[:, None] * top[rank : rank + 1, :]
+    # b = V₂/r; zero when v is in span U (then vec ⊗ b vanishes and p is never needed).
+    vrot = xp.where(in_span, xp.zeros_like(top[rank, :]), top[rank, :] / xp.where(in_span, xp.ones_like(r), r))
+    shift = xp.where(one_pass, c, xp.zeros_like(c))
+    rot = top[:rank, :] - shift[:, None] * vrot[None, :]
     mu = xp.where(core_ok, xp.where(mu > 0, mu, xp.zeros_like(mu)), xp.full_like(mu, xp.nan))
-    return RankOneUpdate(new_basis, mu[:rank], mu[rank] + dropped)
+    return _Plan(rot, vec, vrot, mu[:rank], mu[rank] + dropped, vec_dot if dot_with is not None else None)
+
+
+def _reject(xp: ArrayNamespace, plan: _Plan, ok: Array) -> tuple[Array, Array]:
+    """``(rot, vrot)``, or the identity rotation when ``ok`` is false.
+
+    ``U·I + vec ⊗ 0`` is exactly ``U`` (``vec`` is finite), so a rejected
+    update leaves the basis bit-for-bit unchanged without an extra pass over it.
+    """
+    rank = plan.rot.shape[0]
+    eye = xp.eye(rank, dtype=plan.rot.dtype, device=device_of(plan.rot))
+    return xp.where(ok, plan.rot, eye), xp.where(ok, plan.vrot, xp.zeros_like(plan.vrot))
+
+
+def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weight: Any, scale: Any) -> RankOneUpdate:
+    """Unchecked core of :func:`lowrank_eigh_update`."""
+    dtype, dev = basis.dtype, device_of(basis)
+    rho = xp.asarray(weight, dtype=dtype, device=dev)
+    s = xp.asarray(scale, dtype=dtype, device=dev)
+    c, gram = project(xp, basis, (v,))
+    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=gram[0, 0], rho=rho, s=s)
+    new_basis, _ = rotate(xp, basis, plan.rot, plan.vec, plan.vrot)
+    return RankOneUpdate(new_basis, plan.eigvals, plan.discarded)
 
 
 def _diag(xp: ArrayNamespace, x: Array) -> Array:

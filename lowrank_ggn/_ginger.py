@@ -15,12 +15,21 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import _reorthonormalize, _update
+from lowrank_ggn._eigen_update import _plan, _reject, _reorthonormalize
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
-from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, is_array, resolve_namespace
+from lowrank_ggn.backends import (
+    array_namespace,
+    can_overwrite,
+    canonical_float_dtype,
+    cond,
+    is_array,
+    project,
+    resolve_namespace,
+    rotate,
+)
 
 __all__ = [
     "GingerState",
@@ -29,6 +38,7 @@ __all__ = [
     "ginger_precondition",
     "ginger_reorthonormalize",
     "ginger_update",
+    "ginger_update_precondition",
 ]
 
 _METHODS = ("eigen", "sherman-morrison")
@@ -144,6 +154,7 @@ def ginger_update(
     damping: Any = None,
     method: Literal["eigen", "sherman-morrison"] = "eigen",
     reorthonormalize_every: int | None = None,
+    donate: bool = False,
 ) -> GingerState:
     r"""Fold one curvature vector into the state (Eq 7, truncated to rank τ).
 
@@ -176,6 +187,12 @@ def ginger_update(
         When set to k, re-orthonormalise the basis after every k-th accepted
         update (see :func:`ginger_reorthonormalize`), which bounds the float32
         drift of ``UᵀU − I``.
+    donate : bool, default False
+        Opt-in buffer reuse on NumPy and PyTorch (CPU): the caller gives up
+        ``state`` and the new basis is written into the memory of the old
+        one, block by block, instead of a new d×τ array (the old state must
+        not be used afterwards). Ignored elsewhere; on JAX, donate the state
+        to ``jax.jit`` instead (``donate_argnums``).
 
     Returns
     -------
@@ -216,31 +233,86 @@ def ginger_update(
     ):
         msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
         raise ValueError(msg)
+    _check_donate(donate)
 
+    new, _, ok = _advance(xp, state, d, None, decay=decay, method=method, damping=damping, gamma=None, donate=donate)
+    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every)
+
+
+def _check_donate(donate: Any) -> None:
+    if not isinstance(donate, bool):
+        msg = f"donate must be a bool, got {type(donate).__name__}"
+        raise TypeError(msg)
+
+
+def _maybe_reorthonormalize(xp: ArrayNamespace, new: GingerState, ok: Array, every: int | None) -> GingerState:
+    if every is None:
+        return new
+    due = ok & (new.step % every == 0)
+    return cond(due, lambda s: _reorth_state(xp, s), lambda s: s, new)
+
+
+def _advance(
+    xp: ArrayNamespace,
+    state: GingerState,
+    d: Array,
+    g: Array | None,
+    *,
+    decay: Any,
+    method: str,
+    damping: Any,
+    gamma: Any,
+    donate: bool,
+) -> tuple[GingerState, Array | None, Array]:
+    r"""One update (and, when ``g`` is given, the query of the new state) in two reads of ``U``.
+
+    Pass 1 reads ``U`` for the reductions ``Uᵀ[d, g]``; everything else is
+    planned on (τ+1)×(τ+1) arrays; pass 2 reads ``U`` and writes
+    ``U' = U·rot + v ⊗ b`` together with ``y = g/γ + U'z``, which expands to
+    ``g/γ + U(rot·z) + v (b·z)`` and so needs no third pass. A rejected
+    update (non-finite ``d`` or result) rotates by the identity instead of
+    selecting between two bases.
+    """
+    basis, eigvals = state.basis, state.eigvals
     alpha = _scalar(xp, decay, basis)
     finite = xp.all(xp.isfinite(d))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
     if method == "eigen":
-        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha)
-        new_eigvals, dropped = upd.eigvals, upd.discarded
+        v, rho, scale, base = d_safe, 1 - alpha, alpha, eigvals
     else:
-        gamma = _scalar(xp, damping, basis)
-        sm = _step(xp, basis, state.eigvals, d_safe, decay=alpha, damping=gamma)
-        upd = _update(xp, basis, sm.kappa, sm.h, weight=sm.beta, scale=1.0)
-        new_eigvals = _sigma_from_kappa(xp, upd.eigvals, gamma)
-        dropped = _sigma_from_kappa(xp, upd.discarded, gamma)
+        gamma_sm = _scalar(xp, damping, basis)
+        sm = _step(xp, basis, eigvals, d_safe, decay=alpha, damping=gamma_sm)
+        v, rho, scale, base = sm.h, sm.beta, xp.ones_like(alpha), sm.kappa
+    coef, gram = project(xp, basis, (v,) if g is None else (v, g))
+    vg = None if g is None else (g, gram[0, 1])
+    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=gram[0, 0], rho=rho, s=scale, dot_with=vg)
+    if method == "eigen":
+        new_eigvals, dropped = plan.eigvals, plan.discarded
+    else:
+        new_eigvals = _sigma_from_kappa(xp, plan.eigvals, gamma_sm)
+        dropped = _sigma_from_kappa(xp, plan.discarded, gamma_sm)
     ok = finite & xp.all(xp.isfinite(new_eigvals)) & xp.isfinite(dropped)
+    rot, vrot = _reject(xp, plan, ok)
+    new_eigvals = xp.where(ok, new_eigvals, eigvals)
+    query = None
+    if g is not None:
+        gam = _scalar(xp, gamma, basis)
+        # U'ᵀg = rotᵀ(Uᵀg) + b·(vecᵀg): no further pass over U.
+        vec_dot = xp.where(ok, plan.vec_dot, xp.zeros_like(plan.vec_dot))
+        c_new = rot.T @ coef[:, 1] + vrot * vec_dot
+
+        z = -(c_new * new_eigvals) / (gam * (gam + new_eigvals))
+        query = (rot @ z, xp.sum(vrot * z), g, 1 / gam)
+    out = basis if donate and can_overwrite(xp, basis) else None
+    new_basis, y = rotate(xp, basis, rot, plan.vec, vrot, query=query, out=out)
     new = GingerState(
-        basis=xp.where(ok, upd.basis, basis),
-        eigvals=xp.where(ok, new_eigvals, state.eigvals),
+        basis=new_basis,
+        eigvals=new_eigvals,
         discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
         step=state.step + xp.astype(ok, state.step.dtype),
         num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
     )
-    if reorthonormalize_every is None:
-        return new
-    due = ok & (new.step % reorthonormalize_every == 0)
-    return cond(due, lambda s: _reorth_state(xp, s), lambda s: s, new)
+    return new, y, ok
 
 
 def _reorth_state(xp: ArrayNamespace, state: GingerState) -> GingerState:
@@ -303,6 +375,90 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)))
     check_damping(damping)
     return _solve(xp, state.basis, state.eigvals, g, _scalar(xp, damping, state.basis))
+
+
+def ginger_update_precondition(
+    state: GingerState,
+    d: Array,
+    g: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    reorthonormalize_every: int | None = None,
+    donate: bool = False,
+) -> tuple[GingerState, Array]:
+    r"""Update the state with ``d`` and precondition ``g`` with the new state, in two reads of ``U``.
+
+    Equivalent to
+
+    .. code-block:: python
+
+        state = ginger_update(state, d, decay=decay)
+        y = ginger_precondition(state, g, damping=damping)
+
+    but cheaper: the reductions ``Uᵀd`` and ``Uᵀg`` share one read of ``U``,
+    and the query of the new state (Eq 16),
+
+    .. math::
+       y = \frac{g}{\gamma} + U' z, \qquad
+       z = -\frac{\sigma' \odot c'}{\gamma(\gamma + \sigma')}, \qquad
+       c' = U'^\top g = R^\top (U^\top g) + b\,(v^\top g),
+
+    is evaluated through the old basis (``U' = U R + v bᵀ``, so
+    ``U'z = U(Rz) + v (bᵀz)``) in the same pass that writes ``U'``. About three
+    passes over ``U`` in all — one read for the reductions, one read and one
+    write for the rotation — instead of five for the two calls.
+
+    Parameters
+    ----------
+    state : GingerState
+    d : array, shape (dim,)
+        Curvature vector (Eq 8).
+    g : array, shape (dim,)
+        The gradient to precondition.
+    decay : float or 0-d array
+        α ∈ (0, 1).
+    damping : float or 0-d array
+        γ > 0 for the query; may be traced under ``jax.jit``.
+    reorthonormalize_every : int, optional
+        As in :func:`ginger_update`. (A step that re-orthonormalises returns
+        the query of the state before re-orthonormalisation, which represents
+        the same matrix.)
+    donate : bool, default False
+        As in :func:`ginger_update`: opt-in reuse of the basis's memory on
+        NumPy and PyTorch; on JAX use ``jax.jit(..., donate_argnums=0)``.
+
+    Returns
+    -------
+    tuple
+        ``(new_state, y)`` with ``y = (γI + U' diag(σ') U'ᵀ)⁻¹ g``. A rejected
+        update (non-finite ``d``) leaves the state unchanged (except
+        ``num_nonfinite``) and ``y`` is the query of that state.
+
+    Raises
+    ------
+    ValueError
+        If ``decay`` ∉ (0, 1), ``damping`` is not positive and finite, or a
+        shape or device is wrong.
+    TypeError
+        If ``d`` or ``g`` is not a real floating array of the state's namespace and dtype.
+    """
+    xp = _check_state(state)
+    basis = state.basis
+    check_like(d, "d", basis, shapes=((basis.shape[0],),))
+    check_like(g, "g", basis, shapes=((basis.shape[0],),))
+    check_decay(decay)
+    check_damping(damping)
+    if reorthonormalize_every is not None and (
+        isinstance(reorthonormalize_every, bool)
+        or not isinstance(reorthonormalize_every, int)
+        or reorthonormalize_every < 1
+    ):
+        msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
+        raise ValueError(msg)
+    _check_donate(donate)
+    new, y, ok = _advance(xp, state, d, g, decay=decay, method="eigen", damping=None, gamma=damping, donate=donate)
+    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every), y
 
 
 def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:

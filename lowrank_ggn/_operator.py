@@ -12,7 +12,7 @@ from typing import Any
 
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_damping, check_like
-from lowrank_ggn.backends import array_namespace, device_of, is_array
+from lowrank_ggn.backends import apply, array_namespace, device_of, is_array
 
 __all__ = ["damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
 
@@ -157,13 +157,18 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
 
 def _solve(xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
     """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array)."""
-    g2 = g if g.ndim == 2 else g[:, None]
+    if g.ndim == 1:
+        # Eq 16 with the coefficients combined before touching U again:
+        # y = g/γ + U z, z = c/(γ+σ) − c/γ = −σc/(γ(γ+σ)). Two reads of U and
+        # O(dim) vector work; the same rounding as (g − Uc)/γ + U c/(γ+σ).
+        c = basis.T @ g
+        return apply(xp, basis, -(eigvals * c) / (gamma * (gamma + eigvals)), g, 1 / gamma)
+    g2 = g
     k = g2.shape[1]
     c = basis.T @ g2
     coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)
     both = basis @ coef
-    y = (g2 - both[:, :k]) / gamma + both[:, k:]
-    return y if g.ndim == 2 else y[:, 0]
+    return (g2 - both[:, :k]) / gamma + both[:, k:]
 
 
 def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Array:
