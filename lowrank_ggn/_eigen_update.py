@@ -53,12 +53,14 @@ def _orthogonal_residual(
 
     ``c`` may be passed in when it is already known (it saves one read of ``U``).
     """
+    # ``v @ U`` rather than ``Uᵀ @ v``: the same product, with U in the layout
+    # that XLA's dot emitters take without copying it.
     if c is None:
-        c = basis.T @ v
+        c = v @ basis
     resid = v - basis @ c
 
     def again(c: Array, resid: Array) -> tuple[Array, Array]:
-        c2 = basis.T @ resid
+        c2 = resid @ basis
         return c + c2, resid - basis @ c2
 
     def keep(c: Array, resid: Array) -> tuple[Array, Array]:

@@ -276,7 +276,7 @@ def _advance(
     basis, eigvals = state.basis, state.eigvals
     alpha = _scalar(xp, decay, basis)
     finite = xp.all(xp.isfinite(d))
-    d_safe = xp.where(finite, d, xp.zeros_like(d))
+    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
     if method == "eigen":
         v, rho, scale, base = d_safe, 1 - alpha, alpha, eigvals
     else:

@@ -161,7 +161,7 @@ def _solve(xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Ar
         # Eq 16 with the coefficients combined before touching U again:
         # y = g/γ + U z, z = c/(γ+σ) − c/γ = −σc/(γ(γ+σ)). Two reads of U and
         # O(dim) vector work; the same rounding as (g − Uc)/γ + U c/(γ+σ).
-        c = basis.T @ g
+        c = g @ basis
         return apply(xp, basis, -(eigvals * c) / (gamma * (gamma + eigvals)), g, 1 / gamma)
     g2 = g
     k = g2.shape[1]

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_ggn._eigen_update import _orthogonal_residual, _plan, _reject
+from lowrank_ggn._eigen_update import _plan, _reject
 from lowrank_ggn._ginger import GingerState, _check_donate
 from lowrank_ggn._ginger import _check_state as _check_direct_state
 from lowrank_ggn._operator import _scalar, damped_dense
@@ -378,17 +378,17 @@ def ginger_product_precondition(state: GingerProductState, g: Array, *, damping:
     _check_vector(state, g, "g", batch=True)
     check_damping(damping)
     gamma = _scalar(xp, damping, state.columns)
-    live, _ = _live(state)
-    w = live.T
+    live, _ = _live(state)  # Wᵀ
+    coords = state.coords[: live.shape[0], :]
     sigma = state.eigvals
     if g.ndim == 1:
-        c_w, _ = project(xp, w, (g,))
-        c = state.coords[: live.shape[0], :].T @ c_w[:, 0]
+        c_w, _ = project(xp, live, (g,), rows=True)
+        c = coords.T @ c_w[:, 0]
         z = -(c * sigma) / (gamma * (gamma + sigma))
-        return apply(xp, w, state.coords[: live.shape[0], :] @ z, g, 1 / gamma)
-    c = state.coords[: live.shape[0], :].T @ (w.T @ g)
+        return apply(xp, live, coords @ z, g, 1 / gamma, rows=True)
+    c = coords.T @ (live @ g)
     z = -(c * sigma[:, None]) / (gamma * (gamma + sigma[:, None]))
-    return w @ (state.coords[: live.shape[0], :] @ z) + g / gamma
+    return ((coords @ z).T @ live).T + g / gamma
 
 
 def ginger_product_compress(state: GingerProductState, *, donate: bool = False) -> GingerProductState:
@@ -449,7 +449,7 @@ class _Split(NamedTuple):
 
 def _split(
     xp: ArrayNamespace,
-    w_mat: Array,
+    live: Array,
     d: Array,
     g: Array | None,
     *,
@@ -459,7 +459,7 @@ def _split(
     rho: Array,
 ) -> _Split:
     """Split ``d`` against all of ``W``: implicit residual (DGKS) or explicit and re-orthogonalised (CGS2)."""
-    capacity, n_live = in_use.shape[0], w_mat.shape[1]
+    capacity, n_live = in_use.shape[0], live.shape[0]
     w, vv = coef[:, 0], gram[0, 0]
     vg = gram[0, 1] if g is not None else vv
     cc = xp.sum(w * w)
@@ -471,7 +471,7 @@ def _split(
         return w, d, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vg
 
     def cgs2(w: Array) -> tuple[Array, Array, Array, Array]:
-        w_live, resid, _ = _orthogonal_residual(xp, w_mat, d, w[:n_live])
+        w_live, resid = _cgs2_rows(live, d, w[:n_live])
         resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
         w_new = _pad(xp, w_live[:, None], capacity)[:, 0]
         w_new = xp.where(in_use, w_new, xp.zeros_like(w_new))
@@ -489,6 +489,13 @@ def _split(
         vec_dot=vec_dot,
         dropped=xp.where(in_span, rho * r * r, xp.zeros_like(r)),
     )
+
+
+def _cgs2_rows(live: Array, d: Array, w: Array) -> tuple[Array, Array]:
+    """``(w, d − W w)`` re-orthogonalised once more (CGS2), with ``W`` given as its rows ``Wᵀ``."""
+    resid = d - w @ live
+    w2 = live @ resid
+    return w + w2, resid - w2 @ live
 
 
 def _fused_query(
@@ -536,18 +543,17 @@ def _advance(
     alpha = _scalar(xp, decay, columns)
     rho = 1 - alpha
     finite = xp.all(xp.isfinite(d))
-    d_safe = xp.where(finite, d, xp.zeros_like(d))
-    live, m = _live(state)
-    w_mat = live.T  # W: (dim, count) eagerly, (dim, capacity) under tracing
-    n_live = w_mat.shape[1]
+    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
+    live, m = _live(state)  # Wᵀ: (count, dim) eagerly, (capacity, dim) under tracing
+    n_live = live.shape[0]
     rows = xp.arange(capacity, dtype=count.dtype, device=device_of(columns))
     in_use = rows < count
 
     # Pass 1: the reductions Wᵀd (and Wᵀg) with the Gram matrix of [d, g].
-    coef, gram = project(xp, w_mat, (d_safe,) if g is None else (d_safe, g))
+    coef, gram = project(xp, live, (d_safe,) if g is None else (d_safe, g), rows=True)
     coef = _pad(xp, coef, capacity)
     coef = xp.where(in_use[:, None], coef, xp.zeros_like(coef))
-    split = _split(xp, w_mat, d_safe, g, coef=coef, gram=gram, in_use=in_use, rho=rho)
+    split = _split(xp, live, d_safe, g, coef=coef, gram=gram, in_use=in_use, rho=rho)
 
     # Brand's update on the small coordinates x = [w; r] (row `count` stands for p).
     new_row = xp.astype(rows == count, columns.dtype)
@@ -575,9 +581,9 @@ def _advance(
     vrot_p = xp.reshape(inv_r, (1,))
     if donate and m is not None and can_overwrite(xp, columns.T):
         # Write p straight into its row of the donated buffer.
-        _, y = rotate(xp, w_mat, rot_p, split.vec, vrot_p, query=query, out=columns[m : m + 1, ...].T)
+        _, y = rotate(xp, live, rot_p, split.vec, vrot_p, query=query, out=columns[m : m + 1, ...].T, rows=True)
     else:
-        p, y = rotate(xp, w_mat, rot_p, split.vec, vrot_p, query=query)
+        p, y = rotate(xp, live, rot_p, split.vec, vrot_p, query=query, rows=True)
         columns = write_row(xp, columns, count, p[:, 0], in_place=donate)
     new = GingerProductState(
         columns=columns,

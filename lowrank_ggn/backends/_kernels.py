@@ -70,22 +70,26 @@ def can_overwrite(xp: ArrayNamespace, basis: Array) -> bool:
     return False
 
 
-def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array]:
+def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows: bool = False) -> tuple[Array, Array]:
     r"""Return ``Uᵀ[v₁ … v_k]`` (shape ``(n, k)``) and the Gram matrix of the vectors (``(k, k)``).
 
     One read of ``U``; the Gram matrix ``G_ij = v_iᵀ v_j`` comes from the same
-    pass on the blocked path.
+    pass on the blocked path. ``rows=True``: ``basis`` is given as ``Uᵀ``
+    (shape ``(n, dim)``, one column of U per row).
     """
-    kind = _blocked(xp, basis)
+    columns = basis.T if rows else basis
+    kind = _blocked(xp, columns)
     if kind == "numpy":
-        return _project_numpy(basis, vectors)
+        return _project_numpy(columns, vectors)
     if kind == "torch":
-        return _project_torch(basis, vectors)
-    stacked = xp.stack(list(vectors), axis=1)
+        return _project_torch(columns, vectors)
     k = len(vectors)
-    rows = [[xp.sum(vectors[i] * vectors[j]) for j in range(k)] for i in range(k)]
-    gram = xp.stack([xp.stack(row) for row in rows])
-    return basis.T @ stacked, gram
+    gram = xp.stack([xp.stack([xp.sum(vectors[i] * vectors[j]) for j in range(k)]) for i in range(k)])
+    # Written so that both operands of the product are in the row-major layout
+    # XLA's dot emitters expect (a transposed operand would be copied first).
+    if rows:
+        return basis @ xp.stack(list(vectors), axis=1), gram
+    return (xp.stack(list(vectors), axis=0) @ basis).T, gram
 
 
 def rotate(
@@ -97,6 +101,7 @@ def rotate(
     *,
     query: tuple[Array, Array, Array, Array] | None = None,
     out: Array | None = None,
+    rows: bool = False,
 ) -> tuple[Array, Array | None]:
     r"""Return ``U·rot + vec ⊗ vrot`` and, when ``query = (a, β, g, η)`` is given, ``U·a + β·vec + η·g``.
 
@@ -104,7 +109,7 @@ def rotate(
     ----------
     xp : namespace
     basis : array, shape (dim, n)
-        U.
+        U (or ``Uᵀ``, shape (n, dim), with ``rows=True``).
     rot : array, shape (n, m)
     vec : array, shape (dim,)
     vrot : array, shape (m,)
@@ -113,23 +118,49 @@ def rotate(
         and 0-d ``beta``, ``eta``.
     out : array, optional
         NumPy/PyTorch only (see :func:`can_overwrite`): where to write the
-        rotated basis; may be ``basis`` itself when ``m = n``.
+        rotated basis, shape (dim, m); may be ``basis`` itself when ``m = n``.
+    rows : bool
+        ``basis`` is given as ``Uᵀ``.
 
     Returns
     -------
     tuple
         The rotated basis (dim, m) and the query column (dim,) or None.
     """
-    kind = _blocked(xp, basis)
+    columns = basis.T if rows else basis
+    kind = _blocked(xp, columns)
     if kind == "numpy":
-        return _rotate_numpy(basis, rot, vec, vrot, query=query, out=out)
+        return _rotate_numpy(columns, rot, vec, vrot, query=query, out=out)
     if kind == "torch":
-        return _rotate_torch(basis, rot, vec, vrot, query=query, out=out)
-    if kind == "jax" and rot.shape[0] == rot.shape[1] and out is None:
-        return _rotate_jax(basis, rot, vec, vrot, query)
+        return _rotate_torch(columns, rot, vec, vrot, query=query, out=out)
     if out is not None:
         msg = "out= is only supported by the NumPy and PyTorch CPU paths"
         raise ValueError(msg)
+    if kind == "jax" and not rows and rot.shape[0] == rot.shape[1]:
+        return _rotate_jax(basis, rot, vec, vrot, query)
+    return _rotate_generic(xp, basis, rot, vec, vrot, query=query, rows=rows)
+
+
+def _rotate_generic(
+    xp: ArrayNamespace,
+    basis: Array,
+    rot: Array,
+    vec: Array,
+    vrot: Array,
+    *,
+    query: tuple[Array, Array, Array, Array] | None,
+    rows: bool,
+) -> tuple[Array, Array | None]:
+    m = rot.shape[1]
+    if rows:
+        # One product (m [+1]) × n by n × dim: a single read of Uᵀ, row-major operands.
+        coef = rot.T if query is None else xp.concat([rot.T, query[0][None, :]], axis=0)
+        both = coef @ basis
+        new = both[:m, ...].T + vec[:, None] * vrot[None, :]
+        if query is None:
+            return new, None
+        _, beta, g, eta = query
+        return new, both[m, ...] + beta * vec + eta * g
     new = basis @ rot + vec[:, None] * vrot[None, :]
     if query is None:
         return new, None
@@ -137,9 +168,11 @@ def rotate(
     return new, basis @ a + beta * vec + eta * g
 
 
-def apply(xp: ArrayNamespace, basis: Array, coef: Array, vec: Array, scale: Array) -> Array:
-    """Return ``U·coef + scale·vec`` (one read of ``U``)."""
+def apply(xp: ArrayNamespace, basis: Array, coef: Array, vec: Array, scale: Array, *, rows: bool = False) -> Array:
+    """Return ``U·coef + scale·vec`` (one read of ``U``; ``basis`` is ``Uᵀ`` when ``rows``)."""
     del xp
+    if rows:
+        return (coef.T @ basis).T + scale * vec
     return basis @ coef + scale * vec
 
 
