@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_decay, check_dim_rank, check_like
-from lowrank_ggn.backends import array_namespace, canonical_float_dtype, device_of, is_array, resolve_namespace
+from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, device_of, is_array, resolve_namespace
 
 __all__ = [
     "QNGState",
@@ -142,10 +142,11 @@ def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
     q = state.factors[i, :]
     s, beta = state.scales[i], state.betas[i]
     qv = q @ v  # (k,)
+    # Scalars are combined with the (k,) coefficients first: one d×k temporary per term.
     if inverse:
         coef = beta / (s + beta * state.sqnorms[i])
-        return (v - coef * q[:, None] * qv[None, :]) / s
-    return s * v + beta * q[:, None] * qv[None, :]
+        return (v - q[:, None] * (coef * qv)[None, :]) * (1 / s)
+    return s * v + q[:, None] * (beta * qv)[None, :]
 
 
 def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Array:
@@ -246,13 +247,19 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     ok = finite & xp.isfinite(sqnorm) & xp.isfinite(beta)
 
     def push(old: Array, new: Array) -> Array:
-        return xp.where(ok, xp.concat([old[1:, ...], new[None, ...]], axis=0), old)
+        return xp.concat([old[1:, ...], new[None, ...]], axis=0)
 
-    return QNGState(
-        factors=push(factors, q),
-        betas=push(state.betas, beta),
-        scales=push(state.scales, sqrt_alpha),
-        sqnorms=push(state.sqnorms, sqnorm),
+    def accept(st: QNGState) -> QNGState:
+        return st._replace(
+            factors=push(st.factors, q),
+            betas=push(st.betas, beta),
+            scales=push(st.scales, sqrt_alpha),
+            sqnorms=push(st.sqnorms, sqnorm),
+        )
+
+    # A branch rather than a select over the window: a rejected update costs no pass over it.
+    new = cond(ok, accept, lambda st: st, state)
+    return new._replace(
         step=state.step + xp.astype(ok, state.step.dtype),
         num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
     )
