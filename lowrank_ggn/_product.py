@@ -49,9 +49,9 @@ from lowrank_ggn.backends import (
     array_namespace,
     can_overwrite,
     canonical_float_dtype,
+    compress_rows,
     cond,
     device_of,
-    fill_rows,
     is_array,
     is_traced,
     project,
@@ -422,14 +422,13 @@ def _live(state: GingerProductState) -> tuple[Array, int | None]:
 
 def _compress(xp: ArrayNamespace, state: GingerProductState, *, in_place: bool) -> GingerProductState:
     """``W ← W Q``, ``Q ← I``, ``count ← rank``; the unused rows of the buffer are zeroed."""
-    rank = state.coords.shape[1]
+    capacity, rank = state.coords.shape
     dt, dev = state.columns.dtype, device_of(state.columns)
-    live, m = _live(state)
-    u_t = state.coords[: live.shape[0], :].T @ live  # (rank, dim) = (W Q)ᵀ
-    del m
+    _, m = _live(state)
+    coords = state.coords if m is None else state.coords[:m, :]
     return state._replace(
-        columns=fill_rows(xp, state.columns, u_t, in_place=in_place),
-        coords=xp.eye(state.coords.shape[0], rank, dtype=dt, device=dev),
+        columns=compress_rows(xp, state.columns, m, coords, in_place=in_place),
+        coords=xp.eye(capacity, rank, dtype=dt, device=dev),
         count=xp.asarray(rank, dtype=state.count.dtype, device=dev),
     )
 

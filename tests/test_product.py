@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lowrank_ggn as lg
@@ -22,7 +22,14 @@ decays = st.sampled_from([0.5, 0.9, 0.99])
 
 
 def _dense(xp, state):
-    return xp.to_numpy(lg.ginger_product_dense(state))
+    """``U diag(σ) Uᵀ`` with ``U = W Q``, in NumPy float64 (no backend dispatch per step)."""
+    u = xp.to_numpy(state.columns).T @ xp.to_numpy(state.coords)
+    return (u * xp.to_numpy(state.eigvals)) @ u.T
+
+
+def _direct_dense(xp, state):
+    u = xp.to_numpy(state.basis)
+    return (u * xp.to_numpy(state.eigvals)) @ u.T
 
 
 def _check_structure(xp, state, *, factor=20.0):
@@ -42,14 +49,15 @@ def _check_structure(xp, state, *, factor=20.0):
     assert np.all(np.diff(s) <= 0)
 
 
-@given(seed=seeds, dim=st.integers(4, 30), decay=decays, data=st.data())
+@settings(max_examples=5)
+@given(seed=seeds, dim=st.integers(4, 24), decay=decays, data=st.data())
 def test_product_equals_direct_every_step(xp, seed, dim, decay, data):
     """After every step the product form represents the direct form's matrix (any capacity)."""
     rng = np.random.default_rng(seed)
     rank = data.draw(st.integers(1, dim - 1), label="rank")
     capacity = data.draw(st.integers(rank + 1, dim), label="capacity")
     kind = data.draw(st.sampled_from(["power", "step", "flat"]), label="spectrum")
-    d = xp.to_numpy(xp.asarray(stream(rng, 3 * rank + 6, dim, kind)))
+    d = xp.to_numpy(xp.asarray(stream(rng, 2 * rank + 4, dim, kind)))
     update = xp.maybe_jit(lg.ginger_product_update)
     direct_update = xp.maybe_jit(lg.ginger_update)
     p = lg.ginger_product_init(dim, rank, capacity=capacity, xp=xp.module, dtype=xp.dtype)
@@ -58,7 +66,7 @@ def test_product_equals_direct_every_step(xp, seed, dim, decay, data):
         p = update(p, xp.asarray(dt), decay=decay)
         s = direct_update(s, xp.asarray(dt), decay=decay)
         _check_structure(xp, p, factor=20.0 * (t + 1))
-        ref = xp.to_numpy(lg.ginger_dense(s))
+        ref = _direct_dense(xp, s)
         size = max(np.abs(ref).max(), 1e-300)
         assert np.abs(_dense(xp, p) - ref).max() <= xp.tol(100 * (t + 1)) * size
         np.testing.assert_allclose(xp.to_numpy(p.eigvals), xp.to_numpy(s.eigvals), atol=xp.tol(50 * (t + 1)) * size)
@@ -68,6 +76,7 @@ def test_product_equals_direct_every_step(xp, seed, dim, decay, data):
     )
 
 
+@settings(max_examples=4)
 @given(seed=seeds, decay=decays)
 def test_product_against_exact_ema(xp, seed, decay):
     """While t ≤ τ the product form is the exact EMA; afterwards the trace identity holds."""
@@ -86,7 +95,8 @@ def test_product_against_exact_ema(xp, seed, decay):
     np.testing.assert_allclose(got, total, rtol=xp.tol(300))
 
 
-@given(seed=seeds, dim=st.integers(4, 30), data=st.data())
+@settings(max_examples=4)
+@given(seed=seeds, dim=st.integers(4, 24), data=st.data())
 def test_product_queries(xp, seed, dim, data):
     """The product-form query and the fused step against the dense inverse and the direct form."""
     rng = np.random.default_rng(seed)
@@ -94,22 +104,23 @@ def test_product_queries(xp, seed, dim, data):
     gamma = 10.0 ** data.draw(st.floats(-3, 0), label="log10 gamma")
     d = stream(rng, 2 * rank + 3, dim, "power")
     fused = xp.maybe_jit(lg.ginger_product_update_precondition)
+    query = xp.maybe_jit(lg.ginger_product_precondition)
     p = lg.ginger_product_init(dim, rank, xp=xp.module, dtype=xp.dtype)
     for dt in d:
         g = xp.asarray(rng.standard_normal(dim))
         p, y = fused(p, xp.asarray(dt), g, decay=0.9, damping=gamma)
-        dense = _dense(xp, p)
-        exact = np.linalg.solve(gamma * np.eye(dim) + dense, xp.to_numpy(g))
+        exact = np.linalg.solve(gamma * np.eye(dim) + _dense(xp, p), xp.to_numpy(g))
         scale = 1 + np.abs(xp.to_numpy(p.eigvals)).max() / gamma
         assert np.linalg.norm(xp.to_numpy(y) - exact) <= xp.tol(200 * scale) * np.linalg.norm(exact)
-        y2 = xp.to_numpy(lg.ginger_product_precondition(p, g, damping=gamma))
-        assert np.linalg.norm(y2 - exact) <= xp.tol(200 * scale) * np.linalg.norm(exact)
-    batch = rng.standard_normal((dim, 3))
-    yb = xp.to_numpy(lg.ginger_product_precondition(p, xp.asarray(batch), damping=gamma))
-    exact = np.linalg.solve(gamma * np.eye(dim) + _dense(xp, p), xp.to_numpy(xp.asarray(batch)))
+    y2 = xp.to_numpy(query(p, g, damping=gamma))
+    assert np.linalg.norm(y2 - exact) <= xp.tol(200 * scale) * np.linalg.norm(exact)
+    batch = xp.asarray(rng.standard_normal((dim, 3)))
+    yb = xp.to_numpy(query(p, batch, damping=gamma))
+    exact = np.linalg.solve(gamma * np.eye(dim) + _dense(xp, p), xp.to_numpy(batch))
     assert np.linalg.norm(yb - exact) <= xp.tol(200 * scale) * np.linalg.norm(exact)
 
 
+@settings(max_examples=3)
 @given(seed=seeds)
 def test_product_streams_with_r_zero(xp, seed):
     """Repeated vectors, vectors in span W and zero vectors: nothing is appended, the structure holds."""
@@ -123,44 +134,49 @@ def test_product_streams_with_r_zero(xp, seed):
     p = lg.ginger_product_init(dim, rank, capacity=5, xp=xp.module, dtype=xp.dtype)
     s = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)
     update = xp.maybe_jit(lg.ginger_product_update)
+    direct = xp.maybe_jit(lg.ginger_update)
     for t, dt in enumerate(d):
         p = update(p, xp.asarray(dt), decay=0.9)
-        s = lg.ginger_update(s, xp.asarray(dt), decay=0.9)
-        _check_structure(xp, p, factor=20.0 * (t + 1))
+        s = direct(s, xp.asarray(dt), decay=0.9)
+        if t % 5 == 4:
+            _check_structure(xp, p, factor=20.0 * (t + 1))
     m = ema(d, 0.9)
     assert np.abs(_dense(xp, p) - m).max() <= xp.tol(500) * np.abs(m).max()
-    assert np.abs(_dense(xp, p) - xp.to_numpy(lg.ginger_dense(s))).max() <= xp.tol(500) * np.abs(m).max()
+    assert np.abs(_dense(xp, p) - _direct_dense(xp, s)).max() <= xp.tol(500) * np.abs(m).max()
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_product_nonfinite_leaves_state_unchanged(xp, bad):
     rng = np.random.default_rng(0)
     p = lg.ginger_product_init(10, 3, xp=xp.module, dtype=xp.dtype)
+    update = xp.maybe_jit(lg.ginger_product_update)
     for dt in stream(rng, 4, 10, "power"):
-        p = lg.ginger_product_update(p, xp.asarray(dt), decay=0.9)
+        p = update(p, xp.asarray(dt), decay=0.9)
     d = rng.standard_normal(10)
     d[3] = bad
     g = xp.asarray(rng.standard_normal(10))
-    new, y = lg.ginger_product_update_precondition(p, xp.asarray(d), g, decay=0.9, damping=0.1)
+    new, y = xp.maybe_jit(lg.ginger_product_update_precondition)(p, xp.asarray(d), g, decay=0.9, damping=0.1)
     for field in ("columns", "coords", "count", "eigvals", "discarded", "step"):
         np.testing.assert_array_equal(xp.to_numpy(getattr(new, field)), xp.to_numpy(getattr(p, field)))
     assert int(xp.to_numpy(new.num_nonfinite)) == 1
-    y_ref = xp.to_numpy(lg.ginger_product_precondition(p, g, damping=0.1))
-    np.testing.assert_allclose(xp.to_numpy(y), y_ref, rtol=xp.tol(100), atol=xp.tol(100) * np.abs(y_ref).max())
+    y_ref = np.linalg.solve(0.1 * np.eye(10) + _dense(xp, p), xp.to_numpy(g))
+    np.testing.assert_allclose(xp.to_numpy(y), y_ref, rtol=xp.tol(500), atol=xp.tol(500) * np.abs(y_ref).max())
 
 
 def test_product_conversions(xp):
     rng = np.random.default_rng(1)
     s = lg.ginger_init(20, 4, xp=xp.module, dtype=xp.dtype)
-    for dt in stream(rng, 9, 20, "power"):
-        s = lg.ginger_update(s, xp.asarray(dt), decay=0.9)
+    direct = xp.maybe_jit(lg.ginger_update)
+    for dt in stream(rng, 6, 20, "power"):
+        s = direct(s, xp.asarray(dt), decay=0.9)
     p = lg.ginger_product_from_state(s, capacity=7)
     assert p.columns.shape == (7, 20)
     _check_structure(xp, p)
     back = lg.ginger_product_to_state(p)
     np.testing.assert_allclose(xp.to_numpy(back.basis), xp.to_numpy(s.basis), atol=xp.tol(4))
-    for dt in stream(rng, 5, 20, "power"):
-        p = lg.ginger_product_update(p, xp.asarray(dt), decay=0.9)
+    update = xp.maybe_jit(lg.ginger_product_update)
+    for dt in stream(rng, 2, 20, "power"):
+        p = update(p, xp.asarray(dt), decay=0.9)
     assert int(xp.to_numpy(p.count)) > 4
     packed = lg.ginger_product_compress(p)
     assert int(xp.to_numpy(packed.count)) == 4

@@ -28,7 +28,7 @@ from lowrank_ggn.backends._compat import (
     is_torch_namespace,
     namespace_from_module,
 )
-from lowrank_ggn.backends._kernels import apply, can_overwrite, fill_rows, project, rotate, write_row
+from lowrank_ggn.backends._kernels import apply, can_overwrite, compress_rows, fill_rows, project, rotate, write_row
 
 __all__ = [
     "apply",
@@ -36,6 +36,7 @@ __all__ = [
     "backend_name",
     "can_overwrite",
     "canonical_float_dtype",
+    "compress_rows",
     "cond",
     "default_float_dtype",
     "device_of",

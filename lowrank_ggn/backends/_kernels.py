@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn.backends._compat import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
-__all__ = ["apply", "can_overwrite", "fill_rows", "project", "rotate", "write_row"]
+__all__ = ["apply", "can_overwrite", "compress_rows", "fill_rows", "project", "rotate", "write_row"]
 
 # Bytes of one block of U: large enough that the per-block call overhead is a
 # few per cent of the block's memory traffic, small enough to stay in cache.
@@ -172,7 +172,7 @@ def apply(xp: ArrayNamespace, basis: Array, coef: Array, vec: Array, scale: Arra
     """Return ``U·coef + scale·vec`` (one read of ``U``; ``basis`` is ``Uᵀ`` when ``rows``)."""
     del xp
     if rows:
-        return (coef.T @ basis).T + scale * vec
+        return (coef @ basis if coef.ndim == 1 else (coef.T @ basis).T) + scale * vec
     return basis @ coef + scale * vec
 
 
@@ -188,6 +188,33 @@ def write_row(xp: ArrayNamespace, a: Array, index: Array, row: Array, *, in_plac
     out = a if in_place else _copy(xp, a)
     out[int(index), ...] = row
     return out
+
+
+def compress_rows(xp: ArrayNamespace, buffer: Array, count: int | None, coef: Array, *, in_place: bool) -> Array:
+    """Return the buffer with rows ``[:k]`` set to ``coefᵀ·buffer[:count]`` and the other rows zeroed.
+
+    ``coef`` has shape (count, k) (``count`` is the buffer's length when None).
+    With ``in_place`` on the blocked NumPy/PyTorch paths the product is written
+    block by block into the buffer itself (no temporary of k rows);
+    otherwise as :func:`fill_rows`.
+    """
+    live = buffer if count is None else buffer[:count, ...]
+    k = coef.shape[1]
+    if in_place and can_overwrite(xp, buffer.T):
+        dim = buffer.shape[1]
+        zero = xp.zeros((dim,), dtype=buffer.dtype, device=device_of(buffer))
+        rotate(
+            xp,
+            live,
+            coef,
+            zero,
+            xp.zeros((k,), dtype=buffer.dtype, device=device_of(buffer)),
+            out=buffer[:k, ...].T,
+            rows=True,
+        )
+        buffer[k:, ...] = 0
+        return buffer
+    return fill_rows(xp, buffer, coef.T @ live, in_place=in_place)
 
 
 def fill_rows(xp: ArrayNamespace, a: Array, rows: Array, *, in_place: bool) -> Array:
