@@ -272,8 +272,8 @@ def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weigh
     dtype, dev = basis.dtype, device_of(basis)
     rho = xp.asarray(weight, dtype=dtype, device=dev)
     s = xp.asarray(scale, dtype=dtype, device=dev)
-    c, gram = project(xp, basis, (v,))
-    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=gram[0, 0], rho=rho, s=s)
+    c, dots = project(xp, basis, (v,))
+    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=dots[0], rho=rho, s=s)
     new_basis, _ = rotate(xp, basis, plan.rot, plan.vec, plan.vrot)
     return RankOneUpdate(new_basis, plan.eigvals, plan.discarded)
 

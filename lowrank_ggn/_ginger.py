@@ -283,9 +283,9 @@ def _advance(
         gamma_sm = _scalar(xp, damping, basis)
         sm = _step(xp, basis, eigvals, d_safe, decay=alpha, damping=gamma_sm)
         v, rho, scale, base = sm.h, sm.beta, xp.ones_like(alpha), sm.kappa
-    coef, gram = project(xp, basis, (v,) if g is None else (v, g))
-    vg = None if g is None else (g, gram[0, 1])
-    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=gram[0, 0], rho=rho, s=scale, dot_with=vg)
+    coef, dots = project(xp, basis, (v,) if g is None else (v, g))
+    vg = None if g is None else (g, dots[1])
+    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=dots[0], rho=rho, s=scale, dot_with=vg)
     if method == "eigen":
         new_eigvals, dropped = plan.eigvals, plan.discarded
     else:

@@ -453,14 +453,14 @@ def _split(
     g: Array | None,
     *,
     coef: Array,
-    gram: Array,
+    dots: Array,
     in_use: Array,
     rho: Array,
 ) -> _Split:
     """Split ``d`` against all of ``W``: implicit residual (DGKS) or explicit and re-orthogonalised (CGS2)."""
     capacity, n_live = in_use.shape[0], live.shape[0]
-    w, vv = coef[:, 0], gram[0, 0]
-    vg = gram[0, 1] if g is not None else vv
+    w, vv = coef[:, 0], dots[0]
+    vg = dots[1] if g is not None else vv
     cc = xp.sum(w * w)
     one_pass = cc <= 0.5 * vv
     fin = xp.isfinite(vv)
@@ -549,10 +549,10 @@ def _advance(
     in_use = rows < count
 
     # Pass 1: the reductions Wᵀd (and Wᵀg) with the Gram matrix of [d, g].
-    coef, gram = project(xp, live, (d_safe,) if g is None else (d_safe, g), rows=True)
+    coef, dots = project(xp, live, (d_safe,) if g is None else (d_safe, g), rows=True)
     coef = _pad(xp, coef, capacity)
     coef = xp.where(in_use[:, None], coef, xp.zeros_like(coef))
-    split = _split(xp, live, d_safe, g, coef=coef, gram=gram, in_use=in_use, rho=rho)
+    split = _split(xp, live, d_safe, g, coef=coef, dots=dots, in_use=in_use, rho=rho)
 
     # Brand's update on the small coordinates x = [w; r] (row `count` stands for p).
     new_row = xp.astype(rows == count, columns.dtype)

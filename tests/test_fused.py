@@ -182,10 +182,12 @@ def test_kernels_against_dense(xp, seed, rank, k, big):
     V = [xp.asarray(v) for v in vecs]
     u, rot, b, a = (xp.to_numpy(x) for x in (U, R, B, A))
     vecs = np.array([xp.to_numpy(v) for v in V])
-    coef, gram = project(xp.ns, U, V)
+    coef, dots = project(xp.ns, U, V)
     scale = np.abs(u).max() * np.abs(vecs).max() * dim
     np.testing.assert_allclose(xp.to_numpy(coef), u.T @ vecs.T, atol=xp.tol(10) * scale)
-    np.testing.assert_allclose(xp.to_numpy(gram), vecs @ vecs.T, atol=xp.tol(10) * scale)
+    np.testing.assert_allclose(xp.to_numpy(dots), vecs @ vecs[0], atol=xp.tol(10) * scale)
+    coef_rows, _ = project(xp.ns, xp.ns.asarray(U.T, copy=True), V, rows=True)
+    np.testing.assert_allclose(xp.to_numpy(coef_rows), u.T @ vecs.T, atol=xp.tol(10) * scale)
     new, y = rotate(xp.ns, U, R, V[0], B, query=(A, 0.5, V[-1], 2.0))
     np.testing.assert_allclose(xp.to_numpy(new), u @ rot + np.outer(vecs[0], b), atol=xp.tol(20) * rank * 10)
     np.testing.assert_allclose(xp.to_numpy(y), u @ a + 0.5 * vecs[0] + 2.0 * vecs[-1], atol=xp.tol(20) * rank * 10)

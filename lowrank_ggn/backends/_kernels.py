@@ -71,11 +71,11 @@ def can_overwrite(xp: ArrayNamespace, basis: Array) -> bool:
 
 
 def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows: bool = False) -> tuple[Array, Array]:
-    r"""Return ``Uᵀ[v₁ … v_k]`` (shape ``(n, k)``) and the Gram matrix of the vectors (``(k, k)``).
+    r"""Return ``Uᵀ[v₁ … v_k]`` (shape ``(n, k)``) and the products ``v₁ᵀv_j`` (shape ``(k,)``).
 
-    One read of ``U``; the Gram matrix ``G_ij = v_iᵀ v_j`` comes from the same
-    pass on the blocked path. ``rows=True``: ``basis`` is given as ``Uᵀ``
-    (shape ``(n, dim)``, one column of U per row).
+    One read of ``U``; the products with the first vector (``‖v₁‖²`` first)
+    come from the same pass on the blocked path. ``rows=True``: ``basis`` is
+    given as ``Uᵀ`` (shape ``(n, dim)``, one column of U per row).
     """
     columns = basis.T if rows else basis
     kind = _blocked(xp, columns)
@@ -83,13 +83,12 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
         return _project_numpy(columns, vectors)
     if kind == "torch":
         return _project_torch(columns, vectors)
-    k = len(vectors)
-    gram = xp.stack([xp.stack([xp.sum(vectors[i] * vectors[j]) for j in range(k)]) for i in range(k)])
+    dots = xp.stack([xp.sum(vectors[0] * v) for v in vectors])
     # Written so that both operands of the product are in the row-major layout
     # XLA's dot emitters expect (a transposed operand would be copied first).
     if rows:
-        return basis @ xp.stack(list(vectors), axis=1), gram
-    return (xp.stack(list(vectors), axis=0) @ basis).T, gram
+        return basis @ xp.stack(list(vectors), axis=1), dots
+    return (xp.stack(list(vectors), axis=0) @ basis).T, dots
 
 
 def rotate(
@@ -246,22 +245,19 @@ def _project_numpy(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array
 
     dim, n = basis.shape
     k = len(vectors)
-    # Partial sums of each block are accumulated in float64: the Gram entries
-    # (‖d‖² in particular) then carry the error of one block, not of all of d.
+    # Partial sums of each block are accumulated in float64: ‖v₁‖² in particular
+    # then carries the rounding error of one block, not of all of d.
     coef = np.zeros((n, k))
-    gram = np.zeros((k, k))
+    dots = np.zeros(k)
     step = _block_rows(basis)
     for start in range(0, dim, step):
         block = basis[start : start + step].T
-        pieces = [v[start : start + step] for v in vectors]
-        for j, v in enumerate(pieces):
-            coef[:, j] += block @ v
-            for i in range(j + 1):
-                gram[i, j] += np.dot(pieces[i], v)
-    for j in range(k):
-        for i in range(j):
-            gram[j, i] = gram[i, j]
-    return coef.astype(basis.dtype), gram.astype(basis.dtype)
+        first = vectors[0][start : start + step]
+        for j, v in enumerate(vectors):
+            piece = v[start : start + step]
+            coef[:, j] += block @ piece
+            dots[j] += np.dot(first, piece)
+    return coef.astype(basis.dtype), dots.astype(basis.dtype)
 
 
 def _rotate_numpy(
@@ -323,19 +319,16 @@ def _project_torch(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array
     dim, n = basis.shape
     k = len(vectors)
     coef = torch.zeros((n, k), dtype=torch.float64, device=basis.device)
-    gram = torch.zeros((k, k), dtype=torch.float64, device=basis.device)
+    dots = torch.zeros(k, dtype=torch.float64, device=basis.device)
     step = _block_rows(basis)
     for start in range(0, dim, step):
         block = basis[start : start + step].T
-        pieces = [v[start : start + step] for v in vectors]
-        for j, v in enumerate(pieces):
-            coef[:, j] += torch.mv(block, v)
-            for i in range(j + 1):
-                gram[i, j] += torch.dot(pieces[i], v)
-    for j in range(k):
-        for i in range(j):
-            gram[j, i] = gram[i, j]
-    return coef.to(basis.dtype), gram.to(basis.dtype)
+        first = vectors[0][start : start + step]
+        for j, v in enumerate(vectors):
+            piece = v[start : start + step]
+            coef[:, j] += torch.mv(block, piece)
+            dots[j] += torch.dot(first, piece)
+    return coef.to(basis.dtype), dots.to(basis.dtype)
 
 
 def _rotate_torch(
