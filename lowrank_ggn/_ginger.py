@@ -19,7 +19,7 @@ from lowrank_ggn._eigen_update import _reorthonormalize, _update
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, is_array, resolve_namespace
 
 __all__ = [
@@ -120,7 +120,7 @@ def ginger_init(
 
 
 def _check_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in GingerState._fields):
+    if not has_fields(state, GingerState._fields):
         msg = f"state must be a GingerState, got {type(state).__name__}"
         raise TypeError(msg)
     basis = state.basis

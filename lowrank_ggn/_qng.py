@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import array_namespace, canonical_float_dtype, device_of, is_array, resolve_namespace
 
 __all__ = [
@@ -115,7 +115,7 @@ def qng_init(
 
 
 def _check_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in QNGState._fields):
+    if not has_fields(state, QNGState._fields):
         msg = f"state must be a QNGState, got {type(state).__name__}"
         raise TypeError(msg)
     factors = state.factors
