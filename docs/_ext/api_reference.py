@@ -7,7 +7,7 @@ Each page lists the module's ``__all__`` in autosummary tables, grouped by the
 private module that defines each name, so a new public subpackage or a new name
 in an ``__all__`` appears in the reference without editing the docs.
 
-After reading, the build fails when
+After reading, the build fails (non-zero exit status) when
 
 * a public module has no ``__all__``, or its ``__all__`` names something missing;
 * a name of an ``__all__`` was not documented (no ``py`` object in the inventory);
@@ -32,7 +32,6 @@ from typing import Any
 
 from sphinx.application import Sphinx
 from sphinx.config import Config
-from sphinx.environment import BuildEnvironment
 from sphinx.errors import ExtensionError
 from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
@@ -157,14 +156,20 @@ def write_if_changed(path: Path, text: str) -> None:
 
 
 def generate_pages(app: Sphinx, config: Config) -> None:
-    """Write one page per public module into ``generated/api`` (run at ``config-inited``)."""
+    """Write one page per public module into ``generated/api`` (run at ``config-inited``).
+
+    Pages and autosummary stubs of names that are no longer public are deleted,
+    so that renaming or removing a name does not break an incremental build.
+    """
     outdir = Path(app.srcdir) / PAGES_DIR
-    wanted = {}
+    wanted, stubs = {}, set()
     for modname in public_modules(config.api_package):
-        wanted[f"{modname}.rst"] = render_page(modname, groups_of(modname, config))
-    if outdir.exists():
-        for stale in outdir.glob("*.rst"):
-            if stale.name not in wanted:
+        groups = groups_of(modname, config)
+        wanted[f"{modname}.rst"] = render_page(modname, groups)
+        stubs |= {f"{modname}.{name}.rst" for group in groups for name in group.names}
+    for folder, keep in ((outdir, wanted), (outdir.parent, stubs)):
+        for stale in folder.glob("*.rst") if folder.exists() else ():
+            if stale.name not in keep:
                 stale.unlink()
     for filename, text in wanted.items():
         write_if_changed(outdir / filename, text)
@@ -214,15 +219,21 @@ def undocumented(package: str, documented: set[str]) -> list[str]:
     return problems
 
 
-def check_coverage(app: Sphinx, env: BuildEnvironment) -> None:
-    """Fail the build when a public name is undocumented (run at ``env-check-consistency``)."""
-    documented = set(env.get_domain("py").objects)
+def check_coverage(app: Sphinx, exception: Exception | None) -> None:
+    """Fail the build when a public name is undocumented (run at ``build-finished``).
+
+    It runs at the end of every build, incremental ones included, against the
+    package as it is now. Each gap is a warning, and the build's exit status is
+    non-zero even without ``-W``.
+    """
+    if exception is not None:
+        return
+    documented = set(app.env.get_domain("py").objects)
     problems = undocumented(app.config.api_package, documented)
     for problem in problems:
         logger.warning(problem, type="api_reference", subtype="undocumented")
     if problems:
-        msg = f"{len(problems)} public name(s) undocumented; see the warnings above"
-        raise ExtensionError(msg)
+        app.statuscode = 1
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -231,5 +242,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("api_group_titles", {}, "env", types=[dict])
     app.add_config_value("api_group_order", [], "env", types=[list, tuple])
     app.connect("config-inited", generate_pages)
-    app.connect("env-check-consistency", check_coverage)
+    app.connect("build-finished", check_coverage)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
