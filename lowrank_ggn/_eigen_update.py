@@ -34,16 +34,23 @@ _DGKS = 0.7071067811865476
 
 
 class RankOneUpdate(NamedTuple):
-    """Result of :func:`lowrank_eigh_update`."""
+    """Result of :func:`lowrank_eigh_update`.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded : array
+        The fields, in this order (see the attributes below).
+    """
 
     basis: Array
     """New orthonormal basis, shape (dim, rank)."""
     eigvals: Array
     """New eigenvalues, shape (rank,), non-negative and sorted descending."""
     discarded: Array
-    """The largest eigenvalue dropped by the truncation (0-d): the spectral-norm
-    error of the truncation (Eckart–Young); plus ``ρr²`` when a rounding-level
-    residual was dropped."""
+    """The largest eigenvalue dropped by the truncation (0-d).
+
+    It is the spectral-norm error of the truncation (Eckart–Young), plus
+    ``ρr²`` when a rounding-level residual was dropped."""
 
 
 def _orthogonal_residual(xp: ArrayNamespace, basis: Array, v: Array) -> tuple[Array, Array, Array]:

@@ -39,20 +39,28 @@ class GingerState(NamedTuple):
 
     A NamedTuple, hence a JAX pytree; every field is an array of the state's
     namespace, dtype and device.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     basis: Array
     """U, shape (dim, rank), orthonormal columns."""
     eigvals: Array
-    """σ, shape (rank,), non-negative and sorted descending."""
+    """Eigenvalues σ, shape (rank,), non-negative and sorted descending."""
     discarded: Array
-    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted,
-    so that ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
+    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted.
+
+    ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected because the curvature vector (or
-    the result) was not finite. Such updates leave the state unchanged."""
+    """0-d int32: number of updates rejected as non-finite.
+
+    An update is rejected when the curvature vector (or the result) is not
+    finite; it leaves the state unchanged."""
 
 
 def ginger_init(
@@ -87,6 +95,7 @@ def ginger_init(
     Returns
     -------
     GingerState
+        The empty state, in the requested namespace, dtype and device.
 
     Raises
     ------
@@ -260,6 +269,7 @@ def ginger_reorthonormalize(state: GingerState) -> GingerState:
     Parameters
     ----------
     state : GingerState
+        The state to re-orthonormalise.
 
     Returns
     -------
@@ -280,6 +290,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Parameters
     ----------
     state : GingerState
+        The curvature ``U diag(σ) Uᵀ``.
     g : array, shape (dim,) or (dim, k)
         Gradient(s), one per column.
     damping : float or 0-d array
@@ -289,6 +300,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Returns
     -------
     array, same shape as ``g``
+        ``(γI + U diag(σ) Uᵀ)⁻¹ g``.
 
     Raises
     ------
@@ -311,12 +323,14 @@ def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:
     Parameters
     ----------
     state : GingerState
+        The curvature ``U diag(σ) Uᵀ``.
     damping : float, default 0
         γ ≥ 0; 0 gives the undamped curvature.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
     """
     _check_state(state)
     return damped_dense(state.basis, state.eigvals, damping=damping)

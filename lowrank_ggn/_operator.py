@@ -183,6 +183,7 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     Returns
     -------
     array, same shape as ``v``
+        ``γ v + U diag(σ) Uᵀ v``.
 
     Raises
     ------
@@ -217,6 +218,7 @@ def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
 
     Raises
     ------

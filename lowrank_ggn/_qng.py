@@ -46,21 +46,28 @@ class QNGState(NamedTuple):
     """State of QNG: the window of the last τ factors ``K_i = s_i I + β_i q_i q_iᵀ``.
 
     Slots are ordered oldest first; empty slots hold the identity.
+
+    Parameters
+    ----------
+    factors, betas, scales, sqnorms, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     factors: Array
-    """q_i, shape (rank, dim), one factor vector per row."""
+    """Factor vectors q_i, shape (rank, dim), one per row."""
     betas: Array
-    """β_i, shape (rank,)."""
+    """Coefficients β_i, shape (rank,)."""
     scales: Array
-    """s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
+    """Scales s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
     sqnorms: Array
-    """‖q_i‖², shape (rank,)."""
+    """Squared norms ‖q_i‖², shape (rank,)."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected because the curvature vector
-    (or the result) was not finite. Such updates leave the state unchanged."""
+    """0-d int32: number of updates rejected as non-finite.
+
+    An update is rejected when the curvature vector (or the new factor) is not
+    finite; it leaves the state unchanged."""
 
 
 def qng_init(
@@ -89,6 +96,7 @@ def qng_init(
     Returns
     -------
     QNGState
+        The state with an empty window, in the requested namespace, dtype and device.
 
     Raises
     ------
@@ -169,12 +177,16 @@ def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> 
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     v : array, shape (dim,) or (dim, k)
+        Vector(s), one per column.
     transpose : bool, default False
+        Apply ``Âᵀ`` instead of ``Â``.
 
     Returns
     -------
     array, same shape as ``v``
+        ``Â v`` or ``Âᵀ v``.
     """
     _check_state(state)
     _check_vectors(state, v, "v")
@@ -190,12 +202,16 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     v : array, shape (dim,) or (dim, k)
+        Vector(s), one per column.
     transpose : bool, default False
+        Apply ``Â⁻ᵀ`` instead of ``Â⁻¹``.
 
     Returns
     -------
     array, same shape as ``v``
+        ``Â⁻¹ v`` or ``Â⁻ᵀ v``.
     """
     _check_state(state)
     _check_vectors(state, v, "v")
@@ -213,6 +229,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     Parameters
     ----------
     state : QNGState
+        The current window of factors.
     d : array, shape (dim,)
         Curvature vector (Eq 8).
     decay : float or 0-d array
@@ -267,11 +284,14 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     g : array, shape (dim,) or (dim, k)
+        Gradient(s), one per column.
 
     Returns
     -------
     array, same shape as ``g``
+        ``(ÂÂᵀ)⁻¹ g``.
     """
     _check_state(state)
     _check_vectors(state, g, "g")
@@ -284,10 +304,12 @@ def qng_dense(state: QNGState) -> Array:
     Parameters
     ----------
     state : QNGState
+        The window of factors.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``ÂÂᵀ``.
     """
     xp = _check_state(state)
     dim = state.factors.shape[1]

@@ -82,7 +82,18 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``lowrank-ggn`` command line."""
+    """Run the ``lowrank-ggn`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0 on success.
+    """
     parser = argparse.ArgumentParser(prog="lowrank-ggn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {lg.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
