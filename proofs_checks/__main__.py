@@ -7,6 +7,7 @@ import secrets
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from proofs_checks._context import BACKENDS, DTYPES, make_context
 from proofs_checks._registry import Result, all_checks, run_checks
@@ -57,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m proofs_checks " + shlex.join(argv_list)
     report = render(results, command=command.strip(), seed=seed, quick=args.quick)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(report)
+        Path(args.out).write_text(report, encoding="utf-8")
         print(summary_table(results))
         print(f"\nreport written to {args.out}", file=sys.stderr)
     else:

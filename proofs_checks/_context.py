@@ -35,7 +35,7 @@ def _load_module(name: str) -> Any:
     if name == "jax":
         import jax
 
-        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_enable_x64", val=True)
         return importlib.import_module("jax.numpy")
     if name == "torch":
         return importlib.import_module("torch")
@@ -148,7 +148,7 @@ class Context:
         return out.astype(np.float64) if out.dtype.kind == "f" else out
 
     def scalar(self, x: Any) -> float:
-        """A 0-d backend array as a Python float."""
+        """Return a 0-d backend array as a Python float."""
         return float(self.to_numpy(x))
 
     # -- compilation and timing -----------------------------------------------------------
@@ -190,11 +190,11 @@ class Context:
                 torch.cuda.synchronize()
 
     def single_thread(self) -> contextlib.AbstractContextManager[None]:
-        """A context in which host BLAS (via threadpoolctl, when installed) and PyTorch use one thread."""
+        """Return a context in which host BLAS (via threadpoolctl, when installed) and PyTorch use one thread."""
         return _single_thread(self.backend)
 
     def best_time(self, fn: Callable[[], Any], repeats: int) -> float:
-        """The shortest of ``repeats`` wall-clock timings of ``fn()`` (after one warm-up call).
+        """Return the shortest of ``repeats`` wall-clock timings of ``fn()`` (after one warm-up call).
 
         Host BLAS and PyTorch run single-threaded while timing, so that the timings measure how the
         work grows rather than when a thread pool switches on (or waits for busy cores).

@@ -86,7 +86,7 @@ class MLP:
         return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
 
     def jacobian(self, theta: Any, x: Any) -> Any:
-        r"""The Jacobian :math:`\partial f(\theta; x_i) / \partial \theta`, shape (P, m, c, d), analytically."""
+        r"""Return the Jacobian :math:`\partial f(\theta; x_i) / \partial \theta`, shape (P, m, c, d), analytically."""
         xp = array_namespace(theta)
         h, n, c = self.n_hidden, self.n_in, self.n_classes
         _, _, w2, _ = self._unpack(xp, theta)
@@ -99,9 +99,7 @@ class MLP:
         g_b1 = w2[:, None, :, :] * s[:, :, None, :]
         g_w2 = eye[None, None, :, :, None] * hid[:, :, None, None, :]
         g_b2 = xp.broadcast_to(eye[None, None, :, :], (p, m, c, c))
-        return xp.concat(
-            [xp.reshape(g_w1, (p, m, c, h * n)), g_b1, xp.reshape(g_w2, (p, m, c, c * h)), g_b2], axis=-1
-        )
+        return xp.concat([xp.reshape(g_w1, (p, m, c, h * n)), g_b1, xp.reshape(g_w2, (p, m, c, c * h)), g_b2], axis=-1)
 
     def probs(self, theta: Any, x: Any) -> Any:
         """Class probabilities (P, m, c)."""
@@ -149,7 +147,7 @@ class MLP:
         return eye[None, :, :] * p[:, None, :] - p[:, :, None] * p[:, None, :]
 
     def ggn(self, theta: Any, x: Any) -> Any:
-        r"""The generalized Gauss–Newton matrix of Eq 4, :math:`\frac1m \sum_i J_i^\top H_i J_i`, (d, d)."""
+        r"""Return the generalized Gauss–Newton matrix of Eq 4, :math:`\frac1m \sum_i J_i^\top H_i J_i`, (d, d)."""
         xp = array_namespace(theta)
         jac = self.jacobian(theta, x)[0, ...]
         per = xp.matmul(xp.matrix_transpose(jac), xp.matmul(self.output_hessian(theta, x), jac))
@@ -157,7 +155,7 @@ class MLP:
 
 
 def complex_step(ctx: Context, fn: Any, theta: np.ndarray, h: float = 1e-20) -> np.ndarray:
-    r"""Derivatives of ``fn`` at ``theta`` in every coordinate by the complex step.
+    r"""Differentiate ``fn`` at ``theta`` along every coordinate by the complex step.
 
     .. math:: \partial_k F(\theta) = \operatorname{Im} F(\theta + i h e_k) / h + O(h^2)
 

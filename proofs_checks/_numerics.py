@@ -47,7 +47,7 @@ def sym_eigvalsh(m: np.ndarray) -> np.ndarray:
 
 
 def numerical_rank(m: np.ndarray, rtol: float) -> int:
-    """Number of eigenvalues of the symmetric ``m`` above ``rtol`` times the largest magnitude."""
+    """Count the eigenvalues of the symmetric ``m`` above ``rtol`` times the largest magnitude."""
     w = sym_eigvalsh(m)
     scale = np.abs(w).max()
     return int(np.sum(np.abs(w) > rtol * scale)) if scale > 0 else 0

@@ -50,6 +50,8 @@ class Measurement:
     bound: float
     relation: Relation = "<="
     form: Form = "corrected"
+    headline: bool = False
+    """Shown in the summary table (unless another measurement fails)."""
 
     @property
     def holds(self) -> bool:
@@ -115,9 +117,11 @@ class Outcome:
         bound: float = math.nan,
         relation: Relation = "<=",
         form: Form = "corrected",
+        *,
+        headline: bool = False,
     ) -> Measurement:
         """Append a measurement and return it (an ``"info"`` measurement needs no bound)."""
-        m = Measurement(label, float(value), float(bound), relation, form)
+        m = Measurement(label, float(value), float(bound), relation, form, headline)
         self.measurements.append(m)
         return m
 
@@ -158,7 +162,7 @@ class Result:
         return any(m.form == "corrected" for m in ms) and all(m.ok for m in ms)
 
     def worst(self, form: Form) -> Measurement | None:
-        """The measurement of ``form`` closest to failing (corrected) or to holding (printed)."""
+        """Return the measurement of ``form`` closest to failing (corrected) or to holding (printed)."""
         if self.outcome is None:
             return None
         ms = [m for m in self.outcome.measurements if m.form == form]
@@ -166,7 +170,9 @@ class Result:
             return None
         if form == "printed":
             return min(ms, key=lambda m: (m.holds, -m.utilisation))
-        return max(ms, key=lambda m: (not m.ok, m.utilisation))
+        # A failing measurement first, then the check's chosen headline; otherwise the one closest to
+        # its bound, preferring continuous measurements to exact (discrete) statements met with equality.
+        return max(ms, key=lambda m: (not m.ok, m.headline, m.value != m.bound, m.utilisation))
 
 
 _REGISTRY: dict[str, Check] = {}
@@ -182,7 +188,7 @@ def check(
     key : str
         A short unique identifier, used to select checks and seed their randomness.
     section : str
-        Where the statement is (``"§2.3"``, ``"DESIGN §5"``, …).
+        Where the statement is (``"§2.3"``, ``"Algorithm 1"``, …).
     statement : str
         The statement as numbered or named in the paper.
     what : str

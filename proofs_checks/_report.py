@@ -45,9 +45,12 @@ def _status(result: Result) -> str:
 
 
 def summary_table(results: Sequence[Result]) -> str:
-    """The results table: statement, what is checked, inputs, worst measurement, printed form, result."""
+    """Render the results table: statement, what is checked, inputs, worst measurement, printed form."""
     lines = [
-        "| # | statement | what is checked | inputs | largest error or margin | printed form | result | backend | dtype |",
+        (
+            "| # | statement | what is checked | inputs | largest error or margin | printed form | result | "
+            "backend | dtype |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(results, 1):
@@ -106,7 +109,7 @@ def _section(i: int, r: Result) -> str:
 
 
 def render(results: Sequence[Result], *, command: str, seed: int, quick: bool) -> str:
-    """The whole report as markdown (self-contained: no external files).
+    """Render the whole report as markdown (self-contained: no external files).
 
     Parameters
     ----------
@@ -128,24 +131,29 @@ def render(results: Sequence[Result], *, command: str, seed: int, quick: bool) -
     head = [
         "# Numerical checks of the paper's statements",
         "",
-        "Every numbered equation, lemma and observation of *Ginger: an efficient curvature approximation "
-        "with linear complexity for general neural networks* is checked numerically, with the library "
-        "`lowrank_ggn` for the corrected forms and dense float64 NumPy linear algebra as the reference. "
-        "Each erratum of the paper is shown both ways: the printed form fails (its error is reported) and "
-        "the corrected form passes. Tolerances are multiples of the machine epsilon of the dtype the "
-        "library runs in.",
+        (
+            "Every numbered equation, lemma and observation of *Ginger: an efficient curvature approximation "
+            "with linear complexity for general neural networks* is checked numerically, with the library "
+            "`lowrank_ggn` for the corrected forms and dense float64 NumPy linear algebra as the reference. "
+            "Each erratum of the paper is shown both ways: the printed form fails (its error is reported) and "
+            "the corrected form passes. Tolerances are multiples of the machine epsilon of the dtype the "
+            "library runs in."
+        ),
         "",
         f"- command: `{command}`",
-        f"- backend: {', '.join(backends)}; dtype: {', '.join(dtypes)}; mode: {'quick' if quick else 'full'}; "
-        f"seed: {seed}",
+        (
+            f"- backend: {', '.join(backends)}; dtype: {', '.join(dtypes)}; "
+            f"mode: {'quick' if quick else 'full'}; seed: {seed}"
+        ),
         f"- lowrank_ggn {lg.__version__}, NumPy {np.__version__}, Python {platform.python_version()}",
-        f"- **{len(results) - n_fail} of {len(results)} checks pass**"
-        + ("" if n_fail == 0 else f"; {n_fail} fail"),
+        f"- **{len(results) - n_fail} of {len(results)} checks pass**" + ("" if n_fail == 0 else f"; {n_fail} fail"),
         "",
-        "A measurement of a *corrected* statement must hold; one of a *printed* statement (the paper as "
-        "printed, where it is wrong) must fail; a check passes when all of its measurements do so. The "
-        "column *largest error or margin* shows the corrected measurement closest to its bound; *printed "
-        "form* shows the printed measurement closest to holding.",
+        (
+            "A measurement of a *corrected* statement must hold; one of a *printed* statement (the paper as "
+            "printed, where it is wrong) must fail; a check passes when all of its measurements do so. The "
+            "column *largest error or margin* shows the corrected measurement closest to its bound; *printed "
+            "form* shows the printed measurement closest to holding."
+        ),
         "",
         "## Summary",
         "",
@@ -154,4 +162,4 @@ def render(results: Sequence[Result], *, command: str, seed: int, quick: bool) -
         "## Checks",
         "",
     ]
-    return "\n".join(head) + "\n".join(_section(i, r) for i, r in enumerate(results, 1))
+    return "\n".join(head) + "\n" + "\n".join(_section(i, r) for i, r in enumerate(results, 1))

@@ -1,4 +1,4 @@
-r"""The errata of the paper (the table of DESIGN §5), each shown both ways.
+r"""The errata of the paper, each shown both ways.
 
 For every erratum the paper's printed form is evaluated and must *fail* (its
 error is reported), and the corrected form, computed with the library's
@@ -120,7 +120,7 @@ def algorithm1(
 
 
 def eckart_young_run(data: np.ndarray, alpha: float, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """The reference: best rank-τ of α·(previous) + (1−α) d dᵀ at every step, dense float64."""
+    """Run the reference: best rank-τ of α·(previous) + (1−α) d dᵀ at every step, dense float64."""
     dim = data.shape[1]
     u, s = np.eye(dim, rank), np.zeros(rank)
     for d in data:
@@ -130,14 +130,17 @@ def eckart_young_run(data: np.ndarray, alpha: float, rank: int) -> tuple[np.ndar
 
 
 def _one_step_case(rng: np.random.Generator, dim: int, rank: int, gamma: float, top: float) -> tuple[np.ndarray, ...]:
-    """A random state (U, σ) with σ/γ up to ``top`` and a vector d partly in span U."""
+    """Draw a random state (U, σ) with σ/γ up to ``top`` and a vector d partly in span U."""
     u, sig = random_lowrank(rng, dim, rank, top * gamma)
     d = rng.standard_normal(dim) * np.sqrt(top * gamma / dim) + u @ rng.standard_normal(rank) * np.sqrt(top * gamma)
     return u, sig, d
 
 
 def _truth_inverse_domain(u: np.ndarray, sig: np.ndarray, d: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
-    r""":math:`\gamma^{-1}I - (\gamma I + \alpha U\Sigma U^\top + (1-\alpha)dd^\top)^{-1}`: the matrix Eq 17 represents."""
+    r"""Return the matrix that Eq 17 represents.
+
+    .. math:: \gamma^{-1}I - (\gamma I + \alpha U\Sigma U^\top + (1-\alpha)dd^\top)^{-1}
+    """
     dim = d.shape[0]
     full = gamma * np.eye(dim) + alpha * (u * sig) @ u.T + (1 - alpha) * np.outer(d, d)
     return np.eye(dim) / gamma - np.linalg.inv(full)
@@ -187,11 +190,18 @@ def err_qng_beta(ctx: Context) -> Outcome:
     out = Outcome(f"d={dim}, τ=t={rank}, α={alpha}; factors produced by `qng_update` on the backend")
     tol = ctx.tol(50 * rank)
     out.add(r"printed β: $\|KK^\top - (\alpha I + (1-\alpha)qq^\top)\|_{\max}$ (rel.)", worst_p, tol, form="printed")
-    out.add(r"printed β: $\|AA^\top - (\alpha^tI + M_t)\|_{\max}$ (rel.), Eq 10", rel_err(a @ a.T, target), tol, form="printed")
-    out.add(r"corrected β (library): $\|KK^\top - (\alpha I + (1-\alpha)qq^\top)\|_{\max}$ (rel.)", worst_c, tol)
-    out.add(r"library β vs the corrected formula (rel.)", worst_beta, ctx.tol(20))
     out.add(
-        r"corrected: `qng_dense` vs $\alpha^tI + M_t$ (rel.)", rel_err(ctx.to_numpy(ctx.lg.qng_dense(state)), target), tol
+        r"printed β: $\|AA^\top - (\alpha^tI + M_t)\|_{\max}$ (rel.), Eq 10",
+        rel_err(a @ a.T, target),
+        tol,
+        form="printed",
+    )
+    out.add(r"corrected β (library): $\|KK^\top - (\alpha I + (1-\alpha)qq^\top)\|_{\max}$ (rel.)", worst_c, tol)
+    out.add(r"library β vs the corrected formula (rel.)", worst_beta, ctx.tol(100))
+    out.add(
+        r"corrected: `qng_dense` vs $\alpha^tI + M_t$ (rel.)",
+        rel_err(ctx.to_numpy(ctx.lg.qng_dense(state)), target),
+        tol,
     )
     out.note("The printed numerator has lost its square root, so the printed β collapses to $1-\\alpha$.")
     return out
@@ -223,7 +233,9 @@ def err_eq13(ctx: Context) -> Outcome:
     out = Outcome(f"d={dim}, α={alpha}, the two factors of a τ=2 QNG state after 4 steps")
     out.add(r"printed Eq 13 vs $K_{t-1}K_t$ (rel.)", rel_err(printed, prod), ctx.tol(50), form="printed")
     out.add(r"corrected Eq 13 vs $K_{t-1}K_t$ (rel.)", rel_err(corrected, prod), ctx.tol(50))
-    out.note("The printed bracket misses the vector $q_{t-1}$ in its first term (a scalar plus a vector) and the transpose.")
+    out.note(
+        "The printed bracket misses the vector $q_{t-1}$ in its first term (a scalar plus a vector) and the transpose."
+    )
     return out
 
 
@@ -254,7 +266,7 @@ def err_obs1(ctx: Context) -> Outcome:
         low = min(low, w[-1] / w[0])
     out = Outcome(f"d={dim}, τ={rank}, α={alpha}, t = 1…{steps}; rank threshold √eps")
     out.add(r"printed bound attained: $\max_t\operatorname{rank}/(2k) = 1$", use_printed, 1, "==", form="printed")
-    out.add(r"corrected bound attained exactly: $\max_t|\operatorname{rank} - k|$", excess, 0)
+    out.add(r"corrected bound attained exactly: $\max_t|\operatorname{rank} - k|$", excess, 0, headline=True)
     out.add(r"PSD: $\min_t\lambda_{\min}/\lambda_{\max}$", low, -ctx.tol(100), ">=")
     out.note(
         "The printed statement is true but loose by a factor 2: each factor adds one direction $q_i$, not two "
@@ -287,11 +299,24 @@ def err_eq15_label(ctx: Context) -> Outcome:
     ref = np.linalg.solve(gamma * np.eye(dim) + (u * sig) @ u.T, g)
     got = ctx.to_numpy(ctx.asarray(g) / gamma - ub @ (ctx.lg.kappa_from_sigma(sb, gamma) * (ub.T @ ctx.asarray(g))))
     out = Outcome(f"d={dim}, τ={rank}, γ={gamma}, random U and σ")
-    out.add(r"printed: Eq 16 on the $d\times d$ matrix, $\max_{i\le\tau}|K^{(i,i)} - \sigma_i/(\gamma^2+\gamma\sigma_i)|/\max\kappa$",
-            np.abs(np.diag(big)[:rank] - kappa).max() / kappa.max(), ctx.tol(50), form="printed")
-    out.add(r"printed: off-diagonal mass of the $d\times d$ “diagonal matrix” (rel.)",
-            np.abs(big - np.diag(np.diag(big))).max() / kappa.max(), ctx.tol(50), form="printed")
-    out.add(r"corrected: $\gamma^{-1}g - U\operatorname{diag}(\kappa)U^\top g$ vs dense solve (rel.)", rel_err(got, ref), ctx.tol(50 * (1 + sig[0] / gamma)))
+    out.add(
+        r"printed: Eq 16 on the $d\times d$ matrix, $\max_{i\le\tau}|K^{(i,i)} - "
+        r"\sigma_i/(\gamma^2+\gamma\sigma_i)|/\max\kappa$",
+        np.abs(np.diag(big)[:rank] - kappa).max() / kappa.max(),
+        ctx.tol(50),
+        form="printed",
+    )
+    out.add(
+        r"printed: off-diagonal mass of the $d\times d$ “diagonal matrix” (rel.)",
+        np.abs(big - np.diag(np.diag(big))).max() / kappa.max(),
+        ctx.tol(50),
+        form="printed",
+    )
+    out.add(
+        r"corrected: $\gamma^{-1}g - U\operatorname{diag}(\kappa)U^\top g$ vs dense solve (rel.)",
+        rel_err(got, ref),
+        ctx.tol(50 * (1 + sig[0] / gamma)),
+    )
     return out
 
 
@@ -299,8 +324,10 @@ def err_eq15_label(ctx: Context) -> Outcome:
     "err-eq17-line1",
     section="§2.3",
     statement="Erratum: Eq 17's first line decays the damping",
-    what=r"printed $\gamma I + \alpha G_{t-1,\gamma} + (1-\alpha)dd^\top$ ($= (1+\alpha)\gamma I + \dots$) vs corrected "
-    r"$\gamma I + \alpha U\Sigma U^\top + (1-\alpha)dd^\top$, each against line 2 $\alpha G_{t-1,\gamma/\alpha} + (1-\alpha)dd^\top$",
+    what=r"printed $\gamma I + \alpha G_{t-1,\gamma} + (1-\alpha)dd^\top$ ($= (1+\alpha)\gamma I + \dots$) vs "
+    r"corrected "
+    r"$\gamma I + \alpha U\Sigma U^\top + (1-\alpha)dd^\top$, each against line 2 $\alpha "
+    r"G_{t-1,\gamma/\alpha} + (1-\alpha)dd^\top$",
     erratum=True,
 )
 def err_eq17_line1(ctx: Context) -> Outcome:
@@ -326,8 +353,13 @@ def err_eq17_line1(ctx: Context) -> Outcome:
     return out
 
 
-def _eq17_line3(u: np.ndarray, sig: np.ndarray, h: np.ndarray, beta: float, alpha: float, gamma: float) -> np.ndarray:
-    r"""Line 3 of Eq 17 in the inverse domain: :math:`\gamma^{-1}I - (\alpha^{-1}G^{-1}_{t-1,\gamma/\alpha} - \beta hh^\top)`."""
+def _eq17_line3(
+    u: np.ndarray, sig: np.ndarray, h: np.ndarray, beta: float, *, alpha: float, gamma: float
+) -> np.ndarray:
+    r"""Return line 3 of Eq 17 in the inverse domain.
+
+    .. math:: \gamma^{-1}I - (\alpha^{-1}G^{-1}_{t-1,\gamma/\alpha} - \beta hh^\top)
+    """
     dim = u.shape[0]
     g_ga = gamma / alpha * np.eye(dim) + (u * sig) @ u.T
     return np.eye(dim) / gamma - (np.linalg.inv(g_ga) / alpha - beta * np.outer(h, h))
@@ -351,11 +383,14 @@ def err_eq17_beta(ctx: Context) -> Outcome:
         h = ctx.to_numpy(ctx.lg.damped_solve(ctx.asarray(u), ctx.asarray(sig), ctx.asarray(d), damping=gamma / alpha))
         truth = _truth_inverse_domain(u, sig, d, alpha, gamma)
         scale = np.abs(truth).max()
-        for rule, printed in (((1 / alpha) / (alpha + (1 - alpha) * h @ d)), True), (
-            ((1 / alpha - 1) / (alpha + (1 - alpha) * h @ d)),
-            False,
+        for rule, printed in (
+            (((1 / alpha) / (alpha + (1 - alpha) * h @ d)), True),
+            (
+                ((1 / alpha - 1) / (alpha + (1 - alpha) * h @ d)),
+                False,
+            ),
         ):
-            err = np.abs(_eq17_line3(u, sig, h, rule, alpha, gamma) - truth).max() / scale
+            err = np.abs(_eq17_line3(u, sig, h, rule, alpha=alpha, gamma=gamma) - truth).max() / scale
             if printed:
                 worst_p = max(worst_p, err)
             else:
@@ -391,7 +426,7 @@ def err_eq17_h(ctx: Context) -> Outcome:
         scale = np.abs(truth).max()
         for h, printed in ((h_new, True), (h_old, False)):
             beta = (1 / alpha - 1) / (alpha + (1 - alpha) * h @ d)
-            err = np.abs(_eq17_line3(u, sig, h, beta, alpha, gamma) - truth).max() / scale
+            err = np.abs(_eq17_line3(u, sig, h, beta, alpha=alpha, gamma=gamma) - truth).max() / scale
             if printed:
                 worst_p = max(worst_p, err)
             else:
@@ -415,7 +450,7 @@ def err_eq17_h(ctx: Context) -> Outcome:
     erratum=True,
 )
 def err_alg1_h(ctx: Context) -> Outcome:
-    """The three (h, β) pairs in U α⁻¹K Uᵀ + β h hᵀ against the dense inverse domain."""
+    """Compare the three (h, β) pairs in U α⁻¹K Uᵀ + β h hᵀ with the dense inverse domain."""
     rng = ctx.rng
     dim, rank, gamma = 30, 5, 1e-2
     worst = {"printed": 0.0, "alpha": 0.0, "lib": 0.0}
@@ -428,14 +463,24 @@ def err_alg1_h(ctx: Context) -> Outcome:
         for name, hh in (("printed", h), ("alpha", alpha * h)):
             beta = (1 / alpha - 1) / (alpha + (1 - alpha) * hh @ d)
             worst[name] = max(worst[name], np.abs((u * kap) @ u.T + beta * np.outer(hh, hh) - truth).max() / scale)
-        step = ctx.lg.sherman_morrison_step(ctx.asarray(u), ctx.asarray(sig), ctx.asarray(d), decay=alpha, damping=gamma)
+        step = ctx.lg.sherman_morrison_step(
+            ctx.asarray(u), ctx.asarray(sig), ctx.asarray(d), decay=alpha, damping=gamma
+        )
         kl, hl, bl = ctx.to_numpy(step.kappa), ctx.to_numpy(step.h), ctx.scalar(step.beta)
         worst["lib"] = max(worst["lib"], np.abs((u * kl) @ u.T + bl * np.outer(hl, hl) - truth).max() / scale)
     out = Outcome(f"d={dim}, τ={rank}, γ={gamma}, α ∈ {{0.9, 0.99}}, σ/γ up to {_top(ctx):.0e}")
     tol = ctx.tol(100 * np.sqrt(dim) * _top(ctx))
     out.add(r"printed: $h$ = drt$(U,\alpha\sigma,d)$, β of Algorithm 1 (rel.)", worst["printed"], tol, form="printed")
-    out.add(r"corrected: $h \leftarrow \alpha\,$drt$(U,\alpha\sigma,d)$ (rel.; NumPy float64)", worst["alpha"], F64_EPS * 100 * np.sqrt(dim) * 1e3)
-    out.add(r"corrected: `sherman_morrison_step` ($h$ kept, $\beta=(1-\alpha)/(1+(1-\alpha)h^\top d)$) (rel.)", worst["lib"], tol)
+    out.add(
+        r"corrected: $h \leftarrow \alpha\,$drt$(U,\alpha\sigma,d)$ (rel.; NumPy float64)",
+        worst["alpha"],
+        F64_EPS * 100 * np.sqrt(dim) * 1e3,
+    )
+    out.add(
+        r"corrected: `sherman_morrison_step` ($h$ kept, $\beta=(1-\alpha)/(1+(1-\alpha)h^\top d)$) (rel.)",
+        worst["lib"],
+        tol,
+    )
     return out
 
 
@@ -443,8 +488,10 @@ def err_alg1_h(ctx: Context) -> Outcome:
     "err-alg1-k",
     section="Algorithm 1",
     statement="Erratum: upd calls r1u(U, K_{γ/α}, √β h)",
-    what=r"printed $r1u(U, K_{\gamma/\alpha}, \sqrt\beta h)$ vs corrected $r1u(U, \alpha^{-1}K_{\gamma/\alpha}, \sqrt\beta h)$ "
-    r"(run with `lowrank_eigh_update`): σ after one step against the best rank-τ of $\alpha U\Sigma U^\top + (1-\alpha)dd^\top$",
+    what=r"printed $r1u(U, K_{\gamma/\alpha}, \sqrt\beta h)$ vs corrected $r1u(U, "
+    r"\alpha^{-1}K_{\gamma/\alpha}, \sqrt\beta h)$ "
+    r"(run with `lowrank_eigh_update`): σ after one step against the best rank-τ of $\alpha U\Sigma U^\top + "
+    r"(1-\alpha)dd^\top$",
     erratum=True,
 )
 def err_alg1_k(ctx: Context) -> Outcome:
@@ -470,10 +517,13 @@ def err_alg1_k(ctx: Context) -> Outcome:
                 worst_c = max(worst_c, err)
     out = Outcome(f"d={dim}, τ={rank}, γ={gamma}, α ∈ {{0.9, 0.99}}, σ/γ up to {top:g}")
     tol = ctx.tol(100 * np.sqrt(dim) * top)
-    out.add(r"printed $K_{\gamma/\alpha}$: $\max|\sigma - \sigma_{\text{best}}|/\sigma_1$", worst_p, tol, form="printed")
+    out.add(
+        r"printed $K_{\gamma/\alpha}$: $\max|\sigma - \sigma_{\text{best}}|/\sigma_1$", worst_p, tol, form="printed"
+    )
     out.add(r"corrected $\alpha^{-1}K_{\gamma/\alpha}$: $\max|\sigma - \sigma_{\text{best}}|/\sigma_1$", worst_c, tol)
     out.note(
-        "$\\alpha^{-1}K_{t-1,\\gamma/\\alpha} = \\alpha\\sigma/(\\gamma(\\gamma+\\alpha\\sigma))$ is the inverse-domain "
+        "$\\alpha^{-1}K_{t-1,\\gamma/\\alpha} = \\alpha\\sigma/(\\gamma(\\gamma+\\alpha\\sigma))$ is the "
+        "inverse-domain "
         "image of the decayed $\\alpha\\sigma$; $K_{\\gamma/\\alpha}$ alone is $\\alpha$ times too small."
     )
     return out
@@ -483,7 +533,8 @@ def err_alg1_k(ctx: Context) -> Outcome:
     "err-alg1-slice",
     section="Algorithm 1",
     statement="Erratum: r1u returns U^{(1:τ, 1:τ)}",
-    what=r"printed slice $U'^{(1:\tau,1:\tau)}$ ($\tau\times\tau$) vs corrected $U'^{(:,1:\tau)}$ ($d\times\tau$): shape, "
+    what=r"printed slice $U'^{(1:\tau,1:\tau)}$ ($\tau\times\tau$) vs corrected $U'^{(:,1:\tau)}$ "
+    r"($d\times\tau$): shape, "
     r"semi-orthogonality, and agreement with `lowrank_eigh_update`",
     erratum=True,
 )
@@ -498,9 +549,16 @@ def err_alg1_slice(ctx: Context) -> Outcome:
     lu, ls = ctx.to_numpy(upd.basis), ctx.to_numpy(upd.eigvals)
     out = Outcome(f"d={dim}, τ={rank}, random U, σ and d")
     out.add(r"printed: rows of the returned basis $-\,d$", printed.shape[0] - dim, 0, "==", form="printed")
-    out.add(r"printed: $\|U^\top U - I\|_{\max}$ of the $\tau\times\tau$ slice", np.abs(printed.T @ printed - np.eye(rank)).max(), ctx.tol(100), form="printed")
+    out.add(
+        r"printed: $\|U^\top U - I\|_{\max}$ of the $\tau\times\tau$ slice",
+        np.abs(printed.T @ printed - np.eye(rank)).max(),
+        ctx.tol(100),
+        form="printed",
+    )
     out.add(r"corrected: rows $-\,d$", corrected.shape[0] - dim, 0, "==")
-    out.add(r"corrected: $\|U^\top U - I\|_{\max}$", np.abs(corrected.T @ corrected - np.eye(rank)).max(), F64_EPS * 100)
+    out.add(
+        r"corrected: $\|U^\top U - I\|_{\max}$", np.abs(corrected.T @ corrected - np.eye(rank)).max(), F64_EPS * 100
+    )
     out.add(
         r"corrected: $U\Sigma U^\top$ vs `lowrank_eigh_update` (rel.)",
         rel_err((lu * ls) @ lu.T, (corrected * lam) @ corrected.T),
@@ -534,19 +592,43 @@ def err_alg1_literal(ctx: Context) -> Outcome:
     s_sm, s_eig = lowrank(ctx, sm)[1], lowrank(ctx, eig)[1]
     steps = data.shape[0]
     cond = 1 + ref[0] / gamma
-    out = Outcome(f"d={data.shape[1]}, τ={rank}, α={alpha}, γ={gamma}, {steps} steps, power-law stream; σ₁/γ = {ref[0] / gamma:.3g}")
-    out.add(r"printed: $\max|\sigma - \sigma_{\text{ref}}|/\sigma_1$", np.abs(lit - ref).max() / ref[0], 1e-2, form="printed")
+    out = Outcome(
+        f"d={data.shape[1]}, τ={rank}, α={alpha}, γ={gamma}, {steps} steps, power-law stream; σ₁/γ = "
+        f"{ref[0] / gamma:.3g}"
+    )
+    out.add(
+        r"printed: $\max|\sigma - \sigma_{\text{ref}}|/\sigma_1$",
+        np.abs(lit - ref).max() / ref[0],
+        1e-2,
+        form="printed",
+    )
     out.add(r"printed: $\sigma_{\text{ref},1}/\sigma_1$ (how much too small)", ref[0] / lit[0], form="info")
-    out.add(r"corrected `upd` (float64 transcription): $\max|\Delta\sigma|/\sigma_1$", np.abs(cor - ref).max() / ref[0], F64_EPS * 100 * cond * np.sqrt(steps))
-    out.add(r"library, Sherman–Morrison path: $\max|\Delta\sigma|/\sigma_1$", np.abs(s_sm - ref).max() / ref[0], ctx.tol(100 * cond * np.sqrt(steps)))
-    out.add(r"library, eigen path: $\max|\Delta\sigma|/\sigma_1$", np.abs(s_eig - ref).max() / ref[0], ctx.tol(20 * np.sqrt(steps)))
+    out.add(
+        r"corrected `upd` (float64 transcription): $\max|\Delta\sigma|/\sigma_1$",
+        np.abs(cor - ref).max() / ref[0],
+        F64_EPS * 100 * cond * np.sqrt(steps),
+    )
+    out.add(
+        r"library, Sherman–Morrison path: $\max|\Delta\sigma|/\sigma_1$",
+        np.abs(s_sm - ref).max() / ref[0],
+        ctx.tol(100 * cond * np.sqrt(steps)),
+        headline=True,
+    )
+    out.add(
+        r"library, eigen path: $\max|\Delta\sigma|/\sigma_1$",
+        np.abs(s_eig - ref).max() / ref[0],
+        ctx.tol(20 * np.sqrt(steps)),
+    )
     out.note(
         f"Run literally, Algorithm 1 ends with σ₁ {ref[0] / lit[0]:.3g}× too small here "
-        "(DESIGN §5 reports about 25× on its stream; the factor depends on the stream). "
-        "The printed slice $U^{(1:\\tau,1:\\tau)}$ cannot run at all (erratum `err-alg1-slice`), so the literal run "
-        "uses the columns."
-        + ("" if ctx.is_float64 else " In float32 the Sherman–Morrison path loses about $\\log_{10}(\\sigma/\\gamma)$ digits, hence its tolerance.")
+        "(about 25× on other streams: the factor depends on the stream). The printed slice "
+        "$U^{(1:\\tau,1:\\tau)}$ cannot run at all (erratum `err-alg1-slice`), so the literal run uses the columns."
     )
+    if not ctx.is_float64:
+        out.note(
+            "In float32 the Sherman–Morrison path loses about $\\log_{10}(\\sigma/\\gamma)$ digits, "
+            "hence its tolerance."
+        )
     return out
 
 
@@ -577,7 +659,8 @@ def err_alg1_text_beta(ctx: Context) -> Outcome:
     "err-r0",
     section="§2.3",
     statement="Erratum: the case r = 0 is not handled",
-    what=r"the paper's $p_t = (h - UU^\top h)/r_t$ with $h = 0$ (NaN) or $h \in \operatorname{span}U$ (a rounding-noise "
+    what=r"the paper's $p_t = (h - UU^\top h)/r_t$ with $h = 0$ (NaN) or $h \in \operatorname{span}U$ (a "
+    r"rounding-noise "
     r"direction); `lowrank_eigh_update` / `ginger_update` handle both",
     erratum=True,
 )
@@ -602,10 +685,21 @@ def err_r0(ctx: Context) -> Outcome:
         worst = max(worst, rel_err((nu * ns) @ nu.T, (u * sig) @ u.T + np.outer(v, v)))
         worst = max(worst, np.abs(nu.T @ nu - np.eye(rank)).max())
     out = Outcome(f"d={dim}, τ={rank}; h = 0 and h = U·(random)")
-    out.add(r"printed, $h = 0$: the new basis is finite (1 = yes)", float(np.all(np.isfinite(pz))), 1, ">=", form="printed")
-    out.add(r"printed, $h\in\operatorname{span}U$: $|p^\top U|_{\max}$ ($p$ should be orthogonal to $U$)", np.abs(p @ u).max(), 1e-3, form="printed")
+    out.add(
+        r"printed, $h = 0$: the new basis is finite (1 = yes)", float(np.all(np.isfinite(pz))), 1, ">=", form="printed"
+    )
+    out.add(
+        r"printed, $h\in\operatorname{span}U$: $|p^\top U|_{\max}$ ($p$ should be orthogonal to $U$)",
+        np.abs(p @ u).max(),
+        1e-3,
+        form="printed",
+    )
     out.add("corrected (library): finite (1 = yes)", float(finite), 1, ">=")
-    out.add(r"corrected: $U'\Sigma'U'^\top = U\Sigma U^\top + hh^\top$ and $U'^\top U' = I$ (rel.)", worst, ctx.tol(100 * np.sqrt(dim)))
+    out.add(
+        r"corrected: $U'\Sigma'U'^\top = U\Sigma U^\top + hh^\top$ and $U'^\top U' = I$ (rel.)",
+        worst,
+        ctx.tol(100 * np.sqrt(dim)),
+    )
     return out
 
 
@@ -621,7 +715,7 @@ def err_r0(ctx: Context) -> Outcome:
     erratum=True,
 )
 def err_2_1_reference(ctx: Context) -> Outcome:
-    """The corrected substitution, computed; the printed one, shown to be undefined."""
+    """Compute the corrected substitution; show the printed one to be undefined."""
     rng = ctx.rng
     model, m = MLP(4, 6, 3), 12
     theta = model.init(rng)
@@ -635,7 +729,13 @@ def err_2_1_reference(ctx: Context) -> Outcome:
     eq4_with_eq5 = np.einsum("ica,icd,idb->ab", jac, eq5, jac) / m
     eq6 = np.einsum("ik,ika,ikb->ab", p, scores, scores) / m
     out = Outcome(f"softmax MLP 4-6-3 (d={model.dim}), m={m}")
-    out.add(r"printed: shape of Eq 6's matrix equals the slot of Eq 5 ($d - c = 0$)", model.dim - model.n_classes, 0, "==", form="printed")
+    out.add(
+        r"printed: shape of Eq 6's matrix equals the slot of Eq 5 ($d - c = 0$)",
+        model.dim - model.n_classes,
+        0,
+        "==",
+        form="printed",
+    )
     out.add(r"corrected: Eq 4 with Eq 5 substituted vs Eq 6 (rel.)", rel_err(eq4_with_eq5, eq6), ctx.tol(50))
     return out
 
@@ -644,13 +744,14 @@ def err_2_1_reference(ctx: Context) -> Outcome:
     "err-lemma-g-inverse",
     section="§3, A.1–A.2",
     statement="Erratum: G where G⁻¹ is meant; t > 1 for t ≥ 1; ‖G⁻¹‖₂ = 1/γ",
-    what=r"(a) Lemma 1's base case $\lambda(G_{0,\gamma}) = \gamma^{-1}$; (b) Lemma 2's $\|\cdot\|$ read as the largest "
+    what=r"(a) Lemma 1's base case $\lambda(G_{0,\gamma}) = \gamma^{-1}$; (b) Lemma 2's $\|\cdot\|$ read as "
+    r"the largest "
     r"eigenvalue of $G$; (c) Eq 28 / the chain 24–28 with $\lambda_{\min}(G_{t,\gamma})$; (d) the induction "
     r"“for $t > 1$” — each printed form against the corrected one ($G^{-1}$, $\|G^{-1}\|_2 = 1/\gamma$, $t\ge1$)",
     erratum=True,
 )
 def err_lemma_g_inverse(ctx: Context) -> Outcome:
-    """The four places where the appendix writes G for G⁻¹ or skips t = 1."""
+    """Measure the four places where the appendix writes G for G⁻¹ or skips t = 1."""
     rng = ctx.rng
     dim, rank, alpha, gamma = 20, 4, 0.9, 1e-2
     data = stream(rng, 10, dim)
@@ -658,12 +759,26 @@ def err_lemma_g_inverse(ctx: Context) -> Outcome:
     g0 = gamma * np.eye(dim)  # G_{0,γ}
     w0 = np.linalg.eigvalsh(g0)
     w0_inv = inverse_spectrum(ctx, states[0], gamma)
-    out = Outcome(f"(a, b, d) Ginger: d={dim}, τ={rank}, α={alpha}, γ={gamma}; (c) logistic regression as in `lemma2`, γ=10")
-    out.add(r"(a) printed: $\max|\gamma\lambda(G_{0,\gamma}) - 1|$", np.abs(w0 * gamma - 1).max(), ctx.tol(10), form="printed")
-    out.add(r"(a) corrected: $\max|\gamma\lambda(G^{-1}_{0,\gamma}) - 1|$", np.abs(w0_inv * gamma - 1).max(), ctx.tol(10))
+    out = Outcome(
+        f"(a, b, d) Ginger: d={dim}, τ={rank}, α={alpha}, γ={gamma}; (c) logistic regression as in `lemma2`, γ=10"
+    )
+    out.add(
+        r"(a) printed: $\max|\gamma\lambda(G_{0,\gamma}) - 1|$",
+        np.abs(w0 * gamma - 1).max(),
+        ctx.tol(10),
+        form="printed",
+    )
+    out.add(
+        r"(a) corrected: $\max|\gamma\lambda(G^{-1}_{0,\gamma}) - 1|$", np.abs(w0_inv * gamma - 1).max(), ctx.tol(10)
+    )
     sig = lowrank(ctx, states[-1])[1]
     w = inverse_spectrum(ctx, states[-1], gamma)
-    out.add(r"(b) printed: $|\gamma\lambda_{\max}(G_{t,\gamma}) - 1|$ (should be $\gamma\|G^{-1}\|_2 = 1$)", abs(gamma * (gamma + sig[0]) - 1), ctx.tol(10), form="printed")
+    out.add(
+        r"(b) printed: $|\gamma\lambda_{\max}(G_{t,\gamma}) - 1|$ (should be $\gamma\|G^{-1}\|_2 = 1$)",
+        abs(gamma * (gamma + sig[0]) - 1),
+        ctx.tol(10),
+        form="printed",
+    )
     out.add(r"(b) corrected: $|\gamma\|G^{-1}_{t,\gamma}\|_2 - 1|$", abs(gamma * w[0] - 1), ctx.tol(20 * np.sqrt(dim)))
     # (c) Lemma 2's one-step inequality with λ_min(G) (the printed Eq 28) and with λ_min(G⁻¹), γ large.
     m, n, gam, ridge = 40, 10, 10.0, 1e-2
@@ -691,17 +806,39 @@ def err_lemma_g_inverse(ctx: Context) -> Outcome:
         theta = theta + steps_i[rng.integers(m)]
     a, dec, eta2, mg2, lam_inv, lam_g = (np.array(col) for col in zip(*rows, strict=True))
     rhs = dec + lip / 2 * eta2 * mg2.max() / gam**2
-    out.add(r"(c) printed: $\min_t(\text{RHS}_t - \eta\lambda_{\min}(G)\|\nabla\mathcal L\|^2)/\max\text{RHS} \ge 0$",
-            (rhs - a * lam_g).min() / rhs.max(), 0, ">=", form="printed")
-    out.add(r"(c) corrected: $\min_t(\text{RHS}_t - \eta\lambda_{\min}(G^{-1})\|\nabla\mathcal L\|^2)/\max\text{RHS} \ge 0$",
-            (rhs - a * lam_inv).min() / rhs.max(), -ctx.tol(1e3), ">=")
+    out.add(
+        r"(c) printed: $\min_t(\text{RHS}_t - \eta\lambda_{\min}(G)\|\nabla\mathcal L\|^2)/\max\text{RHS} \ge 0$",
+        (rhs - a * lam_g).min() / rhs.max(),
+        0,
+        ">=",
+        form="printed",
+    )
+    out.add(
+        r"(c) corrected: $\min_t(\text{RHS}_t - \eta\lambda_{\min}(G^{-1})\|\nabla\mathcal "
+        r"L\|^2)/\max\text{RHS} \ge 0$",
+        (rhs - a * lam_inv).min() / rhs.max(),
+        -ctx.tol(1e3),
+        ">=",
+    )
     covered = [t for t in range(len(states)) if t == 0 or t > 1]
-    out.add(r"(d) printed: steps $t\in\{0,\dots,10\}$ not covered by “$t = 0$ and $t > 1$”", len(states) - len(covered), 0, "==", form="printed")
+    out.add(
+        r"(d) printed: steps $t\in\{0,\dots,10\}$ not covered by “$t = 0$ and $t > 1$”",
+        len(states) - len(covered),
+        0,
+        "==",
+        form="printed",
+    )
     w1 = inverse_spectrum(ctx, states[1], gamma)
-    out.add(r"(d) corrected, $t = 1$ measured: $|\gamma\lambda_{\max}(G^{-1}_{1,\gamma}) - 1|$", abs(gamma * w1[0] - 1), ctx.tol(20 * np.sqrt(dim)))
+    out.add(
+        r"(d) corrected, $t = 1$ measured: $|\gamma\lambda_{\max}(G^{-1}_{1,\gamma}) - 1|$",
+        abs(gamma * w1[0] - 1),
+        ctx.tol(20 * np.sqrt(dim)),
+    )
     out.note(
-        "(c) compares Lemma 2's one-step inequality, from which Eq 24–28 are summed, with $\\lambda_{\\min}(G_{t,\\gamma})"
-        " \\ge \\gamma$ in place of $\\lambda_{\\min}(G^{-1}_{t,\\gamma}) \\le 1/\\gamma$: with γ = 10 the printed form "
+        "(c) compares Lemma 2's one-step inequality, from which Eq 24–28 are summed, with "
+        "$\\lambda_{\\min}(G_{t,\\gamma})"
+        " \\ge \\gamma$ in place of $\\lambda_{\\min}(G^{-1}_{t,\\gamma}) \\le 1/\\gamma$: with γ = 10 the "
+        "printed form "
         "fails by a factor of about γ². (d): the proof's steps hold verbatim for $t = 1$; the printed range only "
         "omits it."
     )

@@ -17,18 +17,21 @@ from proofs_checks._registry import Outcome, check
 
 
 def beta_corrected(alpha: float, sqnorm: float) -> float:
-    r"""The factor weight :math:`\beta = (\sqrt{\alpha + (1-\alpha)\|q\|^2} - \sqrt\alpha)/\|q\|^2`."""
+    r"""Return the factor weight :math:`\beta = (\sqrt{\alpha + (1-\alpha)\|q\|^2} - \sqrt\alpha)/\|q\|^2`."""
     return (np.sqrt(alpha + (1 - alpha) * sqnorm) - np.sqrt(alpha)) / sqnorm
 
 
 def factor(alpha: float, beta: float, q: np.ndarray, scale: float | None = None) -> np.ndarray:
-    r"""The dense factor :math:`K = \sqrt\alpha I + \beta q q^\top` (float64)."""
+    r"""Return the dense factor :math:`K = \sqrt\alpha I + \beta q q^\top` (float64)."""
     s = np.sqrt(alpha) if scale is None else scale
     return s * np.eye(q.shape[0]) + beta * np.outer(q, q)
 
 
 def dense_qng(data: np.ndarray, alpha: float, rank: int) -> list[np.ndarray]:
-    r"""Eq 11 in dense float64: the window of the last ``rank`` factors; returns :math:`\hat A\hat A^\top` after each step."""
+    r"""Run Eq 11 in dense float64 (a window of the last ``rank`` factors).
+
+    Returns :math:`\hat A\hat A^\top` after each step.
+    """
     dim = data.shape[1]
     window: list[np.ndarray] = []
     out = []
@@ -46,7 +49,7 @@ def dense_qng(data: np.ndarray, alpha: float, rank: int) -> list[np.ndarray]:
 
 
 def _state_factors(ctx: Context, state: lg.QNGState) -> list[tuple[np.ndarray, float, float]]:
-    """The filled slots (q, β, scale) of a QNG state, oldest first, in float64."""
+    """Return the filled slots (q, β, scale) of a QNG state, oldest first, in float64."""
     q = ctx.to_numpy(state.factors)
     b, s = ctx.to_numpy(state.betas), ctx.to_numpy(state.scales)
     return [(q[i], float(b[i]), float(s[i])) for i in range(q.shape[0]) if b[i] != 0]
@@ -106,7 +109,7 @@ def eq9_10(ctx: Context) -> Outcome:
     r"matches a dense float64 implementation of Eq 11 at every step, $t$ up to $3\tau$",
 )
 def eq11(ctx: Context) -> Outcome:
-    """The windowed recurrence against its dense transcription."""
+    """Compare the windowed recurrence with its dense transcription."""
     rng = ctx.rng
     dim, rank, alpha = 30, 4, 0.9
     steps = ctx.size(3 * rank, 6 * rank)
@@ -115,7 +118,11 @@ def eq11(ctx: Context) -> Outcome:
     ref = dense_qng(data, alpha, rank)
     worst = max(rel_err(ctx.to_numpy(ctx.lg.qng_dense(s)), r) for s, r in zip(states[1:], ref, strict=True))
     out = Outcome(f"d={dim}, τ={rank}, α={alpha}, {steps} steps, power-law stream")
-    out.add(r"max over steps $\|\hat A\hat A^\top_{\text{lib}} - \hat A\hat A^\top_{\text{dense}}\|_{\max}$ (rel.)", worst, ctx.tol(100 * steps))
+    out.add(
+        r"max over steps $\|\hat A\hat A^\top_{\text{lib}} - \hat A\hat A^\top_{\text{dense}}\|_{\max}$ (rel.)",
+        worst,
+        ctx.tol(100 * steps),
+    )
     full = alpha**steps * np.eye(dim) + ema(data, alpha)
     out.add(
         r"the window does truncate: $\|\hat A\hat A^\top - (\alpha^tI + M_t)\|_{\max}$ (rel.) after $t > \tau$",
@@ -130,11 +137,12 @@ def eq11(ctx: Context) -> Outcome:
     "eq12-13",
     section="§2.2",
     statement="Eq 12–13: product of two consecutive factors",
-    what=r"$K_{t-1}K_t = \alpha I + q_{t-1}(\sqrt\alpha\beta_{t-1}q_{t-1} + \beta_{t-1}\beta_t(q_{t-1}^\top q_t)q_t)^\top"
+    what=r"$K_{t-1}K_t = \alpha I + q_{t-1}(\sqrt\alpha\beta_{t-1}q_{t-1} + \beta_{t-1}\beta_t(q_{t-1}^\top "
+    r"q_t)q_t)^\top"
     r" + \sqrt\alpha\beta_tq_tq_t^\top$ (corrected middle term); the last two terms have rank ≤ 2",
 )
 def eq12_13(ctx: Context) -> Outcome:
-    """The expansion of two factors, with the factors produced by the library."""
+    """Expand the product of two factors produced by the library."""
     rng = ctx.rng
     dim, alpha = 30, 0.9
     out = Outcome(f"d={dim}, α={alpha}, the two factors of a τ=2 QNG state after 2–6 steps (5 draws)")
@@ -186,7 +194,7 @@ def observation1(ctx: Context) -> Outcome:
         min_eig = min(min_eig, w[-1] / w[0])
     out = Outcome(f"d={dim}, τ={rank}, α={alpha}, t = 1…{steps}, stream spectrum i^-0.5; rank threshold √eps")
     out.add(r"as printed: $\max_t \operatorname{rank}(\hat A\hat A^\top - \alpha^kI) - 2k$", max_excess_printed, 0)
-    out.add(r"sharpened: $\max_t \operatorname{rank}(\hat A\hat A^\top - \alpha^kI) - k$", max_excess, 0)
+    out.add(r"sharpened: $\max_t \operatorname{rank}(\hat A\hat A^\top - \alpha^kI) - k$", max_excess, 0, headline=True)
     out.add(r"the sharpened bound is attained: $\min_t \operatorname{rank}(\cdot) - k$", min_excess, 0, ">=")
     out.add(r"sharpened: PSD, $\min_t \lambda_{\min}/\lambda_{\max}$", min_eig, -ctx.tol(100), ">=")
     out.add(r"derivation: $\max_t \operatorname{rank}(\hat A - \alpha^{k/2}I) - k$", max_rank_a, 0)

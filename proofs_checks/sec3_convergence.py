@@ -95,7 +95,8 @@ def _logistic(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[Any, Any]:
     section="§3, A.2",
     statement="Lemma 2: η λ_min(G⁻¹)‖∇L‖² ≤ E[L(θ_t) − L(θ_{t+1})] + (L/2) η² (M_g/γ)²",
     what=r"the one-step inequality at every step of a Ginger-preconditioned SGD run on ridge logistic "
-    r"regression, with $L = \lambda_{\max}(X^\top X)/(4m) + \lambda$, $M_g^2 = \max_t\mathbb E_i\|\nabla\ell_i(\theta_t)\|^2$ "
+    r"regression, with $L = \lambda_{\max}(X^\top X)/(4m) + \lambda$, $M_g^2 = \max_t\mathbb "
+    r"E_i\|\nabla\ell_i(\theta_t)\|^2$ "
     r"and $\mathbb E$ over the sampled example computed exactly; also the sharper Eq 33–34",
 )
 def lemma2(ctx: Context) -> Outcome:
@@ -149,15 +150,30 @@ def lemma2(ctx: Context) -> Outcome:
         f"η_t = (1+t/10)^-0.6, {steps} steps; one example per step"
     )
     scale = np.abs(rhs).max()
-    out.add(r"Lemma 2: $\min_t(\text{RHS}_t - \text{LHS}_t)/\max_t\text{RHS}_t$", (rhs - lhs).min() / scale, -ctx.tol(1e3), ">=")
+    out.add(
+        r"Lemma 2: $\min_t(\text{RHS}_t - \text{LHS}_t)/\max_t\text{RHS}_t$",
+        (rhs - lhs).min() / scale,
+        -ctx.tol(1e3),
+        ">=",
+        headline=True,
+    )
     out.add(
         r"Eq 33: $\max_t(\mathbb E[\mathcal L_{t+1}-\mathcal L_t] + \eta\nabla\mathcal L^\top G^{-1}\nabla\mathcal L"
         r" - \frac L2\mathbb E\|\Delta\|^2)/\max_t\text{RHS}_t$",
         eq33.max() / scale,
         ctx.tol(1e3),
     )
-    out.add(r"Assumption 1 on the path: $\max\|\nabla\mathcal L(\theta+\Delta)-\nabla\mathcal L(\theta)\|/\|\Delta\|$", lip_seen, lip)
-    out.add(r"Assumption 2 on the path: $\mathbb E\|\nabla\ell\|^2 \le M_g^2$ holds with equality at the worst step", mg2.max() / m_g2, 1, "<=")
+    out.add(
+        r"Assumption 1 on the path: $\max\|\nabla\mathcal L(\theta+\Delta)-\nabla\mathcal L(\theta)\|/\|\Delta\|$",
+        lip_seen,
+        lip,
+    )
+    out.add(
+        r"Assumption 2 on the path: $\mathbb E\|\nabla\ell\|^2 \le M_g^2$ holds with equality at the worst step",
+        mg2.max() / m_g2,
+        1,
+        "<=",
+    )
     out.add(r"tightness: $\max_t \text{LHS}_t/\text{RHS}_t$", float((lhs / rhs).max()), form="info")
     out.note(
         "The expectation is over the example sampled for the gradient at step $t$; the preconditioner "
@@ -172,6 +188,65 @@ def lemma2(ctx: Context) -> Outcome:
 # -- Theorem 1: a non-convex softmax network --------------------------------------------------------
 
 
+_BATCH, _RANK, _ALPHA, _GAMMA, _ETA0 = 8, 4, 0.99, 1.0, 0.5
+
+
+def _eta(t: Any) -> Any:
+    r"""Return the step size :math:`\eta_t = \eta_0 (1 + t/50)^{-0.6}` (Assumption 3)."""
+    return _ETA0 / (1 + t / 50) ** 0.6
+
+
+def _teacher_data(ctx: Context, model: MLP, m: int) -> tuple[Any, Any]:
+    """Draw inputs and labels sampled from a random teacher network of the same shape (backend arrays)."""
+    rng = ctx.rng
+    teacher = model.init(rng, scale=2.5)
+    x_np = rng.standard_normal((m, model.n_in))
+    p_teacher = ctx.to_numpy(ctx.jit(model.probs)(ctx.asarray(teacher[None, :]), ctx.asarray(x_np)))[0]
+    labels = np.array([rng.choice(model.n_classes, p=p / p.sum()) for p in p_teacher])
+    return ctx.asarray(x_np), ctx.asarray(np.eye(model.n_classes)[labels])
+
+
+def _train(ctx: Context, model: MLP, x: Any, y: Any, steps: int) -> dict[str, Any]:
+    """Run Algorithm 1 (corrected) with SGD; record the running minimum of ‖∇L‖², ‖d_t‖ and σ₁."""
+    xp, rng = ctx.xp, ctx.rng
+    m, c = x.shape[0], model.n_classes
+
+    def step(theta: Any, state: Any, batch: tuple[Any, Any, Any], eta: Any) -> tuple[Any, Any, Any]:
+        idx_c, gumbel, idx_g = batch
+        th = theta[None, :]
+        xc = xp.take(x, idx_c, axis=0)
+        logp = model.log_softmax(model.forward(th, xc)[1])[0, ...]
+        y_hat = one_hot(xp, xp.argmax(logp + gumbel, axis=1), c, theta.dtype)  # ŷ ~ p_θ(·|x) (Gumbel-max)
+        d = xp.sum(xp.sum(model.scores(th, xc) * y_hat[:, :, None], axis=1), axis=0) / _BATCH**0.5  # Eq 8
+        state = ctx.lg.ginger_update(state, d, decay=_ALPHA)
+        g = model.grad(th, xp.take(x, idx_g, axis=0), xp.take(y, idx_g, axis=0))[0, ...]
+        return theta - eta * ctx.lg.ginger_precondition(state, g, damping=_GAMMA), state, xp.linalg.vector_norm(d)
+
+    def grad_sq(theta: Any) -> Any:
+        g = model.grad(theta[None, :], x, y)[0, ...]
+        return xp.sum(g * g)
+
+    step_fn, grad_fn = ctx.jit(step), ctx.jit(grad_sq)
+    theta = ctx.asarray(model.init(rng))
+    state = ctx.lg.ginger_init(model.dim, _RANK, xp=ctx.module, dtype=ctx.dtype)
+    running, best, d_max, sigma_max, saved = [], np.inf, 0.0, 0.0, []
+    for t in range(steps):
+        best = min(best, ctx.scalar(grad_fn(theta)))
+        running.append(best)
+        if t in {0, steps // 2}:
+            saved.append(ctx.to_numpy(theta))
+        batch = (
+            ctx.asarray_int(rng.integers(0, m, _BATCH)),
+            ctx.asarray(-np.log(-np.log(rng.uniform(size=(_BATCH, c))))),
+            ctx.asarray_int(rng.integers(0, m, _BATCH)),
+        )
+        theta, state, dn = step_fn(theta, state, batch, ctx.asarray(_eta(t)))
+        d_max = max(d_max, ctx.scalar(dn))
+        sigma_max = max(sigma_max, ctx.scalar(state.eigvals[0]))
+    saved.append(ctx.to_numpy(theta))
+    return {"running": np.array(running), "d_max": d_max, "sigma_max": sigma_max, "saved": saved}
+
+
 @check(
     "theorem1",
     section="§3",
@@ -181,82 +256,54 @@ def lemma2(ctx: Context) -> Outcome:
     r"decreasing toward 0; the loss is non-convex on the path; $\|d_t\|$ and $1/\lambda_{\min}(G^{-1})$ stay bounded",
 )
 def theorem1(ctx: Context) -> Outcome:
-    """A training run: the running minimum of the squared gradient norm, and the assumptions on the path."""
-    xp, rng = ctx.xp, ctx.rng
-    model, m, batch = MLP(4, 8, 3), 64, 8
-    teacher = model.init(rng, scale=2.5)
-    x_np = rng.standard_normal((m, model.n_in))
-    p_teacher = ctx.to_numpy(ctx.jit(model.probs)(ctx.asarray(teacher[None, :]), ctx.asarray(x_np)))[0]
-    labels = np.array([rng.choice(model.n_classes, p=p / p.sum()) for p in p_teacher])
-    x, y = ctx.asarray(x_np), ctx.asarray(np.eye(model.n_classes)[labels])
+    """Train, and follow the running minimum of the squared gradient norm and the assumptions on the path."""
+    model, m = MLP(4, 8, 3), 64
+    x, y = _teacher_data(ctx, model, m)
     steps = ctx.size(300, 3000)
-    alpha, gamma, eta0, rank, c = 0.99, 1.0, 0.5, 4, model.n_classes
-
-    def step(theta: Any, state: Any, idx_c: Any, gumbel: Any, idx_g: Any, eta: Any) -> tuple[Any, Any, Any]:
-        th = theta[None, :]
-        xc = xp.take(x, idx_c, axis=0)
-        logp = model.log_softmax(model.forward(th, xc)[1])[0, ...]
-        y_hat = one_hot(xp, xp.argmax(logp + gumbel, axis=1), c, theta.dtype)  # ŷ ~ p_θ(·|x) (Gumbel-max)
-        d = xp.sum(xp.sum(model.scores(th, xc) * y_hat[:, :, None], axis=1), axis=0) / batch**0.5  # Eq 8
-        state = ctx.lg.ginger_update(state, d, decay=alpha)
-        g = model.grad(th, xp.take(x, idx_g, axis=0), xp.take(y, idx_g, axis=0))[0, ...]
-        return theta - eta * ctx.lg.ginger_precondition(state, g, damping=gamma), state, xp.linalg.vector_norm(d)
-
-    def grad_sq(theta: Any) -> Any:
-        g = model.grad(theta[None, :], x, y)[0, ...]
-        return xp.sum(g * g)
-
-    step_fn, grad_fn = ctx.jit(step), ctx.jit(grad_sq)
-    theta0 = model.init(rng)
-    theta = ctx.asarray(theta0)
-    state = ctx.lg.ginger_init(model.dim, rank, xp=ctx.module, dtype=ctx.dtype)
-    running, best, d_max, sigma_max = [], np.inf, 0.0, 0.0
-    saved = {}
-    for t in range(steps):
-        best = min(best, ctx.scalar(grad_fn(theta)))
-        running.append(best)
-        if t in {0, steps // 2}:
-            saved[t] = ctx.to_numpy(theta)
-        eta = eta0 / (1 + t / 50) ** 0.6
-        gumbel = -np.log(-np.log(rng.uniform(size=(batch, c))))
-        theta, state, dn = step_fn(
-            theta,
-            state,
-            ctx.asarray_int(rng.integers(0, m, batch)),
-            ctx.asarray(gumbel),
-            ctx.asarray_int(rng.integers(0, m, batch)),
-            ctx.asarray(eta),
-        )
-        d_max = max(d_max, ctx.scalar(dn))
-        sigma_max = max(sigma_max, ctx.scalar(state.eigvals[0]))
-    saved[steps] = ctx.to_numpy(theta)
-    running = np.array(running)
+    run = _train(ctx, model, x, y, steps)
+    running = run["running"]
     # Non-convexity on the path: the smallest Hessian eigenvalue (complex step) at saved iterates.
     lam = []
 
     def full_grad(t_: Any) -> Any:
         return model.grad(t_, x, y)
 
-    for th in saved.values():
-        hess = complex_step(ctx, full_grad, th)
-        w = sym_eigvalsh(hess)
+    for th in run["saved"]:
+        w = sym_eigvalsh(complex_step(ctx, full_grad, th))
         lam.append(w[-1] / w[0])
     tenth = max(1, steps // 10)
     out = Outcome(
-        f"softmax MLP 4-8-3 (d={model.dim}), m={m} teacher-labelled samples, |B|={batch}, τ={rank}, α={alpha}, "
-        f"γ={gamma}, η₀={eta0}, {steps} steps"
+        f"softmax MLP 4-8-3 (d={model.dim}), m={m} teacher-labelled samples, |B|={_BATCH}, τ={_RANK}, "
+        f"α={_ALPHA}, γ={_GAMMA}, η₀={_ETA0}, {steps} steps"
     )
     target = ctx.size(5e-2, 1e-2)
-    out.add(r"$\min_{t\le T}\|\nabla\mathcal L\|^2 / \|\nabla\mathcal L(\theta_0)\|^2$", running[-1] / running[0], target)
     out.add(
-        rf"still decreasing: $\min_{{t\le T}} / \min_{{t\le T/10}}$ (T = {steps})", running[-1] / running[tenth - 1], 0.6
+        r"$\min_{t\le T}\|\nabla\mathcal L\|^2 / \|\nabla\mathcal L(\theta_0)\|^2$",
+        running[-1] / running[0],
+        target,
+        headline=True,
     )
-    out.add(r"non-convex: $\min$ over saved iterates of $\lambda_{\min}(\nabla^2\mathcal L)/\lambda_{\max}$", min(lam), 0, "<")
-    out.add(r"Assumption 4 on the path: $\max_t\|d_t\|$ (finite)", d_max, 1e6)
-    out.add(r"$\min_t\lambda_{\min}(G_t^{-1}) = \min_t 1/(\gamma+\sigma_{1,t})$ (bounded below)", 1 / (gamma + sigma_max), 0, ">")
+    out.add(
+        rf"still decreasing: $\min_{{t\le T}} / \min_{{t\le T/10}}$ (T = {steps})",
+        running[-1] / running[tenth - 1],
+        0.6,
+    )
+    out.add(
+        r"non-convex: $\min$ over saved iterates of $\lambda_{\min}(\nabla^2\mathcal L)/\lambda_{\max}$",
+        min(lam),
+        0,
+        "<",
+    )
+    out.add(r"Assumption 4 on the path: $\max_t\|d_t\|$ (finite)", run["d_max"], 1e6)
+    out.add(
+        r"$\min_t\lambda_{\min}(G_t^{-1}) = \min_t 1/(\gamma+\sigma_{1,t})$ (bounded below)",
+        1 / (_GAMMA + run["sigma_max"]),
+        0,
+        ">",
+    )
     checkpoints = sorted({1, 10, 30, 100, 300, 1000, 3000, steps} & set(range(1, steps + 1)))
-    partial = np.cumsum(eta0 / (1 + np.arange(steps) / 50) ** 0.6)
-    partial2 = np.cumsum((eta0 / (1 + np.arange(steps) / 50) ** 0.6) ** 2)
+    partial = np.cumsum(_eta(np.arange(steps)))
+    partial2 = np.cumsum(_eta(np.arange(steps)) ** 2)
     table = ["| T | min_{t<T} ‖∇L‖² | Σ η_t | Σ η_t² |", "|---|---|---|---|"]
     table += [f"| {k} | {running[k - 1]:.3e} | {partial[k - 1]:.4g} | {partial2[k - 1]:.4g} |" for k in checkpoints]
     out.note(
