@@ -45,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"no check matches {args.only}", file=sys.stderr)
             return 2
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    ctx = make_context(args.backend, args.dtype, quick=args.quick, seed=seed)
+    try:
+        ctx = make_context(args.backend, args.dtype, quick=args.quick, seed=seed)
+    except (ImportError, RuntimeError) as exc:
+        print(f"backend {args.backend!r} is not available: {exc}", file=sys.stderr)
+        return 2
 
     def progress(r: Result) -> None:
         status = "pass" if r.passed else ("ERROR" if r.error else "FAIL")

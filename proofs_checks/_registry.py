@@ -20,7 +20,7 @@ from typing import Literal
 
 from proofs_checks._context import Context
 
-__all__ = ["SECTION_MODULES", "Check", "Measurement", "Outcome", "Result", "all_checks", "check", "run_checks"]
+__all__ = ["SECTION_MODULES", "Check", "Form", "Measurement", "Outcome", "Result", "all_checks", "check", "run_checks"]
 
 Relation = Literal["<=", "<", ">=", ">", "=="]
 Form = Literal["corrected", "printed", "info"]

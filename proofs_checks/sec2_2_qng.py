@@ -40,7 +40,7 @@ def dense_qng(data: np.ndarray, alpha: float, rank: int) -> list[np.ndarray]:
         for k in window:
             a = a @ k
         q = np.linalg.solve(a, d)
-        window = [*window, factor(alpha, beta_corrected(alpha, q @ q), q)][-rank:]
+        window = [*window, factor(alpha, beta_corrected(alpha, float(q @ q)), q)][-rank:]
         a = np.eye(dim)
         for k in window:
             a = a @ k
