@@ -125,20 +125,23 @@ class Context:
         """Copy a NumPy array (or scalar) to the backend, in the run's (real or complex) dtype."""
         target = np.result_type(self.np_dtype, np.complex64) if complex_ else self.np_dtype
         arr = np.array(x, dtype=target, order="C", copy=True)
+        return self._put(arr)
+
+    def _put(self, arr: np.ndarray) -> Any:
+        """Move a fresh, contiguous NumPy array to the backend without a copy where possible."""
         if self.backend == "torch":
             import torch
 
             return torch.from_numpy(arr)
+        if self.backend == "jax":
+            import jax
+
+            return jax.device_put(arr)  # unlike jnp.asarray, compiles nothing per shape
         return self.xp.asarray(arr)
 
     def asarray_int(self, x: Any) -> Any:
         """Copy an integer NumPy array (indices, labels) to the backend as int64."""
-        arr = np.array(x, dtype=np.int64, order="C", copy=True)
-        if self.backend == "torch":
-            import torch
-
-            return torch.from_numpy(arr)
-        return self.xp.asarray(arr)
+        return self._put(np.array(x, dtype=np.int64, order="C", copy=True))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Copy a backend array to NumPy, widened to float64 (complex128 for complex input)."""
@@ -211,15 +214,16 @@ class Context:
 
 _JIT_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
 
-# Arguments that select code paths (static under jax.jit), per library function; functions that
-# build new arrays from Python sizes (the ``*_init`` functions) are not compiled.
+# Arguments that are static under jax.jit (they select code paths or shapes), per library function.
 _STATIC = {
     "ginger_update": ("method", "reorthonormalize_every"),
     "qng_factor_matvec": ("transpose",),
     "qng_factor_solve": ("transpose",),
     "best_rank_k": ("k",),
+    "ginger_init": ("dim", "rank", "xp", "dtype", "device"),
+    "qng_init": ("dim", "rank", "xp", "dtype", "device"),
 }
-_NOT_COMPILED = {"ginger_init", "qng_init", "GingerState", "QNGState", "RankOneUpdate", "ShermanMorrisonStep"}
+_NOT_COMPILED = {"GingerState", "QNGState", "RankOneUpdate", "ShermanMorrisonStep"}
 
 
 class _Library:

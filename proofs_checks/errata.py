@@ -568,7 +568,7 @@ def err_alg1_slice(ctx: Context) -> Outcome:
 
 
 def _alg1_setup(ctx: Context) -> tuple[np.ndarray, float, float, int]:
-    dim, rank = 60, 4
+    dim, rank = 40, 4
     steps = ctx.size(150, 400)
     return stream(ctx.rng, steps, dim), 0.99, 1e-3, rank
 
@@ -753,7 +753,7 @@ def err_2_1_reference(ctx: Context) -> Outcome:
 def err_lemma_g_inverse(ctx: Context) -> Outcome:
     """Measure the four places where the appendix writes G for G⁻¹ or skips t = 1."""
     rng = ctx.rng
-    dim, rank, alpha, gamma = 20, 4, 0.9, 1e-2
+    dim, rank, alpha, gamma = 40, 4, 0.9, 1e-2
     data = stream(rng, 10, dim)
     states = run_ginger(ctx, data, alpha, rank)
     g0 = gamma * np.eye(dim)  # G_{0,γ}

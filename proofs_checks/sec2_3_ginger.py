@@ -62,7 +62,7 @@ def random_lowrank(rng: np.random.Generator, dim: int, rank: int, top: float) ->
 def eq14_state(ctx: Context) -> Outcome:
     """Invariants of the Ginger state over a run, and exactness while the EMA has rank ≤ τ."""
     rng = ctx.rng
-    dim, rank, alpha = 40, 6, 0.95
+    dim, rank, alpha = 40, 4, 0.95
     steps = ctx.size(60, 200)
     data = stream(rng, steps, dim)
     states = run_ginger(ctx, data, alpha, rank)
@@ -97,7 +97,7 @@ def eq14_state(ctx: Context) -> Outcome:
 def eq15_16(ctx: Context) -> Outcome:
     """Compare the query, in its cancellation-free form and as printed, with dense solves."""
     rng = ctx.rng
-    dim, rank, alpha = 60, 6, 0.99
+    dim, rank, alpha = 40, 4, 0.99
     data = stream(rng, 100, dim)
     state = run_ginger(ctx, data, alpha, rank)[-1]
     u, sig = lowrank(ctx, state)
@@ -379,7 +379,7 @@ def brand(ctx: Context) -> Outcome:
 def eckart_young(ctx: Context) -> Outcome:
     """Per-step optimality of the truncation against dense eigendecompositions."""
     rng = ctx.rng
-    dim, rank, alpha, gamma = 30, 4, 0.95, 1e-2
+    dim, rank, alpha, gamma = 30, 5, 0.95, 1e-2
     steps = ctx.size(25, 60)
     data = stream(rng, steps, dim, exponent=0.7)
     update = ctx.lg.ginger_update
@@ -523,7 +523,7 @@ def complexity(ctx: Context) -> Outcome:
     """Operation counts (XLA cost analysis), timings (best of several) and memory, fitted on log–log scales."""
     rng = ctx.rng
     repeats = ctx.size(3, 5)
-    dims = [2**k for k in (range(14, 18) if ctx.quick else range(13, 19))]
+    dims = [2**k for k in (range(15, 18) if ctx.quick else range(13, 19))]
     rank, alpha, gamma = 8, 0.99, 1e-3
     update = ctx.lg.ginger_update
     query = ctx.lg.ginger_precondition

@@ -39,7 +39,7 @@ def inverse_spectrum(ctx: Context, state: lg.GingerState, gamma: float) -> np.nd
 def lemma1(ctx: Context) -> Outcome:
     """Extreme eigenvalues of G⁻¹ over a Ginger run, for two dampings."""
     rng = ctx.rng
-    dim, rank, alpha = 40, 6, 0.95
+    dim, rank, alpha = 40, 4, 0.95
     steps = ctx.size(30, 100)
     data = stream(rng, steps, dim, scale=3.0)
     states = run_ginger(ctx, data, alpha, rank)
