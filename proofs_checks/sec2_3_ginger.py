@@ -197,7 +197,7 @@ def eq17(ctx: Context) -> Outcome:
     )
     out.add(r"line 3 (Sherman–Morrison) vs dense inverse (rel. to $\|\cdot\|_{\max}$)", worst["line3"], tol)
     out.add(r"line 4 (Woodbury, $\alpha^{-1}K_{t-1,\gamma/\alpha}$) vs dense inverse", worst["line4"], tol)
-    out.add(r"`sherman_morrison_step` $(\kappa', h, \beta)$ vs dense inverse", worst["lib"], tol)
+    out.add(r"`sherman_morrison_step` $(\kappa', h, \beta)$ vs dense inverse", worst["lib"], tol, headline=True)
     out.note(
         "The library's parametrisation uses $h = (\\gamma I + \\alpha U\\Sigma U^\\top)^{-1}d$ (that is, $h/\\alpha$ "
         "in the paper's) with $\\beta = (1-\\alpha)/(1 + (1-\\alpha)h^\\top d)$ and $\\kappa' = "
