@@ -71,7 +71,14 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md", "generated/proofs_report.md", "**.ipynb_checkpoints", "auto_examples/*.ipynb", "auto_examples/*.py"]
+exclude_patterns = [
+    "_build",
+    "README.md",
+    "generated/proofs_report.md",  # included by verification.md
+    "**.ipynb_checkpoints",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+]
 templates_path = ["_templates"]
 nitpicky = False
 default_role = "py:obj"
