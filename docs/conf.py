@@ -23,7 +23,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import re  # noqa: E402
+import subprocess  # noqa: E402
+
 import lowrank_ggn  # noqa: E402
+
+# -- Numerical verification report ----------------------------------------------
+# ``proofs_checks`` runs at build time (NumPy float64, full mode, fixed seed) and the
+# verification page includes its report, so every number on it is reproduced by the build.
+
+PROOFS_SEED = 20261129
+_report = HERE / "generated" / "proofs_report.md"
+_report.parent.mkdir(parents=True, exist_ok=True)
+_run = subprocess.run(  # noqa: S603 - a fixed command of this repository
+    [sys.executable, "-m", "proofs_checks", "--seed", str(PROOFS_SEED), "--out", str(_report)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+)
+if _run.returncode != 0:
+    raise RuntimeError("proofs_checks failed:\n" + _run.stdout + _run.stderr)
+# The report's HTML anchors become MyST targets, prefixed so that they cannot collide with
+# the labels of other pages.
+_text = re.sub(r'<a id="([^"]+)"></a>', r"(pc-\1)=", _report.read_text(encoding="utf-8"))
+_report.write_text(re.sub(r"\]\(#([^)]+)\)", r"](#pc-\1)", _text), encoding="utf-8")
 
 # -- Project -------------------------------------------------------------------
 
@@ -47,7 +71,14 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md", "**.ipynb_checkpoints", "auto_examples/*.ipynb", "auto_examples/*.py"]
+exclude_patterns = [
+    "_build",
+    "README.md",
+    "generated/proofs_report.md",  # included by verification.md
+    "**.ipynb_checkpoints",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+]
 templates_path = ["_templates"]
 nitpicky = False
 default_role = "py:obj"
@@ -159,5 +190,7 @@ html_theme_options = {
 }
 html_context = {"default_mode": "light"}
 # Pages without sub-pages have nothing to show in the left sidebar.
-html_sidebars = {page: [] for page in ("index", "getting_started", "mathematics", "backends", "references")}
+html_sidebars = {
+    page: [] for page in ("index", "getting_started", "mathematics", "verification", "backends", "references")
+}
 html_sidebars["auto_examples/*"] = []

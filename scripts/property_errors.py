@@ -66,9 +66,14 @@ def _ema(data, decay):
 
 
 def _ginger(b, data, decay, rank, **kw):
+    update = lg.ginger_update
+    if b.name == "jax":  # eager JAX dispatch is slow; the jitted update is the same function
+        import jax
+
+        update = jax.jit(update, static_argnames=("method",))
     s = lg.ginger_init(data.shape[1], rank, xp=b.module, dtype=b.dtype)
     for d in data:
-        s = lg.ginger_update(s, b.asarray(d), decay=decay, **kw)
+        s = update(s, b.asarray(d), decay=decay, **kw)
     return s
 
 
