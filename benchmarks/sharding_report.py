@@ -134,6 +134,13 @@ def _naive(dim: int, rank: int, n: int, dtype) -> dict:
     }
 
 
+def _power_of_two(n: int) -> str:
+    """Return `` (2ᵏ)`` when ``n = 2ᵏ``, else nothing."""
+    if n & (n - 1):
+        return ""
+    return " (2" + str(n.bit_length() - 1).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")) + ")"
+
+
 def _size(nbytes: float) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
@@ -163,7 +170,7 @@ def report(dim: int, rank: int, devices: list[int], dtype) -> str:
     vector_bytes = dim * itemsize
     lines = [
         (
-            f"`dim` = {dim:,} (2^{dim.bit_length() - 1}), τ = {rank}, {jnp.dtype(dtype).name}: "
+            f"`dim` = {dim:,}{_power_of_two(dim)}, τ = {rank}, {jnp.dtype(dtype).name}: "
             f"`U` is {_size(dim * rank * itemsize)}, a `dim`-vector {_size(vector_bytes)}. "
             "Per device; a step is one update and one query."
         ),

@@ -49,6 +49,22 @@ if _run.returncode != 0:
 _text = re.sub(r'<a id="([^"]+)"></a>', r"(pc-\1)=", _report.read_text(encoding="utf-8"))
 _report.write_text(re.sub(r"\]\(#([^)]+)\)", r"](#pc-\1)", _text), encoding="utf-8")
 
+# -- Sharding report -------------------------------------------------------------
+# ``benchmarks/sharding_report.py`` compiles the sharded programs for 1-8 simulated devices
+# and the page on several devices includes its tables: per-device memory and communication
+# are read from the programs the build compiles.
+
+_sharding = HERE / "generated" / "sharding_report.md"
+_run = subprocess.run(  # noqa: S603 - a fixed command of this repository
+    [sys.executable, str(ROOT / "benchmarks" / "sharding_report.py"), "--out", str(_sharding)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+)
+if _run.returncode != 0:
+    raise RuntimeError("benchmarks/sharding_report.py failed:\n" + _run.stdout + _run.stderr)
+
 # -- Project -------------------------------------------------------------------
 
 project = "lowrank_ggn"
@@ -75,6 +91,7 @@ exclude_patterns = [
     "_build",
     "README.md",
     "generated/proofs_report.md",  # included by verification.md
+    "generated/sharding_report.md",  # included by distributed.md
     "**.ipynb_checkpoints",
     "auto_examples/*.ipynb",
     "auto_examples/*.py",
@@ -122,6 +139,8 @@ api_group_titles = {
     "lowrank_ggn._reference": "Dense references",
     "lowrank_ggn.backends._compat": "Namespaces, arrays and devices",
     "lowrank_ggn.backends": "Dtypes, devices and tracing",
+    "lowrank_ggn.sharding": "Sharded states and steps",
+    "lowrank_ggn._hlo": "Collectives of a compiled program",
 }
 
 autosummary_generate = True
@@ -191,6 +210,7 @@ html_theme_options = {
 html_context = {"default_mode": "light"}
 # Pages without sub-pages have nothing to show in the left sidebar.
 html_sidebars = {
-    page: [] for page in ("index", "getting_started", "mathematics", "verification", "backends", "references")
+    page: []
+    for page in ("index", "getting_started", "mathematics", "verification", "backends", "distributed", "references")
 }
 html_sidebars["auto_examples/*"] = []

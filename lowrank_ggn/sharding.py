@@ -14,7 +14,7 @@ the parameters themselves are split. Every step of Ginger and QNG is then
 
 So each device holds ``dim·rank/n`` numbers of the state and a step
 communicates O(τ) numbers, independently of ``dim``. The functions here run the
-library's own update and query inside :func:`jax.shard_map`, with
+library's own update and query inside ``jax.shard_map``, with
 ``jax.lax.psum`` completing each reduction; the same algorithm runs on a single
 device, and the results agree to rounding. Re-orthonormalisation reduces the
 τ×τ Gram matrix ``UᵀU`` instead of computing a QR factorisation (which would
@@ -31,7 +31,7 @@ along ``axis``: pad the parameter vector with zeros otherwise (zero rows are
 exact: they stay zero in ``U`` and in every query).
 
 Every function works on meshes whose axes are ``Explicit`` (the default of
-:func:`jax.make_mesh`) or ``Auto``, eagerly and under :func:`jax.jit`.
+``jax.make_mesh``) or ``Auto``, eagerly and under ``jax.jit``.
 
 >>> import jax, jax.numpy as jnp
 >>> from jax.sharding import NamedSharding, PartitionSpec as P
@@ -42,7 +42,7 @@ Every function works on meshes whose axes are ``Explicit`` (the default of
 >>> state = lgs.ginger_update(state, d, decay=0.99, mesh=mesh, axis="fsdp")
 >>> step = lgs.ginger_precondition(state, d, damping=1e-3, mesh=mesh, axis="fsdp")
 
-Without these functions, :func:`jax.jit` with the shardings of
+Without these functions, ``jax.jit`` with the shardings of
 :func:`ginger_sharding` on an ``Auto`` mesh also partitions
 :func:`lowrank_ggn.ginger_update` and :func:`lowrank_ggn.ginger_precondition`
 into τ-sized all-reduces (XLA's sharding propagation finds them), but
@@ -134,10 +134,10 @@ def ginger_sharding(mesh: Mesh, axis: AxisName) -> GingerState:
     Returns
     -------
     GingerState
-        A state whose fields are :class:`jax.sharding.NamedSharding` objects:
+        A state whose fields are ``jax.sharding.NamedSharding`` objects:
         ``basis`` is ``PartitionSpec(axis, None)``, every other field is
         replicated. Usable as ``in_shardings``/``out_shardings`` of
-        :func:`jax.jit` and with :func:`jax.device_put`.
+        ``jax.jit`` and with ``jax.device_put``.
     """
     _axis_size(mesh, axis)
     rep = NamedSharding(mesh, P())
@@ -157,7 +157,7 @@ def qng_sharding(mesh: Mesh, axis: AxisName) -> QNGState:
     Returns
     -------
     QNGState
-        A state whose fields are :class:`jax.sharding.NamedSharding` objects:
+        A state whose fields are ``jax.sharding.NamedSharding`` objects:
         ``factors`` (``rank × dim``) is ``PartitionSpec(None, axis)``, every
         other field is replicated.
     """
