@@ -17,6 +17,8 @@ import numpy as np
 def run(rank: int, world: int, store: str, out_dir: str, case: dict[str, Any]) -> None:
     """Entry point of one rank (``torch.multiprocessing.spawn`` passes ``rank`` first)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if Path("/sys/class/net/lo").exists():  # Linux: keep gloo on the loopback interface
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch
     import torch.distributed as dist
 
