@@ -9,6 +9,8 @@ re-orthonormalisation.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -49,9 +51,8 @@ def _reference_updates(rng: np.random.Generator) -> tuple[list[np.ndarray], list
     return ds, states
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Spawn the ranks once; return their outputs and the single-process reference."""
+def _spawn(out_dir):
+    """Spawn the ranks; return the case they ran and the single-process reference states."""
     rng = np.random.default_rng(20240611)
     ginger_d, ref_states = _reference_updates(rng)
     case = {
@@ -66,16 +67,35 @@ def run(tmp_path_factory):
         "g": rng.standard_normal(DIM),
         "g2": rng.standard_normal((DIM, 3)),
     }
-    tmp = tmp_path_factory.mktemp("distributed")
-    torch.multiprocessing.spawn(
-        _distributed_worker.run,
-        args=(WORLD, str(tmp / "store"), str(tmp), case),
-        nprocs=WORLD,
-        join=True,
-    )
+    if not (out_dir / "done").exists():
+        torch.multiprocessing.spawn(
+            _distributed_worker.run,
+            args=(WORLD, str(out_dir / "store"), str(out_dir), case),
+            nprocs=WORLD,
+            join=True,
+        )
+        (out_dir / "done").touch()
+    return case, ref_states
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """The ranks' outputs and the single-process reference.
+
+    The ranks run once per test session: under pytest-xdist the first worker to
+    get here spawns them and the others wait for its files.
+    """
+    filelock = pytest.importorskip("filelock")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the base directory common to all workers
+    out_dir = shared / "distributed_ranks"
+    out_dir.mkdir(exist_ok=True)
+    with filelock.FileLock(str(out_dir) + ".lock"):
+        case, ref_states = _spawn(out_dir)
     ranks = []
     for k in range(WORLD):
-        with np.load(tmp / f"rank{k}.npz") as f:
+        with np.load(out_dir / f"rank{k}.npz") as f:
             ranks.append(dict(f))
     return case, ref_states, ranks
 
