@@ -56,6 +56,7 @@ def _single_blas_thread():
     with threadpool_limits(limits=1):
         yield
 
+
 # ---------------------------------------------------------------- streams
 
 
@@ -376,6 +377,11 @@ def test_tiny_study_outputs(tiny_result, tmp_path):
         assert tuple(reader.fieldnames) == COLUMNS
         rows = list(reader)
     assert len(rows) == len(tiny_result.rows)
+    text_columns = {"stream", "backend", "dtype", "method", "damping_mode", "rank"}
+    for row in rows:
+        for key in set(COLUMNS) - text_columns:
+            float(row[key])  # every number parses (no "np.float64(...)")
+        assert row["rank"] == "" or int(row["rank"]) > 0
     assert float(rows[0]["dim"]) > 0
     for name in (
         "timeseries_equal",

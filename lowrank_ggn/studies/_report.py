@@ -81,7 +81,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, columns: Sequenc
         writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: (repr(float(v)) if isinstance(v, float | np.floating) else v) for k, v in row.items()})
     return path
 
 
@@ -400,7 +400,7 @@ def _metric_grid(
     """One figure: a row per metric, a column per stream, a line per method (mean ± std over seeds)."""
     c = result.config
     nrow, ncol = len(_PLOT_METRICS), len(c.streams)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.6 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.4 * ncol, 9.0), 2.6 * nrow), squeeze=False)
     fig.suptitle(title + "; mean ± std over seeds", fontsize=10)
     for j, stream in enumerate(c.streams):
         mine = [r for r in rows if r["stream"] == stream]
@@ -411,7 +411,8 @@ def _metric_grid(
             _plot_lines(ax, mine, x, col, _PLOT_METHODS)
             if logx:
                 ax.set_xscale("log")
-            if col == "decrease_fraction":
+            low = _finite(r[col] for r in mine if r["method"] in _PLOT_METHODS)
+            if col == "decrease_fraction" and low.size and low.min() < -1:  # overshoots span decades
                 ax.set_yscale("symlog", linthresh=1.0)
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
@@ -539,7 +540,7 @@ def _plot_precision(result: StudyResult, out: Path, plt: Any) -> Path:
 
 def _plot_spectra(result: StudyResult, out: Path, plt: Any) -> Path:
     c = result.config
-    fig, axes = plt.subplots(1, len(c.streams), figsize=(3.4 * len(c.streams), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(c.streams), figsize=(max(3.4 * len(c.streams), 6.0), 3.0), squeeze=False)
     for j, stream in enumerate(c.streams):
         ax = axes[0, j]
         for decay in c.decays:

@@ -270,7 +270,11 @@ class _Evaluator:
             rank="",
         )
         row.update(fields)
-        return row
+        # Plain Python numbers only (NumPy scalars print as ``np.float64(…)``).
+        return {
+            k: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
+            for k, v in row.items()
+        }
 
     def timing(self, run: Any, dtype: str) -> dict[str, float]:
         diag = self.p.diag.get((dtype, self.decay))
@@ -372,7 +376,7 @@ def _ginger_checks(ev: _Evaluator, run: GingerRun, damping: float, rank: int) ->
     """Trace identity and the distance to the float64 eigen-path state of the same setting."""
     sigma = run.lowrank()[1]
     trace = ev.exact.trace
-    out = {"trace_gap": abs(sigma.sum() + run.discarded - trace) / trace}
+    out = {"trace_gap": float(abs(sigma.sum() + run.discarded - trace) / trace)}
     ref = ev.p.ginger.get(("float64", rank, ev.decay))
     if ref is not None:
         out["dev_from_ginger64"] = relative_spectral_distance(
