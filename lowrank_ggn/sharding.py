@@ -31,7 +31,9 @@ along ``axis``: pad the parameter vector with zeros otherwise (zero rows are
 exact: they stay zero in ``U`` and in every query).
 
 Every function works on meshes whose axes are ``Explicit`` (the default of
-``jax.make_mesh``) or ``Auto``, eagerly and under ``jax.jit``.
+``jax.make_mesh``) or ``Auto``, eagerly and under ``jax.jit``; inputs in
+another layout (replicated, or on one device) are resharded on entry, and the
+results are in the layout above.
 
 >>> import jax, jax.numpy as jnp
 >>> from jax.sharding import NamedSharding, PartitionSpec as P
@@ -59,7 +61,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lowrank_ggn._ginger import GingerState, _check_state, _ginger_update, _reorth_state
@@ -176,6 +178,18 @@ def _qng_specs(axis: AxisName) -> QNGState:
 
 def _vector_spec(x: Array, axis: AxisName) -> P:
     return P(axis) if x.ndim == 1 else P(axis, None)
+
+
+def _place(tree: Any, mesh: Mesh, axis: AxisName, specs: Any) -> Any:
+    """Reshard ``tree`` to ``specs`` on a mesh whose ``axis`` is ``Explicit`` (``shard_map`` needs it there).
+
+    On ``Auto`` axes ``shard_map`` reshards its inputs itself.
+    """
+    names = (axis,) if isinstance(axis, str) else axis
+    types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
+    if not all(types[n] == AxisType.Explicit for n in names):
+        return tree
+    return jax.tree.map(lambda x, spec: jax.reshard(x, NamedSharding(mesh, spec)), tree, specs)
 
 
 def shard_ginger_state(state: GingerState, mesh: Mesh, axis: AxisName) -> GingerState:
@@ -416,9 +430,9 @@ def ginger_update(
             reduce=reduce,
         )
 
-    specs = _ginger_specs(axis)
-    step = jax.shard_map(local, mesh=mesh, in_specs=(specs, P(axis), P()), out_specs=specs)
-    return step(state, d, _scalar_arg(decay, basis))
+    in_specs = (_ginger_specs(axis), P(axis), P())
+    step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0])
+    return step(*_place((state, d, _scalar_arg(decay, basis)), mesh, axis, in_specs))
 
 
 def ginger_precondition(state: GingerState, g: Array, *, damping: Any, mesh: Mesh, axis: AxisName) -> Array:
@@ -468,9 +482,9 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any, mesh: Mes
     def local(basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
         return _solve(jnp, basis, eigvals, g, gamma, reduce=reduce)
 
-    spec = _vector_spec(g, axis)
-    solve = jax.shard_map(local, mesh=mesh, in_specs=(P(axis, None), P(), spec, P()), out_specs=spec)
-    return solve(basis, state.eigvals, g, _scalar_arg(damping, basis))
+    in_specs = (P(axis, None), P(), _vector_spec(g, axis), P())
+    solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[2])
+    return solve(*_place((basis, state.eigvals, g, _scalar_arg(damping, basis)), mesh, axis, in_specs))
 
 
 def ginger_reorthonormalize(state: GingerState, *, mesh: Mesh, axis: AxisName) -> GingerState:
@@ -503,7 +517,7 @@ def ginger_reorthonormalize(state: GingerState, *, mesh: Mesh, axis: AxisName) -
     reduce = _psum(axis)
     specs = _ginger_specs(axis)
     fn = jax.shard_map(lambda s: _reorth_state(jnp, s, reduce), mesh=mesh, in_specs=(specs,), out_specs=specs)
-    return fn(state)
+    return fn(_place(state, mesh, axis, specs))
 
 
 def qng_update(state: QNGState, d: Array, *, decay: Any, mesh: Mesh, axis: AxisName) -> QNGState:
@@ -551,9 +565,9 @@ def qng_update(state: QNGState, d: Array, *, decay: Any, mesh: Mesh, axis: AxisN
     def local(state: QNGState, d: Array, alpha: Array) -> QNGState:
         return _qng_update(jnp, state, d, decay=alpha, reduce=reduce)
 
-    specs = _qng_specs(axis)
-    step = jax.shard_map(local, mesh=mesh, in_specs=(specs, P(axis), P()), out_specs=specs)
-    return step(state, d, _scalar_arg(decay, factors))
+    in_specs = (_qng_specs(axis), P(axis), P())
+    step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0])
+    return step(*_place((state, d, _scalar_arg(decay, factors)), mesh, axis, in_specs))
 
 
 def qng_precondition(state: QNGState, g: Array, *, mesh: Mesh, axis: AxisName) -> Array:
@@ -597,6 +611,6 @@ def qng_precondition(state: QNGState, g: Array, *, mesh: Mesh, axis: AxisName) -
         half = _product(state, g, inverse=True, transpose=False, reduce=reduce)
         return _product(state, half, inverse=True, transpose=True, reduce=reduce)
 
-    spec = _vector_spec(g, axis)
-    solve = jax.shard_map(local, mesh=mesh, in_specs=(_qng_specs(axis), spec), out_specs=spec)
-    return solve(state, g)
+    in_specs = (_qng_specs(axis), _vector_spec(g, axis))
+    solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[1])
+    return solve(*_place((state, g), mesh, axis, in_specs))

@@ -105,6 +105,24 @@ def test_shard_existing_states_and_two_mesh_axes():
     assert np.abs(_dense(state) - _dense(ref)).max() <= _tol(jnp.float32, 20) * np.abs(_dense(ref)).max()
 
 
+@pytest.mark.parametrize("kind", ["Explicit", "Auto"])
+def test_shard_functions_reshard_other_layouts(kind):
+    """A replicated or single-device ``d``, ``g`` or state is resharded on entry; the result is sharded."""
+    mesh = _mesh(kind)
+    dim = 64
+    rng = np.random.default_rng(5)
+    d, g = rng.standard_normal(dim), rng.standard_normal(dim)
+    ref = lg.ginger_update(lg.ginger_init(dim, RANK), d, decay=DECAY)
+    y_ref = lg.ginger_precondition(ref, g, damping=DAMPING)
+    state = lg.ginger_init(dim, RANK, xp=jnp, dtype=jnp.float64)  # on one device
+    for vec in (jnp.asarray(d), _put(d, mesh, P(), jnp.float64)):
+        new = lgs.ginger_update(state, vec, decay=DECAY, mesh=mesh, axis="x")
+        assert new.basis.sharding.spec == P("x", None)
+        y = lgs.ginger_precondition(new, _put(g, mesh, P(), jnp.float64), damping=DAMPING, mesh=mesh, axis="x")
+        assert y.sharding.spec == P("x")
+        assert np.abs(np.asarray(y) - y_ref).max() <= _tol(jnp.float64, 100) * np.abs(y_ref).max()
+
+
 def test_shard_functions_reject_bad_input():
     mesh = _mesh()
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
