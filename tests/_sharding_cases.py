@@ -11,6 +11,7 @@ runs this module with ``pytest`` in a subprocess. Run it directly with
 
 from __future__ import annotations
 
+import functools
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
@@ -40,6 +41,11 @@ def _mesh(kind: str = "Explicit", shape: tuple[int, ...] = (N,), names: tuple[st
 
 def _put(x, mesh, spec, dtype):
     return jax.device_put(jnp.asarray(x, dtype=dtype), NamedSharding(mesh, spec))
+
+
+def _laid_out(x, spec):
+    """Whether ``x`` is sharded as ``spec`` (``P("x")`` and ``P("x", None)`` are the same layout of a matrix)."""
+    return x.sharding.is_equivalent_to(NamedSharding(x.sharding.mesh, spec), x.ndim)
 
 
 def _tol(dtype, factor):
@@ -81,13 +87,13 @@ def _stream(dim, seed):
 def test_shard_init_layout_and_values(kind):
     mesh = _mesh(kind)
     state = lgs.ginger_init(64, RANK, mesh=mesh, axis="x", dtype=jnp.float32)
-    assert state.basis.sharding.spec == P("x", None)
+    assert _laid_out(state.basis, P("x", None))
     assert {s.data.shape for s in state.basis.addressable_shards} == {(64 // N, RANK)}
     assert len(state.basis.addressable_shards) == N
     assert state.eigvals.sharding.is_fully_replicated
     np.testing.assert_array_equal(np.asarray(state.basis), np.eye(64, RANK))
     q = lgs.qng_init(64, RANK, mesh=mesh, axis="x", dtype=jnp.float32)
-    assert q.factors.sharding.spec == P(None, "x")
+    assert _laid_out(q.factors, P(None, "x"))
     assert {s.data.shape for s in q.factors.addressable_shards} == {(RANK, 64 // N)}
     np.testing.assert_array_equal(np.asarray(q.scales), np.ones(RANK))
 
@@ -115,11 +121,13 @@ def test_shard_functions_reshard_other_layouts(kind):
     ref = lg.ginger_update(lg.ginger_init(dim, RANK), d, decay=DECAY)
     y_ref = lg.ginger_precondition(ref, g, damping=DAMPING)
     state = lg.ginger_init(dim, RANK, xp=jnp, dtype=jnp.float64)  # on one device
+    update = jax.jit(lambda s, d: lgs.ginger_update(s, d, decay=DECAY, mesh=mesh, axis="x"))
     for vec in (jnp.asarray(d), _put(d, mesh, P(), jnp.float64)):
-        new = lgs.ginger_update(state, vec, decay=DECAY, mesh=mesh, axis="x")
-        assert new.basis.sharding.spec == P("x", None)
+        new = update(state, vec)
+        assert _laid_out(new.basis, P("x", None))
+        # eagerly, too
         y = lgs.ginger_precondition(new, _put(g, mesh, P(), jnp.float64), damping=DAMPING, mesh=mesh, axis="x")
-        assert y.sharding.spec == P("x")
+        assert _laid_out(y, P("x"))
         assert np.abs(np.asarray(y) - y_ref).max() <= _tol(jnp.float64, 100) * np.abs(y_ref).max()
 
 
@@ -162,7 +170,7 @@ def test_sharded_ginger_matches_single_device(kind, dtype):
         m_ref = _dense(ref)
         assert np.abs(_dense(state) - m_ref).max() <= _tol(dtype, 100) * max(np.abs(m_ref).max(), 1.0)
     ref = ref_states[-1]
-    assert state.basis.sharding.spec == P("x", None)
+    assert _laid_out(state.basis, P("x", None))
     assert {s.data.shape for s in state.basis.addressable_shards} == {(dim // N, RANK)}
     np.testing.assert_allclose(np.asarray(state.eigvals), ref.eigvals, rtol=_tol(dtype, 100), atol=_tol(dtype, 100))
     assert float(state.discarded) == pytest.approx(float(ref.discarded), rel=_tol(dtype, 100))
@@ -178,7 +186,7 @@ def test_sharded_ginger_matches_single_device(kind, dtype):
             state, _put(g, mesh, spec, dtype)
         )
         y_ref = lg.ginger_precondition(ref, g, damping=DAMPING)
-        assert y.sharding.spec == spec
+        assert _laid_out(y, spec)
         assert np.abs(np.asarray(y, dtype=np.float64) - y_ref).max() <= _tol(dtype, 100) * np.abs(y_ref).max()
 
 
@@ -198,7 +206,7 @@ def test_sharded_reorthonormalize_keeps_the_matrix(dtype):
     u = np.asarray(out.basis, dtype=np.float64)
     assert np.abs(u.T @ u - np.eye(RANK)).max() <= _tol(dtype, 20)
     assert int(out.step) == 7
-    assert out.basis.sharding.spec == P("x", None)
+    assert _laid_out(out.basis, P("x", None))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -219,7 +227,7 @@ def test_sharded_qng_matches_single_device(dtype):
     assert np.abs(f - ref.factors).max() <= _tol(dtype, 50) * np.abs(ref.factors).max()
     np.testing.assert_allclose(np.asarray(state.betas), ref.betas, rtol=_tol(dtype, 50))
     assert int(state.num_nonfinite) == 1
-    assert state.factors.sharding.spec == P(None, "x")
+    assert _laid_out(state.factors, P(None, "x"))
     g = rng.standard_normal(dim)
     y = jax.jit(lambda s, g: lgs.qng_precondition(s, g, mesh=mesh, axis="x"))(state, _put(g, mesh, P("x"), dtype))
     y_ref = lg.qng_precondition(ref, g)
@@ -229,6 +237,7 @@ def test_sharded_qng_matches_single_device(dtype):
 # -- What is communicated, and what each device holds -----------------------------------
 
 
+@functools.cache
 def _programs(dim, mesh, dtype=jnp.float32):
     """The compiled sharded programs for one ``dim``, from abstract arguments (nothing is allocated)."""
     gs = lgs.ginger_sharding(mesh, "x")
