@@ -80,15 +80,20 @@ __all__ = [
     "collectives",
     "ginger_init",
     "ginger_precondition",
+    "ginger_precondition_leaves",
     "ginger_reorthonormalize",
     "ginger_sharding",
     "ginger_update",
+    "ginger_update_leaves",
     "qng_init",
     "qng_precondition",
+    "qng_precondition_leaves",
     "qng_sharding",
     "qng_update",
+    "qng_update_leaves",
     "shard_ginger_state",
     "shard_qng_state",
+    "splittable",
 ]
 
 AxisName = str | tuple[str, ...]
@@ -180,14 +185,19 @@ def _vector_spec(x: Array, axis: AxisName) -> P:
     return P(axis) if x.ndim == 1 else P(axis, None)
 
 
+def _explicit(mesh: Mesh, axis: AxisName) -> bool:
+    """Return whether the mesh axes of ``axis`` are ``Explicit`` (sharding in types)."""
+    names = (axis,) if isinstance(axis, str) else axis
+    types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
+    return all(types[n] == AxisType.Explicit for n in names)
+
+
 def _place(tree: Any, mesh: Mesh, axis: AxisName, specs: Any) -> Any:
     """Reshard ``tree`` to ``specs`` on a mesh whose ``axis`` is ``Explicit`` (``shard_map`` needs it there).
 
     On ``Auto`` axes ``shard_map`` reshards its inputs itself.
     """
-    names = (axis,) if isinstance(axis, str) else axis
-    types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
-    if not all(types[n] == AxisType.Explicit for n in names):
+    if not _explicit(mesh, axis):
         return tree
     return jax.tree.map(lambda x, spec: jax.reshard(x, NamedSharding(mesh, spec)), tree, specs)
 
@@ -614,3 +624,285 @@ def qng_precondition(state: QNGState, g: Array, *, mesh: Mesh, axis: AxisName) -
     in_specs = (_qng_specs(axis), _vector_spec(g, axis))
     solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[1])
     return solve(*_place((state, g), mesh, axis, in_specs))
+
+
+# -- Blocks of parameter arrays (for the optimiser front-ends) -----------------------------
+
+
+def splittable(shape: tuple[int, ...], mesh: Mesh, axis: AxisName) -> bool:
+    """Return whether an array of ``shape`` can be split along its first axis over ``axis``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The shape of a parameter array.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the parameters.
+
+    Returns
+    -------
+    bool
+        True when ``shape`` has at least one axis and its first axis is a
+        positive multiple of the number of devices along ``axis``.
+    """
+    n = _axis_size(mesh, axis)
+    return len(shape) >= 1 and shape[0] > 0 and shape[0] % n == 0
+
+
+def _leading_spec(x: Array, axis: AxisName) -> P:
+    return P(axis, *([None] * (x.ndim - 1)))
+
+
+def _flatten_local(leaves: list[Array], dtype: DType) -> Array:
+    """Return this device's rows of a block: its block of every leaf, raveled and concatenated."""
+    return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+
+
+def _unflatten_local(vec: Array, like: list[Array]) -> list[Array]:
+    out, start = [], 0
+    for x in like:
+        out.append(jnp.reshape(vec[start : start + x.size], x.shape).astype(x.dtype))
+        start += x.size
+    return out
+
+
+def _in_layout_of(ys: list[Array], like: list[Array], mesh: Mesh, axis: AxisName) -> list[Array]:
+    """On an ``Explicit`` mesh, reshard each result to the layout of the corresponding input."""
+    if not _explicit(mesh, axis):
+        return ys
+    return [jax.reshard(y, jax.typeof(x).sharding) for y, x in zip(ys, like, strict=True)]
+
+
+def _check_leaves(leaves: Any, name: str, dim: int, mesh: Mesh, axis: AxisName) -> list[Array]:
+    """Check a block given as arrays: real floating JAX arrays, each splittable, ``dim`` numbers in all."""
+    if not isinstance(leaves, list | tuple) or not leaves:
+        msg = f"{name} must be a non-empty list of arrays, got {type(leaves).__name__}"
+        raise TypeError(msg)
+    for k, x in enumerate(leaves):
+        if not isinstance(x, jax.Array) or not jnp.issubdtype(x.dtype, jnp.floating):
+            msg = f"{name}[{k}] must be a real floating JAX array, got {type(x).__name__}"
+            raise TypeError(msg)
+        if not splittable(tuple(x.shape), mesh, axis):
+            msg = (
+                f"{name}[{k}] has shape {tuple(x.shape)}: its first axis must be a positive multiple of the "
+                f"{_axis_size(mesh, axis)} devices along axis {axis!r}"
+            )
+            raise ValueError(msg)
+    total = sum(int(x.size) for x in leaves)
+    if total != dim:
+        msg = f"{name} holds {total} numbers but the state has dim = {dim}"
+        raise ValueError(msg)
+    return list(leaves)
+
+
+def ginger_update_leaves(
+    state: GingerState,
+    d_leaves: list[Array],
+    *,
+    decay: Any,
+    mesh: Mesh,
+    axis: AxisName,
+    reorthonormalize_every: int | None = None,
+) -> GingerState:
+    r"""Fold a curvature vector given as parameter-shaped arrays into a sharded Ginger state.
+
+    The block's vector is the arrays split along their first axis over
+    ``axis``; each device ravels and concatenates its own blocks of the arrays,
+    so no array is moved. The rows of ``U`` are in that order: the whole
+    vector is the concatenation, over devices, of each device's blocks. For a
+    single array this is the order of ``jnp.ravel``; for several, the state
+    depends on the number of devices.
+
+    Parameters
+    ----------
+    state : GingerState
+        Sharded as :func:`ginger_sharding` says, ``dim`` the total size of the arrays.
+    d_leaves : list of arrays
+        The curvature vector, as arrays whose first axis is a multiple of the
+        number of devices along ``axis`` (see :func:`splittable`).
+    decay : float or 0-d array
+        α ∈ (0, 1); may be traced.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the arrays.
+    reorthonormalize_every : int, optional
+        As in :func:`ginger_update`.
+
+    Returns
+    -------
+    GingerState
+        The updated state, sharded like the input.
+
+    Raises
+    ------
+    ValueError
+        If an array's first axis is not a multiple of the number of devices
+        along ``axis``, or the arrays do not hold ``dim`` numbers in all.
+    TypeError
+        If an array is not a real floating JAX array.
+    """
+    _check_jax_state(state, _check_state, "basis")
+    d_leaves = _check_leaves(d_leaves, "d_leaves", state.basis.shape[0], mesh, axis)
+    check_decay(decay)
+    dtype = state.basis.dtype
+    reduce = _psum(axis)
+
+    def local(state: GingerState, leaves: list[Array], alpha: Array) -> GingerState:
+        d = _flatten_local(leaves, dtype)
+        return _ginger_update(
+            jnp,
+            state,
+            d,
+            decay=alpha,
+            damping=None,
+            method="eigen",
+            reorthonormalize_every=reorthonormalize_every,
+            reduce=reduce,
+        )
+
+    in_specs = (_ginger_specs(axis), [_leading_spec(x, axis) for x in d_leaves], P())
+    step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0])
+    return step(*_place((state, d_leaves, _scalar_arg(decay, state.basis)), mesh, axis, in_specs))
+
+
+def ginger_precondition_leaves(
+    state: GingerState, g_leaves: list[Array], *, damping: Any, mesh: Mesh, axis: AxisName
+) -> list[Array]:
+    r"""Precondition a gradient given as parameter-shaped arrays with a sharded Ginger state.
+
+    The arrays are laid out as in :func:`ginger_update_leaves`; the results
+    have the shapes, dtypes and (on an ``Explicit`` mesh) the layouts of
+    ``g_leaves``.
+
+    Parameters
+    ----------
+    state : GingerState
+        Sharded as :func:`ginger_sharding` says.
+    g_leaves : list of arrays
+        The gradient, as arrays split along their first axis.
+    damping : float or 0-d array
+        γ > 0; may be traced.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the arrays.
+
+    Returns
+    -------
+    list of arrays
+        ``(γI + U diag(σ) Uᵀ)⁻¹ g``, as arrays like ``g_leaves``.
+
+    Raises
+    ------
+    ValueError
+        If an array's first axis is not a multiple of the number of devices
+        along ``axis``, or the arrays do not hold ``dim`` numbers in all.
+    TypeError
+        If an array is not a real floating JAX array.
+    """
+    _check_jax_state(state, _check_state, "basis")
+    g_leaves = _check_leaves(g_leaves, "g_leaves", state.basis.shape[0], mesh, axis)
+    check_damping(damping)
+    dtype = state.basis.dtype
+    reduce = _psum(axis)
+
+    def local(basis: Array, eigvals: Array, leaves: list[Array], gamma: Array) -> list[Array]:
+        y = _solve(jnp, basis, eigvals, _flatten_local(leaves, dtype), gamma, reduce=reduce)
+        return _unflatten_local(y, leaves)
+
+    specs = [_leading_spec(x, axis) for x in g_leaves]
+    in_specs = (P(axis, None), P(), specs, P())
+    solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=specs)
+    args = (state.basis, state.eigvals, g_leaves, _scalar_arg(damping, state.basis))
+    return _in_layout_of(solve(*_place(args, mesh, axis, in_specs)), g_leaves, mesh, axis)
+
+
+def qng_update_leaves(state: QNGState, d_leaves: list[Array], *, decay: Any, mesh: Mesh, axis: AxisName) -> QNGState:
+    r"""Append the factor of a curvature vector given as parameter-shaped arrays to a sharded QNG state.
+
+    The arrays are laid out as in :func:`ginger_update_leaves`.
+
+    Parameters
+    ----------
+    state : QNGState
+        Sharded as :func:`qng_sharding` says.
+    d_leaves : list of arrays
+        The curvature vector, as arrays split along their first axis.
+    decay : float or 0-d array
+        α ∈ (0, 1); may be traced.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the arrays.
+
+    Returns
+    -------
+    QNGState
+        The updated state, sharded like the input.
+
+    Raises
+    ------
+    ValueError
+        If an array's first axis is not a multiple of the number of devices
+        along ``axis``, or the arrays do not hold ``dim`` numbers in all.
+    TypeError
+        If an array is not a real floating JAX array.
+    """
+    _check_jax_state(state, _check_qng_state, "factors")
+    d_leaves = _check_leaves(d_leaves, "d_leaves", state.factors.shape[1], mesh, axis)
+    check_decay(decay)
+    dtype = state.factors.dtype
+    reduce = _psum(axis)
+
+    def local(state: QNGState, leaves: list[Array], alpha: Array) -> QNGState:
+        return _qng_update(jnp, state, _flatten_local(leaves, dtype), decay=alpha, reduce=reduce)
+
+    in_specs = (_qng_specs(axis), [_leading_spec(x, axis) for x in d_leaves], P())
+    step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0])
+    return step(*_place((state, d_leaves, _scalar_arg(decay, state.factors)), mesh, axis, in_specs))
+
+
+def qng_precondition_leaves(state: QNGState, g_leaves: list[Array], *, mesh: Mesh, axis: AxisName) -> list[Array]:
+    r"""Apply ``(ÂÂᵀ)⁻¹`` to a gradient given as parameter-shaped arrays, with a sharded QNG state.
+
+    Parameters
+    ----------
+    state : QNGState
+        Sharded as :func:`qng_sharding` says.
+    g_leaves : list of arrays
+        The gradient, as arrays split along their first axis.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the arrays.
+
+    Returns
+    -------
+    list of arrays
+        ``(ÂÂᵀ)⁻¹ g``, as arrays like ``g_leaves``.
+
+    Raises
+    ------
+    ValueError
+        If an array's first axis is not a multiple of the number of devices
+        along ``axis``, or the arrays do not hold ``dim`` numbers in all.
+    TypeError
+        If an array is not a real floating JAX array.
+    """
+    _check_jax_state(state, _check_qng_state, "factors")
+    g_leaves = _check_leaves(g_leaves, "g_leaves", state.factors.shape[1], mesh, axis)
+    dtype = state.factors.dtype
+    reduce = _psum(axis)
+
+    def local(state: QNGState, leaves: list[Array]) -> list[Array]:
+        g = _flatten_local(leaves, dtype)
+        half = _product(state, g, inverse=True, transpose=False, reduce=reduce)
+        return _unflatten_local(_product(state, half, inverse=True, transpose=True, reduce=reduce), leaves)
+
+    specs = [_leading_spec(x, axis) for x in g_leaves]
+    in_specs = (_qng_specs(axis), specs)
+    solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=specs)
+    return _in_layout_of(solve(*_place((state, g_leaves), mesh, axis, in_specs)), g_leaves, mesh, axis)

@@ -234,6 +234,76 @@ def test_sharded_qng_matches_single_device(dtype):
     assert np.abs(np.asarray(y, dtype=np.float64) - y_ref).max() <= _tol(dtype, 50) * np.abs(y_ref).max()
 
 
+# -- Blocks given as parameter arrays ----------------------------------------------------
+
+
+def _device_order(shapes):
+    """Index of each entry of the arrays' concatenation in the order the devices hold them."""
+    offsets = np.cumsum([0, *(int(np.prod(sh)) for sh in shapes)])
+    order = []
+    for k in range(N):
+        for sh, off in zip(shapes, offsets[:-1], strict=True):
+            per = int(np.prod(sh)) // N
+            order.extend(range(off + k * per, off + (k + 1) * per))
+    return np.array(order)
+
+
+@pytest.mark.parametrize("kind", ["Explicit", "Auto"])
+def test_shard_leaves_functions_match_the_vector_in_device_order(kind):
+    mesh, dtype = _mesh(kind), jnp.float64
+    shapes = [(16, 3), (8,), (8, 2, 2)]  # the first axis of each is a multiple of 8
+    order = _device_order(shapes)
+    dim = order.size
+    rng = np.random.default_rng(6)
+
+    def leaves(vec):
+        parts = np.split(vec, np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1])
+        specs = [P("x", *([None] * (len(sh) - 1))) for sh in shapes]
+        return [_put(p.reshape(sh), mesh, spec, dtype) for p, sh, spec in zip(parts, shapes, specs, strict=True)]
+
+    kw = {"mesh": mesh, "axis": "x"}
+    update = jax.jit(lambda s, d: lgs.ginger_update_leaves(s, d, decay=DECAY, reorthonormalize_every=3, **kw))
+    q_update = jax.jit(lambda s, d: lgs.qng_update_leaves(s, d, decay=DECAY, **kw))
+    state = lgs.ginger_init(dim, RANK, mesh=mesh, axis="x", dtype=dtype)
+    q = lgs.qng_init(dim, RANK, mesh=mesh, axis="x", dtype=dtype)
+    ref = lg.ginger_init(dim, RANK)
+    q_ref = lg.qng_init(dim, RANK)
+    for _ in range(6):
+        d = rng.standard_normal(dim)
+        state, q = update(state, leaves(d)), q_update(q, leaves(d))
+        # the state's rows are the entries in device order
+        ref = lg.ginger_update(ref, d[order], decay=DECAY, reorthonormalize_every=3)
+        q_ref = lg.qng_update(q_ref, d[order], decay=DECAY)
+    m_ref = _dense(ref)
+    assert np.abs(_dense(state) - m_ref).max() <= _tol(dtype, 100) * np.abs(m_ref).max()
+    g = rng.standard_normal(dim)
+    ys = lgs.ginger_precondition_leaves(state, leaves(g), damping=DAMPING, **kw)
+    y_ref = np.empty(dim)
+    y_ref[order] = lg.ginger_precondition(ref, g[order], damping=DAMPING)
+    y = np.concatenate([np.ravel(np.asarray(x)) for x in ys])
+    assert [x.shape for x in ys] == shapes
+    assert all(_laid_out(x, P("x", *([None] * (x.ndim - 1)))) for x in ys)
+    assert np.abs(y - y_ref).max() <= _tol(dtype, 100) * np.abs(y_ref).max()
+    qs = lgs.qng_precondition_leaves(q, leaves(g), **kw)
+    y_ref[order] = lg.qng_precondition(q_ref, g[order])
+    y = np.concatenate([np.ravel(np.asarray(x)) for x in qs])
+    assert np.abs(y - y_ref).max() <= _tol(dtype, 100) * np.abs(y_ref).max()
+
+
+def test_shard_leaves_functions_reject_bad_blocks():
+    mesh = _mesh()
+    state = lgs.ginger_init(64, RANK, mesh=mesh, axis="x", dtype=jnp.float32)
+    assert lgs.splittable((16, 4), mesh, "x")
+    assert not lgs.splittable((6, 4), mesh, "x")
+    assert not lgs.splittable((), mesh, "x")
+    with pytest.raises(ValueError, match="first axis must be a positive multiple of the 8 devices"):
+        lgs.ginger_update_leaves(state, [jnp.ones((6, 8)), jnp.ones(16)], decay=0.5, mesh=mesh, axis="x")
+    with pytest.raises(ValueError, match="holds 56 numbers but the state has dim = 64"):
+        lgs.ginger_precondition_leaves(state, [jnp.ones((8, 6)), jnp.ones(8)], damping=1.0, mesh=mesh, axis="x")
+    with pytest.raises(TypeError, match="non-empty list"):
+        lgs.qng_precondition_leaves(lgs.qng_init(64, RANK, mesh=mesh, axis="x"), [], mesh=mesh, axis="x")
+
+
 # -- What is communicated, and what each device holds -----------------------------------
 
 
