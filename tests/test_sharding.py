@@ -113,7 +113,9 @@ def test_shard_collectives_reader_on_a_single_device_program():
     import lowrank_ggn as lg
 
     state = lg.ginger_init(16, 2, xp=jnp, dtype=jnp.float32)
-    compiled = jax.jit(lambda s, d: lg.ginger_update(s, d, decay=0.5)).lower(state, jnp.ones(16)).compile()
+    compiled = (
+        jax.jit(lambda s, d: lg.ginger_update(s, d, decay=0.5)).lower(state, jnp.ones(16, dtype=jnp.float32)).compile()
+    )
     assert collectives(compiled) == []
     assert collectives(compiled.as_text()) == []
 
