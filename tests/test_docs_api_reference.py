@@ -25,9 +25,9 @@ PACKAGE = textwrap.dedent(
     """A synthetic package."""
     from typing import NamedTuple
 
-    from pkgdoc._impl import hidden
+    from pkgdoc._impl import BARE, SHARED, hidden
 
-    __all__ = ["Pair", "documented", "hidden", "undocumented", "CONSTANT", "LOOSE"]
+    __all__ = ["Pair", "documented", "hidden", "undocumented", "CONSTANT", "LOOSE", "SHARED", "BARE"]
 
     CONSTANT = 3
     """A documented constant."""
@@ -59,6 +59,12 @@ IMPL = textwrap.dedent(
 
     def hidden():
         """Defined in a private module, exported by the package."""
+
+
+    SHARED = ("a", "b")
+    """A constant documented where it is assigned, exported by the package."""
+
+    BARE = ("c",)
     '''
 )
 
@@ -81,13 +87,15 @@ def test_public_modules_skip_private_ones(package):
 
 
 def test_every_kind_of_gap_is_reported(package):
-    everything = {f"pkgdoc.{n}" for n in ("Pair", "documented", "hidden", "undocumented", "CONSTANT", "LOOSE")}
+    names = ("Pair", "documented", "hidden", "undocumented", "CONSTANT", "LOOSE", "SHARED", "BARE")
+    everything = {f"pkgdoc.{n}" for n in names}
     problems = api_reference.undocumented(package, documented=everything - {"pkgdoc.documented"})
     assert sorted(problems) == sorted(
         [
             "pkgdoc.documented is public but not in the API reference",
             "pkgdoc.undocumented has no docstring",
             "pkgdoc.LOOSE (data) has no docstring: add a string literal after its assignment",
+            "pkgdoc.BARE (data) has no docstring: add a string literal after its assignment",
             "pkgdoc.Pair.second (a NamedTuple field) has no attribute docstring",
         ]
     )
@@ -100,10 +108,23 @@ def test_names_are_grouped_by_defining_module(package, monkeypatch):
         ("pkgdoc._impl", "Implementation"),
         ("pkgdoc", "A synthetic package"),
     ]
-    assert groups[0].names == ["hidden"]
+    assert groups[0].names == ["hidden", "SHARED"]  # a re-exported constant is grouped where it is documented
     page = api_reference.render_page(package, groups)
     assert ".. automodule:: pkgdoc" in page
     assert "   hidden" in page
+
+
+def test_a_reexported_constant_gets_the_docstring_of_its_assignment(package):
+    """autodoc would show the docstring of ``tuple``; the extension substitutes the one written in ``_impl``."""
+    importlib.import_module(package)  # autodoc has imported it when the event fires
+    app = type("App", (), {"config": type("Config", (), {"api_package": package})()})()
+    lines = ["Built-in immutable sequence."]
+    api_reference.reexported_data_docstring(app, "data", "pkgdoc.SHARED", ("a", "b"), None, lines)
+    assert lines[0] == "A constant documented where it is assigned, exported by the package."
+    for what, name in (("data", "pkgdoc.CONSTANT"), ("data", "pkgdoc.BARE"), ("function", "pkgdoc.hidden")):
+        lines = ["unchanged"]
+        api_reference.reexported_data_docstring(app, what, name, None, None, lines)
+        assert lines == ["unchanged"], name
 
 
 def test_a_public_module_without_all_is_an_error(package, tmp_path):

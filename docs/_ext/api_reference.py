@@ -14,6 +14,12 @@ After reading, the build fails (non-zero exit status) when
 * a public function, class or constant has no docstring of its own;
 * a field of a public ``NamedTuple`` has no attribute docstring.
 
+A constant (data) is documented by a string literal after its assignment. A
+public module may re-export a constant from the private module that assigns
+it; the docstring is then read there (:func:`data_home`), both for the check
+and for the page, where autodoc would otherwise show the docstring of the
+value's type (``tuple``, ``int``).
+
 Configuration (in ``conf.py``): ``api_package`` (the top-level package),
 ``api_group_titles`` (defining module -> section title; modules not listed get
 the part of their docstring's first line before ``:``) and ``api_group_order``
@@ -25,6 +31,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -77,12 +84,41 @@ def public_names(module: ModuleType) -> list[str]:
     return [n for n in names if not (n.startswith("__") and n.endswith("__"))]
 
 
+_MISSING = object()
+
+
+def data_home(module: ModuleType, name: str) -> str | None:
+    """Return the module whose source documents the constant ``module.name``, or None.
+
+    That is ``module`` itself when it assigns and documents the name;
+    otherwise the first module of the same top-level package (loaded, private
+    ones included, in sorted order) that documents an attribute of that name
+    bound to the very same object, the module a re-export comes from.
+    """
+    obj = getattr(module, name)
+    if ("", name) in _attr_docs(module.__name__):
+        return module.__name__
+    top = module.__name__.split(".")[0]
+    candidates = sorted(m for m in list(sys.modules) if m == top or m.startswith(top + "."))
+    for modname in candidates:
+        other = sys.modules.get(modname)
+        if other is None or modname == module.__name__ or getattr(other, name, _MISSING) is not obj:
+            continue
+        if ("", name) in _attr_docs(modname):
+            return modname
+    return None
+
+
 def defining_module(module: ModuleType, name: str) -> str:
-    """Return the module that defines ``module.name`` (``module`` itself for data)."""
+    """Return the module that defines ``module.name``.
+
+    For a function or a class, its ``__module__``; for a constant, the module
+    that documents it (:func:`data_home`), else ``module`` itself.
+    """
     obj = getattr(module, name)
     if inspect.isfunction(obj) or inspect.isclass(obj):
         return getattr(obj, "__module__", module.__name__) or module.__name__
-    return module.__name__
+    return data_home(module, name) or module.__name__
 
 
 def group_title(modname: str, titles: dict[str, str]) -> str:
@@ -206,7 +242,7 @@ def undocumented(package: str, documented: set[str]) -> list[str]:
             if inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj):
                 if not _own_docstring(obj):
                     problems.append(f"{full} has no docstring")
-            elif ("", name) not in _attr_docs(modname):
+            elif data_home(module, name) is None:
                 problems.append(f"{full} (data) has no docstring: add a string literal after its assignment")
             fields = getattr(obj, "_fields", None) if inspect.isclass(obj) else None
             if fields:
@@ -217,6 +253,30 @@ def undocumented(package: str, documented: set[str]) -> list[str]:
                     if (obj.__qualname__, f) not in docs
                 ]
     return problems
+
+
+def reexported_data_docstring(  # noqa: PLR0917 - the signature of the event
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,  # noqa: ARG001
+    options: Any,  # noqa: ARG001
+    lines: list[str],
+) -> None:
+    """Give a re-exported constant the docstring written where it is assigned (``autodoc-process-docstring``).
+
+    It runs before numpydoc (priority 400 < 500), so that numpydoc formats and
+    validates that docstring rather than the one of the value's type.
+    """
+    if what != "data" or not name.startswith(app.config.api_package + "."):
+        return
+    modname, _, attr = name.rpartition(".")
+    module = sys.modules.get(modname)
+    if module is None or not hasattr(module, attr):
+        return
+    home = data_home(module, attr)
+    if home is not None and home != modname:
+        lines[:] = list(_attr_docs(home)[("", attr)])
 
 
 def check_coverage(app: Sphinx, exception: Exception | None) -> None:
@@ -242,5 +302,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("api_group_titles", {}, "env", types=[dict])
     app.add_config_value("api_group_order", [], "env", types=[list, tuple])
     app.connect("config-inited", generate_pages)
+    app.connect("autodoc-process-docstring", reexported_data_docstring, priority=400)
     app.connect("build-finished", check_coverage)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

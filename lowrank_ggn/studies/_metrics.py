@@ -24,7 +24,7 @@ All metrics are computed in NumPy float64 from the eigendecomposition
 The spectral norms of a difference :math:`\operatorname{diag}(a) + W C W^\top - V f(\Lambda) V^\top`
 are computed in the eigenbasis of M when ``a`` is constant (a diagonal plus
 rank-k matrix there), densely for small dimensions, and otherwise by Lanczos
-(:func:`scipy.sparse.linalg.eigsh`) on the matrix-free product.
+(``scipy.sparse.linalg.eigsh``) on the matrix-free product.
 """
 
 from __future__ import annotations
@@ -51,13 +51,36 @@ DENSE_MAX = 256
 
 
 class ExactSpectrum:
-    """The eigendecomposition of the exact EMA ``M`` and the damped matrices derived from it."""
+    r"""The eigendecomposition of the exact EMA ``M`` and the damped matrices derived from it.
+
+    Holds :math:`M = V \operatorname{diag}(\lambda) V^\top` (λ descending) and
+    applies :math:`(\gamma I + M)` and its inverse for any damping γ without
+    refactoring.
+
+    Parameters
+    ----------
+    eigvals : numpy.ndarray
+        λ, shape (dim,), descending, non-negative (as :meth:`ExactEMA.eig` returns them).
+    eigvecs : numpy.ndarray
+        V, shape (dim, dim), orthonormal columns in the order of ``eigvals``.
+    matrix : numpy.ndarray, optional
+        M itself, shape (dim, dim), if known: products with it cost one pass
+        over a d × d matrix instead of two.
+
+    Attributes
+    ----------
+    eigvals, eigvecs : numpy.ndarray
+        λ and V, converted to float64.
+    matrix : numpy.ndarray or None
+        M, as given.
+    dim : int
+        d.
+    """
 
     def __init__(self, eigvals: np.ndarray, eigvecs: np.ndarray, matrix: np.ndarray | None = None) -> None:
         self.eigvals = np.asarray(eigvals, dtype=np.float64)
         self.eigvecs = np.asarray(eigvecs, dtype=np.float64)
         self.matrix = matrix
-        """M itself, if known (products with it cost one pass instead of two)."""
         self.dim = self.eigvals.shape[0]
 
     @property
@@ -66,13 +89,41 @@ class ExactSpectrum:
         return float(self.eigvals.sum())
 
     def solve(self, g: np.ndarray, damping: float) -> np.ndarray:
-        """``(γI + M)⁻¹ g``."""
+        r"""Solve with the damped exact curvature: :math:`(\gamma I + M)^{-1} g`.
+
+        Computed as :math:`V \operatorname{diag}(1/(\gamma + \lambda)) V^\top g`.
+
+        Parameters
+        ----------
+        g : numpy.ndarray
+            Right-hand sides, shape (dim,) or (dim, m) (columns).
+        damping : float
+            γ > 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            :math:`(\gamma I + M)^{-1} g`, of the shape of ``g``.
+        """
         v = self.eigvecs
         scale = 1.0 / (damping + self.eigvals)
         return v @ ((scale if g.ndim == 1 else scale[:, None]) * (v.T @ g))
 
     def matvec(self, x: np.ndarray, damping: float) -> np.ndarray:
-        """``(γI + M) x``."""
+        r"""Apply the damped exact curvature: :math:`(\gamma I + M) x`.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            Shape (dim,) or (dim, m) (columns).
+        damping : float
+            γ.
+
+        Returns
+        -------
+        numpy.ndarray
+            :math:`\gamma x + M x`, of the shape of ``x``.
+        """
         if self.matrix is not None:
             return damping * x + self.matrix @ x
         v = self.eigvecs
@@ -80,24 +131,54 @@ class ExactSpectrum:
         return v @ ((scale if x.ndim == 1 else scale[:, None]) * (v.T @ x))
 
     def top(self, rank: int) -> np.ndarray:
-        """Return the top-``rank`` eigenvectors, dim × rank."""
+        r"""Return the eigenvectors of the ``rank`` largest eigenvalues.
+
+        Parameters
+        ----------
+        rank : int
+            τ, the number of eigenvectors.
+
+        Returns
+        -------
+        numpy.ndarray
+            :math:`V_\tau`, shape (dim, rank), a view of ``eigvecs``.
+        """
         return self.eigvecs[:, :rank]
 
 
 def symmetric_norm(
     matvec: Callable[[np.ndarray], np.ndarray], dim: int, *, dense: bool | None = None, max_restarts: int | None = None
 ) -> float | None:
-    r"""Spectral norm :math:`\max_i |\mu_i|` of a symmetric operator given by its product.
+    r"""Return the spectral norm :math:`\max_i |\mu_i|` of a symmetric operator given by its product.
 
     Dense (``eigvalsh`` of the materialised matrix) when ``dim ≤ DENSE_MAX``
-    or ``dense=True``; otherwise implicitly restarted Lanczos (ARPACK) for the
-    eigenvalue of largest magnitude, with residual tolerance 1e-6 relative
-    (the eigenvalue itself is far more accurate: measured against dense
-    ``eigvalsh``, relative differences below 1e-9). Lanczos converges slowly
-    in the residual when the top of the spectrum is a tight cluster: with
-    ``max_restarts`` set (about 20 products each), ``None`` is returned when
-    it has not converged by then; otherwise ARPACK's own limit applies and
-    the dense routine takes over after it.
+    (256) or ``dense=True``; otherwise implicitly restarted Lanczos (ARPACK)
+    for the eigenvalue of largest magnitude, with residual tolerance 1e-6
+    relative (the eigenvalue itself is far more accurate: measured against
+    dense ``eigvalsh``, relative differences below 1e-9). Lanczos converges
+    slowly in the residual when the top of the spectrum is a tight cluster:
+    with ``max_restarts`` set (about 20 products each), ``None`` is returned
+    when it has not converged by then; otherwise ARPACK's own limit applies
+    and the dense routine takes over after it.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``x ↦ X x`` for the symmetric operator X; ``x`` has shape (dim,) or
+        (dim, m) (the dense path passes the identity, m = dim).
+    dim : int
+        The dimension of X.
+    dense : bool, optional
+        Force (True) or forbid (False) the dense path. None (default): dense
+        when ``dim ≤ DENSE_MAX``.
+    max_restarts : int, optional
+        Limit on Lanczos restarts; None (default): ARPACK's own.
+
+    Returns
+    -------
+    float or None
+        :math:`\|X\|_2`, or None when Lanczos has not converged within
+        ``max_restarts``.
     """
     use_dense = dim <= DENSE_MAX if dense is None else dense
     if not use_dense:
@@ -152,14 +233,29 @@ def _largest_eigenvalue(delta: np.ndarray, b: np.ndarray, c: np.ndarray, lo: flo
 
 
 def diag_lowrank_norm(delta: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-    r"""Exact spectral norm of :math:`X = \operatorname{diag}(\delta) + B \operatorname{diag}(c) B^\top`.
+    r"""Return the exact spectral norm of :math:`X = \operatorname{diag}(\delta) + B \operatorname{diag}(c) B^\top`.
 
-    ``B`` (d × k) has orthonormal columns. The interlacing bracket of
-    :func:`_norm_bracket` answers when it is tight; otherwise Lanczos
-    (ARPACK, up to about 300 products) and, when the top of the spectrum is
-    too tightly clustered for it, bisection on Sylvester inertia counts
-    (:func:`_count_above`, O(d k²) each), which is exact to 1e-14.
-    Dense ``eigvalsh`` for small d or large k.
+    The difference of two damped curvatures, written in the eigenbasis of the
+    exact EMA, has this form. A bracket from Weyl's inequality and Cauchy
+    interlacing answers when it is tight (many equal δ at the top, the hard
+    case for Lanczos); otherwise Lanczos (ARPACK, up to about 300 products)
+    and, when the top of the spectrum is too tightly clustered for it,
+    bisection on Sylvester inertia counts (:math:`O(d k^2)` each), exact to
+    1e-14 relative. Dense ``eigvalsh`` for d ≤ 256 or k > d/4.
+
+    Parameters
+    ----------
+    delta : numpy.ndarray
+        δ, shape (d,).
+    b : numpy.ndarray
+        B, shape (d, k), orthonormal columns.
+    c : numpy.ndarray
+        c, shape (k,), any sign (zero entries are dropped).
+
+    Returns
+    -------
+    float
+        :math:`\|X\|_2 = \max_i |\mu_i(X)|`.
     """
     dim, k = b.shape
     keep = c != 0
@@ -272,7 +368,27 @@ def spectral_error(
 
 
 def relative_spectral_distance(a: Structured, b: Structured) -> float:
-    r"""Return ``‖A − B‖₂ / ‖B‖₂`` for two isotropic + low-rank matrices (exact, via QR)."""
+    r"""Return the relative spectral distance :math:`\|A - B\|_2 / \|B\|_2` of two isotropic + low-rank matrices.
+
+    Exact: :math:`A - B` is isotropic + rank :math:`k_A + k_B`, brought to an
+    orthonormal basis by QR (:meth:`Structured.from_lowrank`). Used to compare
+    the same method in two dtypes or on two update paths.
+
+    Parameters
+    ----------
+    a, b : Structured
+        The two matrices; both must have a constant diagonal.
+
+    Returns
+    -------
+    float
+        :math:`\|A - B\|_2 / \|B\|_2`.
+
+    Raises
+    ------
+    ValueError
+        If a diagonal is not constant.
+    """
     if not (a.isotropic and b.isotropic):
         msg = "both matrices must be isotropic + low rank"
         raise ValueError(msg)
@@ -286,7 +402,24 @@ def relative_spectral_distance(a: Structured, b: Structured) -> float:
 
 
 def principal_angles(reference: np.ndarray, subspace: np.ndarray) -> np.ndarray:
-    """Principal angles (radians, ascending) between the column spans of two orthonormal matrices."""
+    r"""Return the principal angles between the column spans of two orthonormal matrices.
+
+    The cosines of the angles are the singular values of
+    :math:`R^\top S`. The studies compare the top-τ eigenspace of the exact
+    EMA with a method's subspace.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray
+        R, shape (dim, τ), orthonormal columns.
+    subspace : numpy.ndarray
+        S, shape (dim, k), orthonormal columns (k may differ from τ, or be 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        τ angles in radians, ascending; when k < τ the missing ones are π/2.
+    """
     if subspace.shape[1] == 0:
         return np.full(reference.shape[1], np.pi / 2)
     s = np.linalg.svd(reference.T @ subspace, compute_uv=False)
@@ -296,16 +429,42 @@ def principal_angles(reference: np.ndarray, subspace: np.ndarray) -> np.ndarray:
 
 
 def captured_share(exact: ExactSpectrum, subspace: np.ndarray, projection: np.ndarray | None = None) -> float:
-    r"""Return :math:`\operatorname{tr}(Q^\top M Q) / \operatorname{tr} M` for an orthonormal ``Q``.
+    r"""Return the captured share of the curvature mass, :math:`\operatorname{tr}(Q^\top M Q) / \operatorname{tr} M`.
 
-    ``projection`` is ``VᵀQ`` when already known.
+    For the top-τ eigenvectors of M it is :math:`\sum_{i\le\tau}\lambda_i / \sum_i \lambda_i`,
+    the largest value any τ-dimensional subspace reaches (Ky Fan).
+
+    Parameters
+    ----------
+    exact : ExactSpectrum
+        The eigendecomposition of M.
+    subspace : numpy.ndarray
+        Q, shape (dim, k), orthonormal columns.
+    projection : numpy.ndarray, optional
+        :math:`V^\top Q`, shape (dim, k), when already known (a cache).
+
+    Returns
+    -------
+    float
+        The share, in [0, 1].
     """
     b = exact.eigvecs.T @ subspace if projection is None else projection
     return float((exact.eigvals[:, None] * b * b).sum() / exact.trace)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosines between matching columns of ``a`` and ``b`` (or between two vectors)."""
+    r"""Return the cosines between matching columns of ``a`` and ``b`` (or between two vectors).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Arrays of the same shape, (dim,) or (dim, m).
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`a_j^\top b_j / (\|a_j\| \|b_j\|)`, shape () or (m,).
+    """
     num = (a * b).sum(axis=0)
     return num / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
 
@@ -313,11 +472,31 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def decrease_fraction(
     g: np.ndarray, step: np.ndarray, exact: ExactSpectrum, damping: float, *, optimal_step: np.ndarray | None = None
 ) -> np.ndarray:
-    r"""Fraction of the optimal decrease of :math:`q(s) = g^\top s + \frac12 s^\top G s` reached by ``s = −step``.
+    r"""Return the fraction of the optimal decrease of the quadratic model reached by the step :math:`-\tilde G^{-1} g`.
 
-    ``step`` is :math:`\tilde G^{-1} g` (columns matching ``g``). Returns
-    :math:`[g^\top \tilde G^{-1} g - \frac12 (\tilde G^{-1}g)^\top G (\tilde G^{-1}g)] / [\frac12 g^\top G^{-1} g]`.
-    ``optimal_step``, :math:`G^{-1} g`, is computed when not given.
+    With :math:`q(s) = g^\top s + \frac12 s^\top G s` and :math:`G = \gamma I + M`,
+    the best step :math:`-G^{-1}g` decreases q by :math:`\frac12 g^\top G^{-1} g`; the
+    step :math:`s = -\tilde G^{-1} g` decreases it by
+    :math:`g^\top \tilde G^{-1} g - \frac12 (\tilde G^{-1}g)^\top G (\tilde G^{-1}g)`.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Gradients, shape (dim,) or (dim, m) (columns).
+    step : numpy.ndarray
+        :math:`\tilde G^{-1} g`, of the shape of ``g``.
+    exact : ExactSpectrum
+        The eigendecomposition of M.
+    damping : float
+        γ of the reference :math:`G = \gamma I + M`.
+    optimal_step : numpy.ndarray, optional
+        :math:`G^{-1} g` when already known (computed otherwise).
+
+    Returns
+    -------
+    numpy.ndarray
+        The ratio of the two decreases, shape () or (m,): 1 is optimal, 0 no
+        progress, negative a step that increases the model.
     """
     achieved = (g * step).sum(axis=0) - 0.5 * (step * exact.matvec(step, damping)).sum(axis=0)
     best = exact.solve(g, damping) if optimal_step is None else optimal_step

@@ -75,7 +75,22 @@ def _fmt(x: float, column: str = "") -> str:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, columns: Sequence[str] = COLUMNS) -> Path:
-    """Write rows (dicts) to ``path`` with the given columns; floats at full precision."""
+    """Write rows (dicts) to a CSV file; floats at full precision (``repr``, round-trip exact).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        The rows; keys not in ``columns`` are ignored, missing ones left empty.
+    path : str or pathlib.Path
+        The file to write (overwritten).
+    columns : sequence of str, default COLUMNS
+        The header, in order.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
@@ -173,7 +188,26 @@ def _mode_title(result: StudyResult, mode: str) -> str:
 
 
 def summary_table(result: StudyResult, *, markdown: bool = False) -> str:
-    """Return the summary tables of the default setting (both damping modes) and the headline answers, as text."""
+    """Return the summary tables of the default setting (both damping modes) and the headline answers, as text.
+
+    One table per comparison (equal damping first, then fixed damping): a
+    row per stream × method, with the effective damping, the metrics at the
+    last step (mean over seeds) and the time per step relative to the
+    diagonal EMA; then the sentences of :func:`headline`.
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+    markdown : bool, default False
+        Markdown tables (for the report) instead of aligned plain text (for
+        the terminal).
+
+    Returns
+    -------
+    str
+        The tables and the headline.
+    """
     parts = []
     for mode in ("equal", "fixed"):
         parts += [_mode_title(result, mode), "", _table(result, mode, markdown=markdown), ""]
@@ -324,6 +358,23 @@ def headline(result: StudyResult) -> dict[str, Any]:
     in the low dtype against float64, and the tail-aware variants against
     Ginger and against the oracle. Win rates count the settings where the
     first method is better; "median Δ" is the median of (first − second).
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+
+    Returns
+    -------
+    dict
+        ``{"values": dict, "lines": list of str}``. ``values`` maps
+        ``ginger_vs_qng_{equal,fixed}_<metric>`` to
+        ``{"win_rate", "median_difference", "n"}``; ``ginger_vs_oracle`` to
+        quantiles of the inverse-error ratio, the cosine gap, the captured
+        share and the subspace overlap; ``precision`` to the float32 and
+        Sherman–Morrison deviations (absent with one dtype);
+        ``ginger-tail`` and ``ginger-fd`` to their win rates against
+        ``ginger`` and the oracle. ``lines`` are the same answers as sentences.
     """
     c = result.config
     final = _final(result)
@@ -433,7 +484,20 @@ def plot_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
     over training), ``sweep_rank.png``, ``sweep_damping.png``,
     ``sweep_decay.png`` (final step over the grid), ``precision.png`` (float32
     and the Sherman–Morrison path against float64 Ginger) and ``spectra.png``
-    (eigenvalues of the exact EMA).
+    (eigenvalues of the exact EMA). The metric figures have a row per metric
+    and a column per stream, with the mean ± standard deviation over seeds.
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+    out_dir : str or pathlib.Path
+        An existing directory; files of the same names are overwritten.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The seven files, in the order above.
     """
     import matplotlib as mpl
 
@@ -603,7 +667,21 @@ _METRIC_DOC = """\
 
 
 def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
-    """Return the markdown report: setup, the paper's claim, summary tables, headline, figures, definitions."""
+    """Return the markdown report: setup, the paper's claim, summary tables, headline, figures, definitions.
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+    figures : sequence of pathlib.Path, default ()
+        Figures to embed, linked by file name (so the report must sit in
+        their directory).
+
+    Returns
+    -------
+    str
+        The report, in GitHub-flavoured markdown.
+    """
     c = result.config
     h = headline(result)
     cfg = asdict(c)
@@ -666,7 +744,24 @@ def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
 
 
 def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write ``study.csv``, ``spectra.csv``, the PNG figures, ``report.md`` and ``summary.txt`` to ``out_dir``."""
+    """Write ``study.csv``, ``spectra.csv``, the PNG figures, ``report.md`` and ``summary.txt`` to ``out_dir``.
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+    out_dir : str or pathlib.Path
+        The output directory, created if needed; existing files of the same
+        names are overwritten.
+    plots : bool, default True
+        Write the figures (:func:`plot_study`); the report then embeds them.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The written files, by kind: ``"csv"``, ``"spectra"``,
+        ``"figure <name>"`` for each figure, ``"report"``, ``"summary"``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {

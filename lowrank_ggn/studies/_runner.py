@@ -86,7 +86,15 @@ COLUMNS = (
     "time_per_step_s",
     "time_vs_diag",
 )
-"""Columns of the study's CSV, in order (one row per method × setting × step)."""
+"""Columns of the study's CSV, in order (one row per method × setting × step).
+
+Identification (``stream`` … ``step``, ``loss``), the metrics (``inv_spectral_error``
+… ``represented_share``), the Eckart–Young reference (``lambda_next``,
+``eckart_young_bound``), consistency checks of Ginger (``trace_gap``,
+``dev_from_ginger64``, ``sigma_relerr``, ``nonfinite``) and timings; the
+report written by :func:`markdown_report` defines each one. A cell that does
+not apply to a row is NaN (or empty for ``rank``).
+"""
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,52 @@ class StudyConfig:
     QNG run for every rank × decay and are queried at every damping; in the
     other dtypes, for every rank at the default decay. The Sherman–Morrison
     path runs, in every dtype at the default decay, for every damping at the
-    default rank and for every rank at the default damping.
+    default rank and for every rank at the default damping. The diagonal EMA
+    and the scaled identity run for every decay in the main dtype. The exact
+    EMA (NumPy float64) runs for every decay.
+
+    Metrics are recorded over training, at ``checkpoints`` evenly spaced
+    steps, for the *default setting* (``rank``, ``decay``, ``damping``), and
+    at the last step for every setting of the grid.
+
+    Parameters
+    ----------
+    streams : tuple of str, default STREAMS
+        The curvature streams (:data:`STREAMS`): ``digits-softmax``,
+        ``digits-mlp``, ``power``, ``step``.
+    steps : int, default 400
+        Steps per stream (each step: one curvature vector, one Adam step of
+        the model for the ``digits-*`` streams).
+    ranks : tuple of int, default (1, 2, 4, 8, 16, 32)
+        The ranks τ of the grid; each must be below the smallest stream
+        dimension.
+    decays : tuple of float, default (0.9, 0.99, 0.999)
+        The EMA decays α of the grid.
+    dampings : tuple of float, default (1e-4, 1e-3, 1e-2, 1e-1)
+        The dampings γ of the fixed-damping comparison.
+    seeds : tuple of int, default (0, 1, 2)
+        One pass over every stream per seed (initial parameters, batches,
+        sampled labels, synthetic draws).
+    dtypes : tuple of str, default ("float64", "float32")
+        Dtypes of the methods, the main one first; the exact EMA and the
+        metrics are always NumPy float64.
+    backend : str, default "numpy"
+        Array backend of the methods: ``numpy``, ``jax``, ``torch``,
+        ``cupy`` or ``array_api_strict``.
+    rank : int, default 8
+        τ of the default setting (the time series); one of ``ranks``.
+    decay : float, default 0.99
+        α of the default setting; one of ``decays``.
+    damping : float, default 1e-2
+        γ of the default setting; one of ``dampings``.
+    checkpoints : int, default 16
+        Number of time-series points (evenly spaced, the last at ``steps``).
+    num_gradients : int, default 8
+        Gradients per evaluation, for the cosine and the decrease metrics:
+        the last ones of the trajectory.
+    threads : int or None, default 1
+        BLAS/OpenMP threads during the study (the matrices are small, and
+        parallel passes each take a core); None leaves the libraries' default.
     """
 
     streams: tuple[str, ...] = STREAMS
@@ -109,21 +162,30 @@ class StudyConfig:
     dtypes: tuple[str, ...] = ("float64", "float32")
     backend: str = "numpy"
     rank: int = 8
-    """τ of the default setting (time series)."""
     decay: float = 0.99
-    """α of the default setting."""
     damping: float = 1e-2
-    """γ of the default setting."""
     checkpoints: int = 16
-    """Number of time-series points."""
     num_gradients: int = 8
-    """Gradients per evaluation: the last ones of the trajectory."""
     threads: int | None = 1
-    """BLAS/OpenMP threads during the study (None: leave the libraries' default)."""
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
-        """Return a small study that runs in well under a minute."""
+        """Return a small study that runs in well under a minute (``lowrank-ggn study --quick``).
+
+        Streams ``digits-softmax`` and ``power``, 150 steps, τ ∈ {2, 8},
+        α ∈ {0.9, 0.99}, γ ∈ {1e-3, 1e-2, 1e-1}, one seed, 5 checkpoints; the
+        other fields keep their defaults.
+
+        Parameters
+        ----------
+        **overrides
+            Fields to set instead (any field of :class:`StudyConfig`).
+
+        Returns
+        -------
+        StudyConfig
+            The quick configuration, with the overrides.
+        """
         base = cls(
             streams=("digits-softmax", "power"),
             steps=150,
@@ -141,7 +203,16 @@ class StudyConfig:
         return self.dtypes[0]
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for an inconsistent configuration."""
+        """Check the configuration; :func:`run_study` calls it first.
+
+        Raises
+        ------
+        ValueError
+            For an unknown stream or dtype, an empty ``streams``, ``seeds`` or
+            ``dtypes``, non-positive ``steps``, ``checkpoints`` or
+            ``num_gradients``, a default setting outside the grid, or a rank
+            outside [1, d) for the smallest stream dimension d.
+        """
         for name in self.streams:
             stream_dim(name)
         if not (self.streams and self.seeds and self.dtypes):
@@ -165,7 +236,22 @@ class StudyConfig:
 
 @dataclass
 class StudyResult:
-    """Rows of the study (one dict per method × setting × step) and the final spectra."""
+    """Rows of the study (one dict per method × setting × step) and the final spectra.
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The configuration that produced the result.
+    rows : list of dict
+        One dict per method × setting × step, with the keys :data:`COLUMNS`
+        (in the order of the passes: stream, then seed).
+    spectra : list of dict
+        The eigenvalues of every exact EMA at the last step, one dict per
+        eigenvalue, with the keys ``stream``, ``seed``, ``decay``, ``step``,
+        ``index`` (from 1, descending order) and ``eigval``.
+    seconds : float, default 0.0
+        Wall time of the study.
+    """
 
     config: StudyConfig
     rows: list[dict[str, Any]] = field(default_factory=list)

@@ -48,24 +48,41 @@ __all__ = [
 
 
 class StreamStep(NamedTuple):
-    """One step of a curvature stream (NumPy float64)."""
+    """One step of a curvature stream (NumPy float64).
+
+    Parameters
+    ----------
+    step : int
+        The step index t.
+    curvature, gradient : numpy.ndarray
+        d_t and g_t, shape (dim,).
+    loss : float
+        The mini-batch loss (NaN for synthetic streams).
+    """
 
     step: int
-    """1-based step index t."""
+    """The step index t, from 1."""
     curvature: np.ndarray
-    """d_t, shape (dim,): the sampled-label gradient of Eq 8 (a Fisher vector)."""
+    """The curvature vector d_t, shape (dim,): the sampled-label gradient of Eq 8 (a Fisher vector)."""
     gradient: np.ndarray
-    """g_t, shape (dim,): the mini-batch loss gradient at the same parameters."""
+    """The loss gradient g_t, shape (dim,), of the mini-batch at the same parameters θ_t."""
     loss: float
-    """Mini-batch loss at θ_t (NaN for synthetic streams)."""
+    """The mini-batch cross-entropy at θ_t (NaN for synthetic streams)."""
 
 
 def digits_data() -> tuple[np.ndarray, np.ndarray]:
-    """Return scikit-learn's digits, standardised: ``X`` (1797, 64) float64 and labels ``y``.
+    """Return scikit-learn's digits, standardised.
 
-    The data ship inside scikit-learn (:func:`sklearn.datasets.load_digits`);
+    The data ship inside scikit-learn (``sklearn.datasets.load_digits``);
     nothing is downloaded. Each pixel is centred and scaled to unit variance
     (constant pixels are only centred).
+
+    Returns
+    -------
+    x : numpy.ndarray
+        The images, shape (1797, 64), float64, one flattened 8 × 8 image per row.
+    y : numpy.ndarray
+        The labels 0–9, shape (1797,), int64.
     """
     from sklearn.datasets import load_digits
 
@@ -88,9 +105,17 @@ def _cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class SoftmaxRegression:
-    r"""Multinomial logistic regression ``p(y|x) = softmax(W x + b)``, θ = (W, b).
+    r"""Multinomial logistic regression :math:`p(y \mid x) = \operatorname{softmax}(W x + b)`, θ = (W, b).
 
-    With 64 inputs and 10 classes, ``dim = 650``.
+    With 64 inputs and 10 classes, ``dim = 650``. The flat parameter vector
+    holds ``W`` (classes × inputs, row-major), then ``b``.
+
+    Parameters
+    ----------
+    num_inputs : int, default 64
+        Input features (the 64 pixels of a digit).
+    num_classes : int, default 10
+        Classes.
     """
 
     num_inputs: int = 64
@@ -102,7 +127,18 @@ class SoftmaxRegression:
         return (self.num_inputs + 1) * self.num_classes
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
-        """Small random initial parameters (flat vector)."""
+        """Draw small random initial parameters, θ ~ N(0, 10⁻⁴ I).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source of randomness.
+
+        Returns
+        -------
+        numpy.ndarray
+            θ, shape (dim,), float64.
+        """
         return 0.01 * rng.standard_normal(self.dim)
 
     def _unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,21 +146,64 @@ class SoftmaxRegression:
         return theta[: k * n].reshape(k, n), theta[k * n :]
 
     def probabilities(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Predictive probabilities, shape (batch, classes)."""
+        r"""Return the predictive probabilities :math:`p_\theta(y \mid x)` of a batch.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, num_inputs).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (batch, num_classes); each row sums to 1.
+        """
         w, b = self._unpack(theta)
         return _softmax(x @ w.T + b)
 
     def backward(self, theta: np.ndarray, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        r"""Return :math:`\sum_i J_i^\top \delta_i`, the pull-back of output-space vectors δ (batch, classes)."""
+        r"""Return :math:`\sum_i J_i^\top \delta_i`, the pull-back of output-space vectors through the network.
+
+        :math:`J_i = \partial z(x_i) / \partial \theta` is the Jacobian of the
+        logits of example i. With :math:`\delta_i = \partial \ell_i / \partial z`
+        this is the gradient of :math:`\sum_i \ell_i` (reverse mode, in closed form).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, num_inputs).
+        delta : numpy.ndarray
+            δ, shape (batch, num_classes), one output-space (logit) vector per example.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (dim,), in the layout of θ.
+        """
         del theta
         return np.concatenate([(delta.T @ x).ravel(), delta.sum(axis=0)])
 
 
 @dataclass(frozen=True)
 class MLP:
-    r"""One-hidden-layer perceptron ``p(y|x) = softmax(W₂ tanh(W₁ x + b₁) + b₂)``.
+    r"""One-hidden-layer perceptron :math:`p(y \mid x) = \operatorname{softmax}(W_2 \tanh(W_1 x + b_1) + b_2)`.
 
-    With 64 inputs, 16 hidden units and 10 classes, ``dim = 1210``.
+    With 64 inputs, 16 hidden units and 10 classes, ``dim = 1210``. The flat
+    parameter vector holds ``W₁`` (hidden × inputs, row-major), ``b₁``, ``W₂``
+    (classes × hidden), ``b₂``.
+
+    Parameters
+    ----------
+    num_inputs : int, default 64
+        Input features (the 64 pixels of a digit).
+    num_hidden : int, default 16
+        Hidden tanh units.
+    num_classes : int, default 10
+        Classes.
     """
 
     num_inputs: int = 64
@@ -138,7 +217,21 @@ class MLP:
         return h * n + h + k * h + k
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
-        """Glorot-normal weights and zero biases (flat vector)."""
+        """Draw Glorot-normal weights and zero biases.
+
+        Each weight matrix with fan-in n and fan-out m is drawn from
+        N(0, 2/(n + m)).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source of randomness.
+
+        Returns
+        -------
+        numpy.ndarray
+            θ, shape (dim,), float64.
+        """
         n, h, k = self.num_inputs, self.num_hidden, self.num_classes
         w1 = rng.standard_normal((h, n)) * math.sqrt(2.0 / (n + h))
         w2 = rng.standard_normal((k, h)) * math.sqrt(2.0 / (h + k))
@@ -156,12 +249,44 @@ class MLP:
         return w1, b1, w2, theta[i : i + k]
 
     def probabilities(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Predictive probabilities, shape (batch, classes)."""
+        r"""Return the predictive probabilities :math:`p_\theta(y \mid x)` of a batch.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, num_inputs).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (batch, num_classes); each row sums to 1.
+        """
         w1, b1, w2, b2 = self._unpack(theta)
         return _softmax(np.tanh(x @ w1.T + b1) @ w2.T + b2)
 
     def backward(self, theta: np.ndarray, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        r"""Return :math:`\sum_i J_i^\top \delta_i`, the pull-back of output-space vectors δ (batch, classes)."""
+        r"""Return :math:`\sum_i J_i^\top \delta_i`, the pull-back of output-space vectors through the network.
+
+        :math:`J_i = \partial z(x_i) / \partial \theta` is the Jacobian of the
+        logits of example i. With :math:`\delta_i = \partial \ell_i / \partial z`
+        this is the gradient of :math:`\sum_i \ell_i` (reverse mode, in closed form).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, num_inputs).
+        delta : numpy.ndarray
+            δ, shape (batch, num_classes), one output-space (logit) vector per example.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (dim,), in the layout of θ.
+        """
         w1, b1, w2, _ = self._unpack(theta)
         a = np.tanh(x @ w1.T + b1)
         da = (delta @ w2) * (1.0 - a * a)
@@ -190,18 +315,20 @@ def fisher_stream(
     Parameters
     ----------
     model : SoftmaxRegression or MLP
+        The model trained and differentiated (its ``dim`` is the stream's).
     steps : int
         Number of steps T.
     seed : int
         Seeds the initial parameters, the batches and the sampled labels.
-    batch_size : int
-        |B_t|.
-    learning_rate : float
+    batch_size : int, default 32
+        :math:`|B_t|`, the mini-batch size.
+    learning_rate : float, default 1e-2
         Adam's step size.
 
     Yields
     ------
     StreamStep
+        For t = 1, …, T: :math:`d_t`, :math:`g_t` and the mini-batch loss, all at θ_t.
     """
     x, y = digits_data()
     rng = np.random.default_rng(seed)
@@ -234,10 +361,32 @@ def fisher_stream(
 def synthetic_spectrum(
     dim: int, kind: str, *, exponent: float = 1.5, step_at: int = 16, floor: float = 1e-3
 ) -> np.ndarray:
-    r"""Eigenvalues of a synthetic stream's covariance, descending.
+    r"""Return the eigenvalues of a synthetic stream's covariance, descending.
 
-    ``"power"``: :math:`s_i = i^{-p}` (p = ``exponent``);
-    ``"step"``: :math:`s_i = 1` for ``i ≤ step_at``, ``floor`` after.
+    Parameters
+    ----------
+    dim : int
+        d, the number of eigenvalues.
+    kind : {"power", "step"}
+        ``"power"``: :math:`s_i = i^{-p}` (a power law, p = ``exponent``);
+        ``"step"``: :math:`s_i = 1` for :math:`i \le` ``step_at``, ``floor`` after
+        (a spectral gap).
+    exponent : float, default 1.5
+        p of the power law.
+    step_at : int, default 16
+        Number of unit eigenvalues of the step.
+    floor : float, default 1e-3
+        The eigenvalue after the step.
+
+    Returns
+    -------
+    numpy.ndarray
+        s, shape (dim,), float64, positive and descending.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is neither.
     """
     i = np.arange(1, dim + 1, dtype=np.float64)
     if kind == "power":
@@ -258,10 +407,35 @@ def synthetic_stream(
     step_at: int = 16,
     floor: float = 1e-3,
 ) -> Iterator[StreamStep]:
-    r"""Yield ``d_t = Q diag(√s) z_t`` and ``g_t = Q diag(√s) z'_t`` with a controlled spectrum ``s``.
+    r"""Yield curvature vectors and gradients with a controlled spectrum s.
 
-    ``Q`` is a random rotation drawn from ``seed``; ``z_t, z'_t ~ N(0, I)``.
-    See :func:`synthetic_spectrum` for ``kind``.
+    :math:`d_t = Q \operatorname{diag}(\sqrt s) z_t` and
+    :math:`g_t = Q \operatorname{diag}(\sqrt s) z'_t`, where ``Q`` is a random
+    rotation (the Q factor of a Gaussian matrix) drawn from ``seed``, and
+    :math:`z_t, z'_t \sim N(0, I)` are independent, so that
+    :math:`E[d_t d_t^\top] = Q \operatorname{diag}(s) Q^\top`.
+
+    Parameters
+    ----------
+    kind : {"power", "step"}
+        The spectrum (see :func:`synthetic_spectrum`).
+    dim : int
+        d.
+    steps : int
+        Number of steps T.
+    seed : int
+        Seeds the rotation and the draws.
+    exponent : float, default 1.5
+        p of the power law (see :func:`synthetic_spectrum`).
+    step_at : int, default 16
+        Number of unit eigenvalues of the step.
+    floor : float, default 1e-3
+        The eigenvalue after the step.
+
+    Yields
+    ------
+    StreamStep
+        For t = 1, …, T, with ``loss`` NaN.
     """
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
@@ -278,7 +452,23 @@ _SYNTHETIC_DIM = 500
 
 
 def stream_dim(name: str) -> int:
-    """Return the number of parameters d of a named stream."""
+    """Return the number of parameters d of a named stream.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`STREAMS`.
+
+    Returns
+    -------
+    int
+        650 (``digits-softmax``), 1210 (``digits-mlp``) or 500 (``power``, ``step``).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a stream.
+    """
     if name == "digits-softmax":
         return SoftmaxRegression().dim
     if name == "digits-mlp":
@@ -304,6 +494,13 @@ def make_stream(name: str, *, steps: int, seed: int) -> Iterator[StreamStep]:
     Returns
     -------
     iterator of StreamStep
+        The stream, lazily: a generator of ``steps`` items (:func:`fisher_stream`
+        with the default batch size and learning rate, or :func:`synthetic_stream`).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a stream (raised at once, not on iteration).
     """
     stream_dim(name)
     if name == "digits-softmax":
