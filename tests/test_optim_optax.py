@@ -231,6 +231,21 @@ def test_state_dtype(state_dtype):
         assert jax.tree.leaves(state.blocks[0])[0].dtype == want
 
 
+def test_reorthonormalize_every_keeps_the_basis_orthonormal_and_the_updates():
+    rng = np.random.default_rng(14)
+    params = {"w": jnp.asarray(rng.standard_normal(40), jnp.float32)}
+    plain = lgo.scale_by_ginger(rank=3, damping=0.1, reorthonormalize_every=None)
+    reorth = lgo.scale_by_ginger(rank=3, damping=0.1, reorthonormalize_every=2)
+    s1, s2 = plain.init(params), reorth.init(params)
+    for _ in range(5):
+        g, d = _like(rng, params), _like(rng, params)
+        u1, s1 = plain.update(g, s1, curvature=d)
+        u2, s2 = reorth.update(g, s2, curvature=d)
+        _close(_flat(u2), _flat(u1), 1e-4)
+    basis = np.asarray(s2.blocks[0].basis, np.float64)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(3), atol=1e-6)
+
+
 def test_bfloat16_parameters_keep_a_float32_state():
     params = {"w": jnp.ones(6, jnp.bfloat16)}
     tx = lgo.scale_by_ginger(rank=2)

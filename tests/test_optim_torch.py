@@ -250,7 +250,9 @@ def test_nonfinite_curvature_leaves_the_state_unchanged_and_is_counted():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda ps: lgt.Ginger(ps, lr=0.05, rank=3, damping=0.1, weight_decay=1e-3, state_dtype=torch.float64),
+        lambda ps: lgt.Ginger(
+            ps, lr=0.05, rank=3, damping=0.1, weight_decay=1e-3, state_dtype=torch.float64, reorthonormalize_every=3
+        ),
         lambda ps: lgt.QNG(
             [{"params": ps[:1], "blocks": "group"}, {"params": ps[1:], "lr": 0.01}], lr=0.05, rank=2, update_every=2
         ),
