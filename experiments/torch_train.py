@@ -5,7 +5,7 @@ modules, trained with :class:`lowrank_ggn.optim.torch.Ginger` or
 :class:`~lowrank_ggn.optim.torch.QNG` fed with the sampled-label gradient of
 Eq 8 (or with ``torch.optim.SGD``/``Adam``)::
 
-    python -m experiments.torch_train --dataset digits --model cnn --optimizer ginger --lr 1e-3
+    python -m experiments.torch_train --dataset digits --model cnn --optimizer ginger --lr 0.1
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def train(
     dataset: str = "digits",
     model: str = "mlp",
     optimizer: str = "ginger",
-    lr: float = 1e-3,
+    lr: float = 0.1,
     *,
     epochs: int = 10,
     batch_size: int = 64,
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="digits", choices=("digits", "cancer"))
     parser.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
     parser.add_argument("--optimizer", default="ginger", choices=("ginger", "qng", "adam", "momentum"))
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rank", type=int, default=None)
     args = parser.parse_args(argv)

@@ -26,6 +26,7 @@ count.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
@@ -63,7 +64,7 @@ Blocks = str | Callable[[Any], Any] | Any
 class ScaleByGingerState(NamedTuple):
     """State of :func:`scale_by_ginger`."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
     """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules)."""
     blocks: tuple[lg.GingerState | None, ...]
     """One Ginger state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
@@ -72,7 +73,7 @@ class ScaleByGingerState(NamedTuple):
 class ScaleByQNGState(NamedTuple):
     """State of :func:`scale_by_qng`."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
     """0-d int32: number of ``update`` calls (drives ``update_every``)."""
     blocks: tuple[lg.QNGState | None, ...]
     """One QNG state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
@@ -117,7 +118,7 @@ def block_partition(tree: Any, blocks: Blocks = "leaf") -> list[list[int]]:
     labels_tree = blocks(tree) if callable(blocks) else blocks
     treedef = jax.tree.structure(tree)
     try:
-        labels = treedef.flatten_up_to(labels_tree)
+        labels = treedef.flatten_up_to(labels_tree)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as err:
         msg = f"blocks: the labels pytree does not match the structure of the parameters ({err})"
         raise ValueError(msg) from err
@@ -161,13 +162,13 @@ def _unflatten_block(vec: jax.Array, leaves: Sequence[Any], idx: Sequence[int], 
 def _curvature_leaves(updates: Any, curvature: Any) -> list[Any]:
     treedef = jax.tree.structure(updates)
     if curvature is None:
-        return treedef.flatten_up_to(updates)
+        return treedef.flatten_up_to(updates)  # type: ignore[attr-defined]
     try:
-        c_leaves = treedef.flatten_up_to(curvature)
+        c_leaves = treedef.flatten_up_to(curvature)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as err:
         msg = f"curvature must have the pytree structure of the gradients ({err})"
         raise ValueError(msg) from err
-    for c, g in zip(c_leaves, treedef.flatten_up_to(updates), strict=True):
+    for c, g in zip(c_leaves, treedef.flatten_up_to(updates), strict=True):  # type: ignore[attr-defined]
         if jnp.shape(c) != jnp.shape(g):
             msg = f"curvature leaf of shape {jnp.shape(c)} does not match the gradient leaf of shape {jnp.shape(g)}"
             raise ValueError(msg)
@@ -307,7 +308,7 @@ def scale_by_ginger(
         gamma = damping(state.count) if callable(damping) else damping
         due = state.count % update_every == 0
         out: list[Any] = [None] * len(leaves)
-        new_blocks = []
+        new_blocks: list[Any] = []
         for idx, block in zip(partition, state.blocks, strict=True):
             if block is None:
                 for i in idx:
@@ -317,15 +318,11 @@ def scale_by_ginger(
             dtype = block.basis.dtype
             g = _flatten_block(leaves, idx, dtype)
             d = _flatten_block(c_leaves, idx, dtype)
-            block = _maybe_update(  # noqa: PLW2901
-                due,
-                lambda s, d=d: lg.ginger_update(s, d, decay=decay, reorthonormalize_every=reorthonormalize_every),
-                block,
-                update_every,
-            )
-            y = lg.ginger_precondition(block, g, damping=jnp.asarray(gamma, dtype))
+            fold = functools.partial(lg.ginger_update, d=d, decay=decay, reorthonormalize_every=reorthonormalize_every)
+            new_block = _maybe_update(due, fold, block, update_every)
+            y = lg.ginger_precondition(new_block, g, damping=jnp.asarray(gamma, dtype))
             _unflatten_block(y, leaves, idx, out)
-            new_blocks.append(block)
+            new_blocks.append(new_block)
         new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
         return new_updates, ScaleByGingerState(count=optax.safe_int32_increment(state.count), blocks=tuple(new_blocks))
 
@@ -401,7 +398,7 @@ def scale_by_qng(
         partition = _partition_for_update(updates, blocks, len(state.blocks))
         due = state.count % update_every == 0
         out: list[Any] = list(leaves)
-        new_blocks = []
+        new_blocks: list[Any] = []
         for idx, block in zip(partition, state.blocks, strict=True):
             if block is None:
                 new_blocks.append(None)
@@ -409,9 +406,9 @@ def scale_by_qng(
             dtype = block.factors.dtype
             g = _flatten_block(leaves, idx, dtype)
             d = _flatten_block(c_leaves, idx, dtype)
-            block = _maybe_update(due, lambda s, d=d: lg.qng_update(s, d, decay=decay), block, update_every)  # noqa: PLW2901
-            _unflatten_block(lg.qng_precondition(block, g), leaves, idx, out)
-            new_blocks.append(block)
+            new_block = _maybe_update(due, functools.partial(lg.qng_update, d=d, decay=decay), block, update_every)
+            _unflatten_block(lg.qng_precondition(new_block, g), leaves, idx, out)
+            new_blocks.append(new_block)
         new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
         return new_updates, ScaleByQNGState(count=optax.safe_int32_increment(state.count), blocks=tuple(new_blocks))
 
@@ -501,16 +498,17 @@ def ginger(
 
     Notes
     -----
-    The defaults (τ = 4, α = 0.99, γ = 1e-2, μ = 0.9, one block per parameter
+    The defaults (τ = 4, α = 0.99, γ = 1, μ = 0.9, one block per parameter
     array) were chosen by measurement on the reproduction in ``experiments/``
-    (see :mod:`lowrank_ggn.optim._options`). Only the learning rate has no
-    default: in the reproduction the best value depended on the model.
+    (see :mod:`lowrank_ggn.optim._options`); there the tuned learning rate
+    at these defaults was 0.1 for every model. γ is relative to the scale
+    of the curvature (the Fisher of a mean negative log-likelihood there).
 
     Examples
     --------
     >>> import jax, jax.numpy as jnp
     >>> from lowrank_ggn.optim.optax import ginger
-    >>> tx = ginger(0.01, rank=2)
+    >>> tx = ginger(0.1, rank=2)
     >>> params = {"w": jnp.ones((4, 3))}
     >>> state = tx.init(params)
     >>> grads = {"w": jnp.full((4, 3), 0.1)}
