@@ -1,7 +1,7 @@
 """The reproduction's models trained with the ``torch.optim`` front-end.
 
-The same MLP and residual CNN as :mod:`experiments.models`, as ``torch.nn``
-modules, trained with :class:`lowrank_ggn.optim.torch.Ginger` or
+The same MLP and residual CNN as :mod:`experiments.models` (same layers and
+initialisation), as ``torch.nn`` modules, trained with :class:`lowrank_ggn.optim.torch.Ginger` or
 :class:`~lowrank_ggn.optim.torch.QNG` fed with the sampled-label gradient of
 Eq 8 (or with ``torch.optim.SGD``/``Adam``)::
 
@@ -24,6 +24,14 @@ from lowrank_ggn.optim.torch_likelihoods import sampled_label_gradient
 __all__ = ["MLP", "ResidualCNN", "train"]
 
 
+def _he_init(module: nn.Module, scale: float = 1.0) -> None:
+    """Initialise as :mod:`experiments.models`: He-normal weights times ``scale``, zero biases."""
+    fan_in = module.weight[0].numel()
+    with torch.no_grad():
+        module.weight.normal_(0.0, scale * (2.0 / fan_in) ** 0.5)
+        module.bias.zero_()
+
+
 class MLP(nn.Module):
     """Two hidden layers of 128 ReLU units."""
 
@@ -32,6 +40,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(n_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, n_out)
         )
+        for i, layer in enumerate(self.net[::2]):
+            _he_init(layer, 0.5 if i == 2 else 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits."""
@@ -43,8 +53,8 @@ class _Block(nn.Module):
         super().__init__()
         self.a = nn.Conv2d(c, c, 3, padding=1)
         self.b = nn.Conv2d(c, c, 3, padding=1)
-        with torch.no_grad():
-            self.b.weight.mul_(0.1)
+        _he_init(self.a)
+        _he_init(self.b, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.b(torch.relu(self.a(x))))
@@ -60,6 +70,9 @@ class ResidualCNN(nn.Module):
         self.down = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
         self.block2 = _Block(c2)
         self.fc = nn.Linear(c2, n_out)
+        _he_init(self.stem)
+        _he_init(self.down)
+        _he_init(self.fc, 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits of NCHW images."""

@@ -326,8 +326,10 @@ def test_bad_options(kwargs, exc, match):
 def test_bad_damping(damping):
     with pytest.raises(ValueError, match="damping"):
         lgt.Ginger([torch.nn.Parameter(torch.ones(3))], damping=damping)
+    opt = lgt.Ginger([torch.nn.Parameter(torch.ones(3))])
     with pytest.raises(ValueError, match="damping"):
-        lgt.Ginger([torch.nn.Parameter(torch.ones(3))]).add_param_group({"params": [torch.ones(2)], "damping": damping})
+        opt.add_param_group({"params": [torch.ones(2)], "damping": damping})
+    assert len(opt.param_groups) == 1  # the invalid group was not added
 
 
 def test_bad_curvature():

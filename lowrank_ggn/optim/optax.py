@@ -275,6 +275,16 @@ def scale_by_ginger(
     The defaults were chosen by measurement on the reproduction in
     ``experiments/`` (see :mod:`lowrank_ggn.optim._options`).
 
+    ``update`` is compiled with :func:`jax.jit` (also when called eagerly);
+    the values of a damping schedule are traced, so they are not checked:
+    a schedule must return positive values.
+
+    Under :func:`jax.vmap` (several models trained at once) the periodic
+    re-orthonormalisation becomes a QR computed at every step, and on CPU
+    with jaxlib 0.10 two batched QRs running at once were seen to deadlock
+    XLA's thread pool; pass ``reorthonormalize_every=None`` there (runs of
+    a few thousand updates do not need it).
+
     Examples
     --------
     >>> import jax.numpy as jnp

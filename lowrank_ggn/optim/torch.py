@@ -76,14 +76,18 @@ class _LowRankOptimizer(torch.optim.Optimizer):
 
     _state_fields: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        super().__init__(params, defaults)
-
     # -- options -------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group, checking its options (see the class docstring)."""
+        """Add a parameter group, checking its options (see the class docstring).
+
+        An invalid group raises and is not added.
+        """
         super().add_param_group(param_group)
-        self._check_group(self.param_groups[-1])
+        try:
+            self._check_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
 
     def _check_group(self, group: dict[str, Any]) -> None:
         lr = group["lr"]
