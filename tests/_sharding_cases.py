@@ -386,3 +386,61 @@ def test_shard_checker_detects_a_gather_of_U():
     compiled = jax.jit(lg.ginger_reorthonormalize).lower(state).compile()
     found = lgs.collectives(compiled)
     assert max(c.nbytes for c in found) >= 8 * 64 * RANK * 4
+
+
+# -- The optax transformations under jax.jit with sharded parameters and states -----------
+
+
+@pytest.mark.parametrize(("kind", "method"), [("Explicit", "ginger"), ("Auto", "ginger"), ("Explicit", "qng")])
+def test_sharded_optax_under_jit_matches_one_device(kind, method):
+    optax = pytest.importorskip("optax")
+    from lowrank_ggn.optim import optax as lgo
+
+    mesh, dtype = _mesh(kind), jnp.float64
+    rng = np.random.default_rng(7)
+    shapes = {"w1": (32, 6), "w2": (16, 4), "b": (6,), "scale": ()}  # b and scale cannot be split over 8
+    specs = {"w1": P("x", None), "w2": P("x", None), "b": P(), "scale": P()}
+
+    def tree(values, sharded):
+        return {
+            k: _put(v, mesh, specs[k], dtype) if sharded else jnp.asarray(v, dtype=dtype) for k, v in values.items()
+        }
+
+    def make(**kw):
+        if method == "ginger":
+            return lgo.ginger(0.1, rank=RANK, damping=0.5, reorthonormalize_every=3, **kw)
+        return lgo.qng(0.1, rank=RANK, **kw)
+
+    def stepper(tx):
+        def step(params, state, grads, curvature):
+            updates, state = tx.update(grads, state, params, curvature=curvature)
+            return optax.apply_updates(params, updates), state
+
+        return jax.jit(step, donate_argnums=(0, 1))
+
+    start = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    params, params1 = tree(start, sharded=True), tree(start, sharded=False)
+    tx, tx1 = make(mesh=mesh, axis="x"), make()
+    state, state1 = tx.init(params), tx1.init(params1)
+    step, step1 = stepper(tx), stepper(tx1)
+    for t in range(5):
+        grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        curv = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        if t == 0:
+            compiled = step.lower(params, state, tree(grads, sharded=True), tree(curv, sharded=True)).compile()
+        params, state = step(params, state, tree(grads, sharded=True), tree(curv, sharded=True))
+        params1, state1 = step1(params1, state1, tree(grads, sharded=False), tree(curv, sharded=False))
+    for k in shapes:
+        ref = np.asarray(params1[k])
+        assert np.abs(np.asarray(params[k]) - ref).max() <= _tol(dtype, 1000) * max(np.abs(ref).max(), 1.0), k
+        assert _laid_out(params[k], specs[k]), k
+    # the states of the split blocks are sharded along dim, the others replicated
+    blocks = state[0].blocks
+    field = "basis" if method == "ginger" else "factors"
+    split_spec = P("x", None) if method == "ginger" else P(None, "x")
+    laid = [_laid_out(getattr(b, field), split_spec) for b in blocks if b is not None]
+    assert sorted(laid) == [False, True, True]
+    # one compiled step: only small all-reduces, whatever the parameter sizes
+    found = lgs.collectives(compiled)
+    assert {c.kind for c in found} == {"all-reduce"}, found
+    assert max(c.nbytes for c in found) <= RANK * RANK * 8, found
