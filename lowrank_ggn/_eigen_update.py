@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_like, check_scalar, concrete_float
 from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, project, rotate
@@ -34,40 +35,55 @@ _DGKS = 0.7071067811865476
 
 
 class RankOneUpdate(NamedTuple):
-    """Result of :func:`lowrank_eigh_update`."""
+    """Result of :func:`lowrank_eigh_update`.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded : array
+        The fields, in this order (see the attributes below).
+    """
 
     basis: Array
     """New orthonormal basis, shape (dim, rank)."""
     eigvals: Array
     """New eigenvalues, shape (rank,), non-negative and sorted descending."""
     discarded: Array
-    """The largest eigenvalue dropped by the truncation (0-d): the spectral-norm
-    error of the truncation (Eckart–Young); plus ``ρr²`` when a rounding-level
-    residual was dropped."""
+    """The largest eigenvalue dropped by the truncation (0-d).
+
+    It is the spectral-norm error of the truncation (Eckart–Young), plus
+    ``ρr²`` when a rounding-level residual was dropped."""
 
 
 def _orthogonal_residual(
-    xp: ArrayNamespace, basis: Array, v: Array, c: Array | None = None
+    xp: ArrayNamespace,
+    basis: Array,
+    v: Array,
+    reduce: Reduction = LOCAL,
+    c: Array | None = None,
+    norm_v: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``.
 
-    ``c`` may be passed in when it is already known (it saves one read of ``U``).
+    ``c`` and ``norm_v`` may be passed in when they are already known (``c``
+    saves one read of ``U``, both save an all-reduce); ``reduce`` completes
+    the sums over rows.
     """
     # ``v @ U`` rather than ``Uᵀ @ v``: the same product, with U in the layout
     # that XLA's dot emitters take without copying it.
     if c is None:
-        c = v @ basis
+        c = reduce.sum(v @ basis)
     resid = v - basis @ c
 
     def again(c: Array, resid: Array) -> tuple[Array, Array]:
-        c2 = resid @ basis
+        c2 = reduce.sum(resid @ basis)
         return c + c2, resid - basis @ c2
 
     def keep(c: Array, resid: Array) -> tuple[Array, Array]:
         return c, resid
 
-    norm_v = xp.linalg.vector_norm(v)
-    norm_r = xp.linalg.vector_norm(resid)
+    if norm_v is None:
+        norm_v = reduce.norm(xp, v)
+    norm_r = reduce.norm(xp, resid)
     c, resid = cond(norm_r < _DGKS * norm_v, again, keep, c, resid)
     return c, resid, norm_v
 
@@ -182,6 +198,7 @@ def _plan(
     rho: Array,
     s: Array,
     dot_with: tuple[Array, Array] | None = None,
+    reduce: Reduction = LOCAL,
 ) -> _Plan:
     r"""Plan Brand's update from the reductions ``c = Uᵀv`` and ``vv = vᵀv`` (one read of ``U``).
 
@@ -193,6 +210,9 @@ def _plan(
     and re-orthogonalised (CGS2), at the cost of further reads of ``U``.
 
     ``dot_with = (w, vᵀw)`` also returns ``vecᵀw`` (for the fused query).
+    ``c`` and ``vv`` must already be complete sums over all rows; ``reduce``
+    completes those of the CGS2 path (``Uᵀp̃`` and the test norm ``‖p̃‖``, then
+    ``‖p̃‖`` with ``p̃ᵀw`` in one all-reduce).
     """
     dtype = basis.dtype
     rank = basis.shape[1]
@@ -208,9 +228,17 @@ def _plan(
         return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw
 
     def cgs2(c: Array) -> tuple[Array, Array, Array, Array]:
-        c, resid, _ = _orthogonal_residual(xp, basis, v, c)
+        if reduce is LOCAL:
+            c, resid, _ = _orthogonal_residual(xp, basis, v, c=c)
+            resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
+            return c, resid, xp.linalg.vector_norm(resid), xp.sum(resid * w)
+        # Split rows: ‖v‖ is known; ‖p̃‖ and p̃ᵀw share one all-reduce (‖p̃‖ alone without w).
+        c, resid, _ = _orthogonal_residual(xp, basis, v, reduce, c=c, norm_v=xp.sqrt(vv))
         resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
-        return c, resid, xp.linalg.vector_norm(resid), xp.sum(resid * w)
+        if dot_with is None:
+            return c, resid, reduce.norm(xp, resid), vw
+        rr, rw = reduce.sum_together(xp, xp.sum(resid * resid), xp.sum(resid * w))
+        return c, resid, xp.sqrt(rr), rw
 
     c, vec, r, vec_dot = cond(one_pass, direct, cgs2, c)
     norm_v = xp.sqrt(vv)
@@ -267,13 +295,22 @@ def _reject(xp: ArrayNamespace, plan: _Plan, ok: Array) -> tuple[Array, Array]:
     return xp.where(ok, plan.rot, eye), xp.where(ok, plan.vrot, xp.zeros_like(plan.vrot))
 
 
-def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weight: Any, scale: Any) -> RankOneUpdate:
-    """Unchecked core of :func:`lowrank_eigh_update`."""
+def _update(
+    xp: ArrayNamespace,
+    basis: Array,
+    eigvals: Array,
+    v: Array,
+    *,
+    weight: Any,
+    scale: Any,
+    reduce: Reduction = LOCAL,
+) -> RankOneUpdate:
+    """Unchecked core of :func:`lowrank_eigh_update` (``reduce`` completes the sums over rows)."""
     dtype, dev = basis.dtype, device_of(basis)
     rho = xp.asarray(weight, dtype=dtype, device=dev)
     s = xp.asarray(scale, dtype=dtype, device=dev)
-    c, dots = project(xp, basis, (v,))
-    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=dots[0], rho=rho, s=s)
+    c, dots = reduce.sum_together(xp, *project(xp, basis, (v,)))
+    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=dots[0], rho=rho, s=s, reduce=reduce)
     new_basis, _ = rotate(xp, basis, plan.rot, plan.vec, plan.vrot)
     return RankOneUpdate(new_basis, plan.eigvals, plan.discarded)
 
@@ -321,3 +358,31 @@ def _reorthonormalize(xp: ArrayNamespace, basis: Array, eigvals: Array) -> tuple
     mu = xp.take(mu, order, axis=0)
     w = xp.take(w, order, axis=1)
     return q @ w, xp.where(mu > 0, mu, xp.zeros_like(mu))
+
+
+def _reorthonormalize_gram(xp: ArrayNamespace, basis: Array, eigvals: Array, reduce: Reduction) -> tuple[Array, Array]:
+    r""":func:`reorthonormalize` from the Gram matrix ``UᵀU``: one reduction of τ×τ numbers.
+
+    With ``G = UᵀU = Z diag(g) Zᵀ``, ``Q = U G^{-1/2}`` has orthonormal columns
+    and ``U Λ Uᵀ = Q (G^{1/2} Λ G^{1/2}) Qᵀ``; the eigendecomposition
+    ``G^{1/2} Λ G^{1/2} = W diag(μ) Wᵀ`` gives ``U' = U (G^{-1/2} W)`` and
+    ``λ' = μ``. Unlike a QR factorisation, this needs ``U`` only through ``UᵀU``
+    and a row-local product, so it runs unchanged on a row-split ``U``. Forming
+    ``UᵀU`` rounds at the level of the working precision: the result is
+    orthonormal to a few ulps (a thin QR reaches a fraction of one), which is
+    what the periodic re-orthonormalisation needs.
+    """
+    gram = reduce.sum(basis.T @ basis)
+    gram = (gram + gram.T) / 2
+    g, z = xp.linalg.eigh(gram)
+    tiny = xp.finfo(basis.dtype).smallest_normal
+    root = xp.sqrt(xp.where(g > tiny, g, xp.full_like(g, tiny)))
+    half = (z * root[None, :]) @ z.T
+    inv_half = (z / root[None, :]) @ z.T
+    core = (half * eigvals[None, :]) @ half
+    core = (core + core.T) / 2
+    mu, w = xp.linalg.eigh(core)
+    order = xp.argsort(mu, descending=True)
+    mu = xp.take(mu, order, axis=0)
+    w = xp.take(w, order, axis=1)
+    return basis @ (inv_half @ w), xp.where(mu > 0, mu, xp.zeros_like(mu))

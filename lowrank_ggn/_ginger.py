@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import _plan, _reject, _reorthonormalize
+from lowrank_ggn._eigen_update import _plan, _reject, _reorthonormalize, _reorthonormalize_gram
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import (
     array_namespace,
     can_overwrite,
@@ -49,20 +50,28 @@ class GingerState(NamedTuple):
 
     A NamedTuple, hence a JAX pytree; every field is an array of the state's
     namespace, dtype and device.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     basis: Array
     """U, shape (dim, rank), orthonormal columns."""
     eigvals: Array
-    """σ, shape (rank,), non-negative and sorted descending."""
+    """Eigenvalues σ, shape (rank,), non-negative and sorted descending."""
     discarded: Array
-    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted,
-    so that ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
+    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted.
+
+    ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected because the curvature vector (or
-    the result) was not finite. Such updates leave the state unchanged."""
+    """0-d int32: number of updates rejected as non-finite.
+
+    An update is rejected when the curvature vector (or the result) is not
+    finite; it leaves the state unchanged."""
 
 
 def ginger_init(
@@ -97,6 +106,7 @@ def ginger_init(
     Returns
     -------
     GingerState
+        The empty state, in the requested namespace, dtype and device.
 
     Raises
     ------
@@ -130,7 +140,7 @@ def ginger_init(
 
 
 def _check_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in GingerState._fields):
+    if not has_fields(state, GingerState._fields):
         msg = f"state must be a GingerState, got {type(state).__name__}"
         raise TypeError(msg)
     basis = state.basis
@@ -234,9 +244,35 @@ def ginger_update(
         msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
         raise ValueError(msg)
     _check_donate(donate)
+    return _ginger_update(
+        xp,
+        state,
+        d,
+        decay=decay,
+        damping=damping,
+        method=method,
+        reorthonormalize_every=reorthonormalize_every,
+        donate=donate,
+    )
 
-    new, _, ok = _advance(xp, state, d, None, decay=decay, method=method, damping=damping, gamma=None, donate=donate)
-    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every)
+
+def _ginger_update(
+    xp: ArrayNamespace,
+    state: GingerState,
+    d: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    method: str,
+    reorthonormalize_every: int | None,
+    reduce: Reduction = LOCAL,
+    donate: bool = False,
+) -> GingerState:
+    """Unchecked core of :func:`ginger_update` (``reduce`` completes the sums over rows)."""
+    new, _, ok = _advance(
+        xp, state, d, None, decay=decay, method=method, damping=damping, gamma=None, donate=donate, reduce=reduce
+    )
+    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce)
 
 
 def _check_donate(donate: Any) -> None:
@@ -245,11 +281,13 @@ def _check_donate(donate: Any) -> None:
         raise TypeError(msg)
 
 
-def _maybe_reorthonormalize(xp: ArrayNamespace, new: GingerState, ok: Array, every: int | None) -> GingerState:
+def _maybe_reorthonormalize(
+    xp: ArrayNamespace, new: GingerState, ok: Array, every: int | None, reduce: Reduction = LOCAL
+) -> GingerState:
     if every is None:
         return new
     due = ok & (new.step % every == 0)
-    return cond(due, lambda s: _reorth_state(xp, s), lambda s: s, new)
+    return cond(due, lambda s: _reorth_state(xp, s, reduce), lambda s: s, new)
 
 
 def _advance(
@@ -263,6 +301,7 @@ def _advance(
     damping: Any,
     gamma: Any,
     donate: bool,
+    reduce: Reduction = LOCAL,
 ) -> tuple[GingerState, Array | None, Array]:
     r"""One update (and, when ``g`` is given, the query of the new state) in two reads of ``U``.
 
@@ -272,10 +311,16 @@ def _advance(
     ``g/γ + U(rot·z) + v (b·z)`` and so needs no third pass. A rejected
     update (non-finite ``d`` or result) rotates by the identity instead of
     selecting between two bases.
+
+    ``reduce`` completes the sums over rows of a row-split state: one
+    all-reduce for the finiteness of ``d``, one for ``Uᵀ[d, g]`` together with
+    ``dᵀd`` and ``dᵀg``, and one for ``‖p̃‖`` and ``p̃ᵀg`` on the
+    (re-orthogonalising) CGS2 path. The Sherman–Morrison method
+    (``method="sherman-morrison"``) supports only the local reduction.
     """
     basis, eigvals = state.basis, state.eigvals
     alpha = _scalar(xp, decay, basis)
-    finite = xp.all(xp.isfinite(d))
+    finite = reduce.all(xp.all(xp.isfinite(d)))
     d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
     if method == "eigen":
         v, rho, scale, base = d_safe, 1 - alpha, alpha, eigvals
@@ -283,9 +328,9 @@ def _advance(
         gamma_sm = _scalar(xp, damping, basis)
         sm = _step(xp, basis, eigvals, d_safe, decay=alpha, damping=gamma_sm)
         v, rho, scale, base = sm.h, sm.beta, xp.ones_like(alpha), sm.kappa
-    coef, dots = project(xp, basis, (v,) if g is None else (v, g))
+    coef, dots = reduce.sum_together(xp, *project(xp, basis, (v,) if g is None else (v, g)))
     vg = None if g is None else (g, dots[1])
-    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=dots[0], rho=rho, s=scale, dot_with=vg)
+    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=dots[0], rho=rho, s=scale, dot_with=vg, reduce=reduce)
     if method == "eigen":
         new_eigvals, dropped = plan.eigvals, plan.discarded
     else:
@@ -315,8 +360,11 @@ def _advance(
     return new, y, ok
 
 
-def _reorth_state(xp: ArrayNamespace, state: GingerState) -> GingerState:
-    basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+def _reorth_state(xp: ArrayNamespace, state: GingerState, reduce: Reduction = LOCAL) -> GingerState:
+    if reduce is LOCAL:
+        basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+    else:  # a row-split basis: no QR, only the τ×τ Gram matrix is reduced
+        basis, eigvals = _reorthonormalize_gram(xp, state.basis, state.eigvals, reduce)
     return state._replace(basis=basis, eigvals=eigvals)
 
 
@@ -332,6 +380,7 @@ def ginger_reorthonormalize(state: GingerState) -> GingerState:
     Parameters
     ----------
     state : GingerState
+        The state to re-orthonormalise.
 
     Returns
     -------
@@ -352,6 +401,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Parameters
     ----------
     state : GingerState
+        The curvature ``U diag(σ) Uᵀ``.
     g : array, shape (dim,) or (dim, k)
         Gradient(s), one per column.
     damping : float or 0-d array
@@ -361,6 +411,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Returns
     -------
     array, same shape as ``g``
+        ``(γI + U diag(σ) Uᵀ)⁻¹ g``.
 
     Raises
     ------
@@ -467,12 +518,14 @@ def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:
     Parameters
     ----------
     state : GingerState
+        The curvature ``U diag(σ) Uᵀ``.
     damping : float, default 0
         γ ≥ 0; 0 gives the undamped curvature.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
     """
     _check_state(state)
     return damped_dense(state.basis, state.eigvals, damping=damping)

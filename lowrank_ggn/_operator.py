@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_damping, check_like
 from lowrank_ggn.backends import apply, array_namespace, device_of, is_array
@@ -155,17 +156,19 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     return _solve(xp, basis, eigvals, g, _scalar(xp, damping, basis))
 
 
-def _solve(xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
-    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array)."""
+def _solve(
+    xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array, *, reduce: Reduction = LOCAL
+) -> Array:
+    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array; ``reduce`` completes ``Uᵀg``)."""
     if g.ndim == 1:
         # Eq 16 with the coefficients combined before touching U again:
         # y = g/γ + U z, z = c/(γ+σ) − c/γ = −σc/(γ(γ+σ)). Two reads of U and
         # O(dim) vector work; the same rounding as (g − Uc)/γ + U c/(γ+σ).
-        c = g @ basis
+        c = reduce.sum(g @ basis)
         return apply(xp, basis, -(eigvals * c) / (gamma * (gamma + eigvals)), g, 1 / gamma)
     g2 = g
     k = g2.shape[1]
-    c = basis.T @ g2
+    c = reduce.sum(basis.T @ g2)
     coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)
     both = basis @ coef
     return (g2 - both[:, :k]) / gamma + both[:, k:]
@@ -188,6 +191,7 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     Returns
     -------
     array, same shape as ``v``
+        ``γ v + U diag(σ) Uᵀ v``.
 
     Raises
     ------
@@ -222,6 +226,7 @@ def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
 
     Raises
     ------

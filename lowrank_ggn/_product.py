@@ -43,7 +43,7 @@ from lowrank_ggn._ginger import GingerState, _check_donate
 from lowrank_ggn._ginger import _check_state as _check_direct_state
 from lowrank_ggn._operator import _scalar, damped_dense
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import (
     apply,
     array_namespace,
@@ -236,7 +236,7 @@ def ginger_product_dense(state: GingerProductState, *, damping: Any = 0.0) -> Ar
 
 
 def _check_product_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in GingerProductState._fields):
+    if not has_fields(state, GingerProductState._fields):
         msg = f"state must be a GingerProductState, got {type(state).__name__}"
         raise TypeError(msg)
     columns = state.columns

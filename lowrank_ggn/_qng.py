@@ -27,8 +27,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, device_of, is_array, resolve_namespace
 
 __all__ = [
@@ -46,21 +47,28 @@ class QNGState(NamedTuple):
     """State of QNG: the window of the last τ factors ``K_i = s_i I + β_i q_i q_iᵀ``.
 
     Slots are ordered oldest first; empty slots hold the identity.
+
+    Parameters
+    ----------
+    factors, betas, scales, sqnorms, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     factors: Array
-    """q_i, shape (rank, dim), one factor vector per row."""
+    """Factor vectors q_i, shape (rank, dim), one per row."""
     betas: Array
-    """β_i, shape (rank,)."""
+    """Coefficients β_i, shape (rank,)."""
     scales: Array
-    """s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
+    """Scales s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
     sqnorms: Array
-    """‖q_i‖², shape (rank,)."""
+    """Squared norms ‖q_i‖², shape (rank,)."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected because the curvature vector
-    (or the result) was not finite. Such updates leave the state unchanged."""
+    """0-d int32: number of updates rejected as non-finite.
+
+    An update is rejected when the curvature vector (or the new factor) is not
+    finite; it leaves the state unchanged."""
 
 
 def qng_init(
@@ -89,6 +97,7 @@ def qng_init(
     Returns
     -------
     QNGState
+        The state with an empty window, in the requested namespace, dtype and device.
 
     Raises
     ------
@@ -115,7 +124,7 @@ def qng_init(
 
 
 def _check_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in QNGState._fields):
+    if not has_fields(state, QNGState._fields):
         msg = f"state must be a QNGState, got {type(state).__name__}"
         raise TypeError(msg)
     factors = state.factors
@@ -137,11 +146,11 @@ def _check_vectors(state: QNGState, v: Array, name: str) -> None:
     check_like(v, name, state.factors, shapes=((dim,), (dim, -1)))
 
 
-def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
+def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool, reduce: Reduction = LOCAL) -> Array:
     """``K_i v`` or ``K_i⁻¹ v`` for one slot; ``v`` of shape (dim, k)."""
     q = state.factors[i, :]
     s, beta = state.scales[i], state.betas[i]
-    qv = q @ v  # (k,)
+    qv = reduce.sum(q @ v)  # (k,)
     # Scalars are combined with the (k,) coefficients first: one d×k temporary per term.
     if inverse:
         coef = beta / (s + beta * state.sqnorms[i])
@@ -149,7 +158,7 @@ def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
     return s * v + q[:, None] * (beta * qv)[None, :]
 
 
-def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Array:
+def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool, reduce: Reduction = LOCAL) -> Array:
     """Â v, Âᵀ v, Â⁻¹ v or Â⁻ᵀ v with ``Â = K_0 K_1 ⋯ K_{τ−1}`` (slot 0 oldest)."""
     rank = state.factors.shape[0]
     v2 = v if v.ndim == 2 else v[:, None]
@@ -157,7 +166,7 @@ def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Ar
     newest_first = inverse == transpose
     order = range(rank - 1, -1, -1) if newest_first else range(rank)
     for i in order:
-        v2 = _apply_factor(state, i, v2, inverse=inverse)
+        v2 = _apply_factor(state, i, v2, inverse=inverse, reduce=reduce)
     return v2 if v.ndim == 2 else v2[:, 0]
 
 
@@ -170,12 +179,16 @@ def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> 
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     v : array, shape (dim,) or (dim, k)
+        Vector(s), one per column.
     transpose : bool, default False
+        Apply ``Âᵀ`` instead of ``Â``.
 
     Returns
     -------
     array, same shape as ``v``
+        ``Â v`` or ``Âᵀ v``.
     """
     _check_state(state)
     _check_vectors(state, v, "v")
@@ -191,12 +204,16 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     v : array, shape (dim,) or (dim, k)
+        Vector(s), one per column.
     transpose : bool, default False
+        Apply ``Â⁻ᵀ`` instead of ``Â⁻¹``.
 
     Returns
     -------
     array, same shape as ``v``
+        ``Â⁻¹ v`` or ``Â⁻ᵀ v``.
     """
     _check_state(state)
     _check_vectors(state, v, "v")
@@ -214,6 +231,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     Parameters
     ----------
     state : QNGState
+        The current window of factors.
     d : array, shape (dim,)
         Curvature vector (Eq 8).
     decay : float or 0-d array
@@ -237,11 +255,17 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),))
     check_decay(decay)
+    return _qng_update(xp, state, d, decay=decay)
+
+
+def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, reduce: Reduction = LOCAL) -> QNGState:
+    """Unchecked core of :func:`qng_update` (``reduce`` completes the sums over ``dim``)."""
+    factors = state.factors
     alpha = _scalar(xp, decay, factors)
-    finite = xp.all(xp.isfinite(d))
+    finite = reduce.all(xp.all(xp.isfinite(d)))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
-    q = _product(state, d_safe, inverse=True, transpose=False)
-    sqnorm = xp.sum(q * q)
+    q = _product(state, d_safe, inverse=True, transpose=False, reduce=reduce)
+    sqnorm = reduce.sum(xp.sum(q * q))
     sqrt_alpha = xp.sqrt(alpha)
     beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
     ok = finite & xp.isfinite(sqnorm) & xp.isfinite(beta)
@@ -274,11 +298,14 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     g : array, shape (dim,) or (dim, k)
+        Gradient(s), one per column.
 
     Returns
     -------
     array, same shape as ``g``
+        ``(ÂÂᵀ)⁻¹ g``.
     """
     _check_state(state)
     _check_vectors(state, g, "g")
@@ -291,10 +318,12 @@ def qng_dense(state: QNGState) -> Array:
     Parameters
     ----------
     state : QNGState
+        The window of factors.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``ÂÂᵀ``.
     """
     xp = _check_state(state)
     dim = state.factors.shape[1]

@@ -412,7 +412,7 @@ def _rotate_jax(
         g = None if g_all is None else lax.dynamic_slice_in_dim(g_all, start, step)
         new, yb = rows(block, v, g)
         u = lax.dynamic_update_slice_in_dim(u, new, start, axis=0)
-        if yb is not None:
+        if yb is not None and y is not None:
             y = lax.dynamic_update_slice_in_dim(y, yb, start, axis=0)
         return u, y
 
