@@ -139,6 +139,7 @@ mathjax3_config = {
 api_package = "lowrank_ggn"
 api_group_order = [
     "lowrank_ggn._ginger",
+    "lowrank_ggn._product",
     "lowrank_ggn._qng",
     "lowrank_ggn._operator",
     "lowrank_ggn._eigen_update",
@@ -161,6 +162,8 @@ api_group_titles = {
     "lowrank_ggn._reference": "Dense references",
     "lowrank_ggn.backends._compat": "Namespaces, arrays and devices",
     "lowrank_ggn.backends": "Dtypes, devices and tracing",
+    "lowrank_ggn._product": "Ginger in product form",
+    "lowrank_ggn.backends._kernels": "Fused kernels over the basis",
     "lowrank_ggn.studies._streams": "Curvature streams",
     "lowrank_ggn.studies._methods": "Methods and the exact EMA",
     "lowrank_ggn.studies._metrics": "Metrics",

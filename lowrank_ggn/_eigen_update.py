@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_like, check_scalar, concrete_float
-from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, project, rotate
+from lowrank_ggn.backends import array_namespace, cond, device_of, is_array
+from lowrank_ggn.backends._kernels import project, rotate
 
 __all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
 
@@ -59,6 +60,7 @@ def _orthogonal_residual(
     basis: Array,
     v: Array,
     reduce: Reduction = LOCAL,
+    *,
     c: Array | None = None,
     norm_v: Array | None = None,
 ) -> tuple[Array, Array, Array]:

@@ -21,16 +21,8 @@ from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
-from lowrank_ggn.backends import (
-    array_namespace,
-    can_overwrite,
-    canonical_float_dtype,
-    cond,
-    is_array,
-    project,
-    resolve_namespace,
-    rotate,
-)
+from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, is_array, resolve_namespace
+from lowrank_ggn.backends._kernels import can_overwrite, project, rotate
 
 __all__ = [
     "GingerState",
@@ -463,6 +455,7 @@ def ginger_update_precondition(
     Parameters
     ----------
     state : GingerState
+        The current state.
     d : array, shape (dim,)
         Curvature vector (Eq 8).
     g : array, shape (dim,)
@@ -473,8 +466,8 @@ def ginger_update_precondition(
         γ > 0 for the query; may be traced under ``jax.jit``.
     reorthonormalize_every : int, optional
         As in :func:`ginger_update`. (A step that re-orthonormalises returns
-        the query of the state before re-orthonormalisation, which represents
-        the same matrix.)
+        the query of the state before re-orthonormalisation; both represent
+        the same matrix.
     donate : bool, default False
         As in :func:`ginger_update`: opt-in reuse of the basis's memory on
         NumPy and PyTorch; on JAX use ``jax.jit(..., donate_argnums=0)``.

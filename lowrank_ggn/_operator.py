@@ -13,7 +13,8 @@ from typing import Any
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_damping, check_like
-from lowrank_ggn.backends import apply, array_namespace, device_of, is_array
+from lowrank_ggn.backends import array_namespace, device_of, is_array
+from lowrank_ggn.backends._kernels import apply
 
 __all__ = ["damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
 

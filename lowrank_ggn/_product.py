@@ -32,6 +32,11 @@ operation that copies the buffer, unless the caller donates the state
 (``donate=True`` on NumPy and PyTorch, ``donate_argnums`` under ``jax.jit``):
 then the row is written in place and a step costs O(d) memory traffic on top of
 its two reads of ``W``.
+
+The product form runs on one device: its functions take no
+:class:`~lowrank_ggn._reduction.Reduction`. States split over devices
+(:mod:`lowrank_ggn.sharding`, :mod:`lowrank_ggn.distributed`) use the direct
+form, whose fused update completes its sums over rows in O(τ) all-reduces.
 """
 
 from __future__ import annotations
@@ -45,20 +50,15 @@ from lowrank_ggn._operator import _scalar, damped_dense
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import (
-    apply,
     array_namespace,
-    can_overwrite,
     canonical_float_dtype,
-    compress_rows,
     cond,
     device_of,
     is_array,
     is_traced,
-    project,
     resolve_namespace,
-    rotate,
-    write_row,
 )
+from lowrank_ggn.backends._kernels import apply, can_overwrite, compress_rows, project, rotate, write_row
 
 __all__ = [
     "GingerProductState",
@@ -78,6 +78,11 @@ class GingerProductState(NamedTuple):
 
     Represents the same undamped curvature ``U diag(σ) Uᵀ`` as :class:`GingerState`.
     A NamedTuple (a JAX pytree) of arrays of one namespace, dtype and device.
+
+    Parameters
+    ----------
+    columns, coords, count, eigvals, discarded, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     columns: Array
@@ -132,12 +137,17 @@ def ginger_product_init(
     capacity : int, optional
         Columns of the buffer for W, ``rank < capacity ≤ dim``; W is compressed
         every ``capacity − rank`` appended columns. Default ``min(2·rank, dim)``.
-    xp, dtype, device
+    xp : array namespace or module, optional
+        As in :func:`ginger_init`.
+    dtype : dtype, optional
+        As in :func:`ginger_init` (default float32 where available).
+    device : device, optional
         As in :func:`ginger_init`.
 
     Returns
     -------
     GingerProductState
+        σ = 0, ``count = rank``, counters at zero.
 
     Raises
     ------
@@ -173,6 +183,7 @@ def ginger_product_from_state(state: GingerState, *, capacity: int | None = None
     Parameters
     ----------
     state : GingerState
+        The direct-form state to convert.
     capacity : int, optional
         As in :func:`ginger_product_init`.
 
@@ -203,6 +214,7 @@ def ginger_product_to_state(state: GingerProductState) -> GingerState:
     Parameters
     ----------
     state : GingerProductState
+        The product-form state to convert.
 
     Returns
     -------
@@ -225,11 +237,14 @@ def ginger_product_dense(state: GingerProductState, *, damping: Any = 0.0) -> Ar
     Parameters
     ----------
     state : GingerProductState
+        The curvature ``U diag(σ) Uᵀ`` with ``U = W Q``.
     damping : float, default 0
+        γ ≥ 0, added to the diagonal.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
     """
     direct = ginger_product_to_state(state)
     return damped_dense(direct.basis, direct.eigvals, damping=damping)
@@ -278,6 +293,7 @@ def ginger_product_update(
     Parameters
     ----------
     state : GingerProductState
+        The current state.
     d : array, shape (dim,)
         Curvature vector (Eq 8).
     decay : float or 0-d array
@@ -326,8 +342,11 @@ def ginger_product_update_precondition(
     Parameters
     ----------
     state : GingerProductState
+        The current state.
     d : array, shape (dim,)
+        Curvature vector (Eq 8).
     g : array, shape (dim,)
+        The gradient to precondition.
     decay : float or 0-d array
         α ∈ (0, 1).
     damping : float or 0-d array
@@ -366,13 +385,16 @@ def ginger_product_precondition(state: GingerProductState, g: Array, *, damping:
     Parameters
     ----------
     state : GingerProductState
+        The curvature ``U diag(σ) Uᵀ`` with ``U = W Q``.
     g : array, shape (dim,) or (dim, k)
+        Gradient(s), one per column.
     damping : float or 0-d array
         γ > 0.
 
     Returns
     -------
     array, same shape as ``g``
+        ``(γI + U diag(σ) Uᵀ)⁻¹ g``.
     """
     xp = _check_product_state(state)
     _check_vector(state, g, "g", batch=True)
@@ -400,12 +422,14 @@ def ginger_product_compress(state: GingerProductState, *, donate: bool = False) 
     Parameters
     ----------
     state : GingerProductState
+        The state to compress.
     donate : bool, default False
         See :func:`ginger_product_update`.
 
     Returns
     -------
     GingerProductState
+        ``count = rank``; the same matrix and counters.
     """
     xp = _check_product_state(state)
     _check_donate(donate)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lowrank_ggn as lg
-from lowrank_ggn.backends import can_overwrite, project, rotate
+from lowrank_ggn.backends._kernels import can_overwrite, project, rotate
 from tests._streams import orthonormal, stream
 
 seeds = st.integers(0, 2**32 - 1)

@@ -28,28 +28,20 @@ from lowrank_ggn.backends._compat import (
     is_torch_namespace,
     namespace_from_module,
 )
-from lowrank_ggn.backends._kernels import apply, can_overwrite, compress_rows, fill_rows, project, rotate, write_row
 
 __all__ = [
-    "apply",
     "array_namespace",
     "backend_name",
-    "can_overwrite",
     "canonical_float_dtype",
-    "compress_rows",
     "cond",
     "default_float_dtype",
     "device_of",
-    "fill_rows",
     "is_array",
     "is_traced",
     "namespace_from_module",
-    "project",
     "resolve_namespace",
-    "rotate",
     "same_device",
     "to_numpy",
-    "write_row",
 ]
 
 

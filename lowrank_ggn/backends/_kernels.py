@@ -24,18 +24,37 @@ donation of :func:`lowrank_ggn.ginger_update_precondition` and friends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn.backends._compat import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
-__all__ = ["apply", "can_overwrite", "compress_rows", "fill_rows", "project", "rotate", "write_row"]
+__all__ = ["apply", "can_overwrite", "compress_rows", "fill_rows", "jax_blocking", "project", "rotate", "write_row"]
 
 # Bytes of one block of U: large enough that the per-block call overhead is a
 # few per cent of the block's memory traffic, small enough to stay in cache.
 _BLOCK_BYTES = 2**21
 # Below this many elements of U, the blocked path's loop overhead is not worth it.
 _MIN_BLOCKED = 2**16
+# Whether JAX programs traced now use the blocked loop (see jax_blocking).
+_JAX_BLOCKED = [True]
+
+
+@contextlib.contextmanager
+def jax_blocking(*, enabled: bool) -> Iterator[None]:
+    """Turn the blocked JAX path on or off for the programs traced inside the block.
+
+    The blocked path does the operations of the plain one inside a
+    ``lax.fori_loop``. XLA's cost analysis counts a loop body once, not once
+    per iteration, so operation counts of a program are taken with it off.
+    """
+    before = _JAX_BLOCKED[0]
+    _JAX_BLOCKED[0] = enabled
+    try:
+        yield
+    finally:
+        _JAX_BLOCKED[0] = before
 
 
 def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
@@ -46,7 +65,7 @@ def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
         return "numpy"
     if is_torch_namespace(xp) and basis.device.type == "cpu" and not basis.requires_grad:
         return "torch"
-    if is_jax_namespace(xp) and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1]):
+    if is_jax_namespace(xp) and _JAX_BLOCKED[0] and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1]):
         return "jax"
     return None
 
