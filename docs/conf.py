@@ -109,6 +109,7 @@ exclude_patterns = [
     "generated/proofs_report.md",  # included by verification.md
     "generated/study/*.md",  # the study's report, included by studies.md
     "generated/sharding_report.md",  # included by distributed.md
+    "benchmarks_results/*.md",  # tables of benchmarks/report.py, included in benchmarks.md
     "**.ipynb_checkpoints",
     "auto_examples/*.ipynb",
     "auto_examples/*.py",

@@ -16,7 +16,7 @@ represented matrix and the new term are
        \begin{pmatrix} Q \\ 0 \end{pmatrix}^{\!\top} [W\,p]^\top
    + (1-\alpha)\,[W\,p]\, x x^\top [W\,p]^\top, \qquad x = \begin{pmatrix} w \\ r \end{pmatrix},
 
-so the rank-one eigen-update of :mod:`lowrank_ggn._eigen_update` runs on
+so the rank-one eigen-update (:func:`~lowrank_ggn.lowrank_eigh_update`) runs on
 ``(Q, σ, x)`` in ``m + 1`` dimensions, giving ``Q'`` and ``σ'``; ``W`` only gains
 the column ``p``. When the buffer is full, ``W`` is compressed:
 ``W ← W Q`` (d×τ), ``Q ← I``. Per step this reads ``W`` twice (the reductions
@@ -33,10 +33,10 @@ operation that copies the buffer, unless the caller donates the state
 then the row is written in place and a step costs O(d) memory traffic on top of
 its two reads of ``W``.
 
-The product form runs on one device: its functions take no
-:class:`~lowrank_ggn._reduction.Reduction`. States split over devices
-(:mod:`lowrank_ggn.sharding`, :mod:`lowrank_ggn.distributed`) use the direct
-form, whose fused update completes its sums over rows in O(τ) all-reduces.
+The product form runs on one device: unlike the direct form, it has no
+variant that completes its sums over rows split across devices. States split
+over devices (:mod:`lowrank_ggn.sharding`, :mod:`lowrank_ggn.distributed`) use
+the direct form, whose update completes its sums over rows in O(τ) all-reduces.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class GingerProductState(NamedTuple):
     count: Array
     """0-d int32: m, the number of columns of W in use (rank ≤ m < capacity)."""
     eigvals: Array
-    """σ, shape (rank,), non-negative and sorted descending."""
+    """Eigenvalues σ, shape (rank,), non-negative and sorted descending."""
     discarded: Array
     """0-d: EMA-weighted curvature dropped by truncation, ``trace(M_t) = sum(σ) + discarded``."""
     step: Array

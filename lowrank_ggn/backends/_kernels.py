@@ -2,8 +2,8 @@ r"""Fused passes over a tall, skinny basis: the memory-bound loops of the Ginger
 
 Two primitives, each reading the ``dim × n`` basis ``U`` once:
 
-* :func:`project` — the reductions ``Uᵀ[v₁ … v_k]`` together with the Gram
-  matrix ``[v₁ … v_k]ᵀ[v₁ … v_k]`` of the vectors;
+* :func:`project` — the reductions ``Uᵀ[v₁ … v_k]`` together with the
+  products ``v₁ᵀv_j`` (``‖v₁‖²`` first);
 * :func:`rotate` — ``U·R + v ⊗ b`` (a rotation of the basis plus a rank-one
   term) and, optionally, a query column ``U·a + β v + η g``.
 
@@ -15,6 +15,13 @@ size of ``U`` is allocated. The blocked path stores its results column-major
 (the transposed layout ``n × dim``, row-major), which makes every elementwise
 operation on a block a long contiguous loop; callers see an ordinary
 ``dim × n`` array either way.
+On JAX with a single device, large bases are rotated block by block in a
+``lax.fori_loop`` that updates one buffer (in place when the caller donates it).
+
+All of these are local to the rows they are given: on a basis split by rows
+across devices, the partial results of :func:`project` are completed by one
+all-reduce (:meth:`lowrank_ggn._reduction.Reduction.sum_together`), and
+:func:`rotate` needs none.
 
 ``out=`` (NumPy and PyTorch only) writes the rotated basis into an existing
 array, which may be ``U`` itself: each block is computed into a small scratch
@@ -65,9 +72,28 @@ def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
         return "numpy"
     if is_torch_namespace(xp) and basis.device.type == "cpu" and not basis.requires_grad:
         return "torch"
-    if is_jax_namespace(xp) and _JAX_BLOCKED[0] and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1]):
+    if (
+        is_jax_namespace(xp)
+        and _JAX_BLOCKED[0]
+        and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1])
+        and _one_jax_device()
+    ):
         return "jax"
     return None
+
+
+def _one_jax_device() -> bool:
+    """Whether JAX sees a single device.
+
+    With several, a traced basis may be split across them by XLA's sharding
+    propagation, and the dynamic slices of the blocked loop would gather the
+    whole of it on every device; the plain path keeps the rows where they are.
+    (Under ``shard_map`` each device's rows are a local array, but a tracer
+    does not say which case it is in, so the plain path is taken in both.)
+    """
+    import jax
+
+    return jax.device_count() == 1
 
 
 def _block_rows(basis: Array, extra_columns: int = 0) -> int:
