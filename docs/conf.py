@@ -65,6 +65,22 @@ _study = subprocess.run(
 if _study.returncode != 0:
     raise RuntimeError("lowrank-ggn study --quick failed:\n" + _study.stdout + _study.stderr)
 
+# -- Sharding report -------------------------------------------------------------
+# ``benchmarks/sharding_report.py`` compiles the sharded programs for 1-8 simulated devices
+# and the page on several devices includes its tables: per-device memory and communication
+# are read from the programs the build compiles.
+
+_sharding = HERE / "generated" / "sharding_report.md"
+_sharding_run = subprocess.run(  # noqa: S603 - a fixed command of this repository
+    [sys.executable, str(ROOT / "benchmarks" / "sharding_report.py"), "--out", str(_sharding)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+)
+if _sharding_run.returncode != 0:
+    raise RuntimeError("benchmarks/sharding_report.py failed:\n" + _sharding_run.stdout + _sharding_run.stderr)
+
 # -- Project -------------------------------------------------------------------
 
 project = "lowrank_ggn"
@@ -92,6 +108,7 @@ exclude_patterns = [
     "README.md",
     "generated/proofs_report.md",  # included by verification.md
     "generated/study/*.md",  # the study's report, included by studies.md
+    "generated/sharding_report.md",  # included by distributed.md
     "**.ipynb_checkpoints",
     "auto_examples/*.ipynb",
     "auto_examples/*.py",
@@ -149,6 +166,8 @@ api_group_titles = {
     "lowrank_ggn.studies._metrics": "Metrics",
     "lowrank_ggn.studies._runner": "Running a study",
     "lowrank_ggn.studies._report": "Reporting",
+    "lowrank_ggn.sharding": "Sharded states and steps",
+    "lowrank_ggn._hlo": "Collectives of a compiled program",
 }
 
 autosummary_generate = True
@@ -224,6 +243,15 @@ html_context = {"default_mode": "light"}
 # Pages without sub-pages have nothing to show in the left sidebar.
 html_sidebars = {
     page: []
-    for page in ("index", "getting_started", "mathematics", "verification", "studies", "backends", "references")
+    for page in (
+        "index",
+        "getting_started",
+        "mathematics",
+        "verification",
+        "studies",
+        "backends",
+        "distributed",
+        "references",
+    )
 }
 html_sidebars["auto_examples/*"] = []

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import _reorthonormalize, _update
+from lowrank_ggn._eigen_update import _reorthonormalize, _reorthonormalize_gram, _update
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
@@ -225,12 +226,29 @@ def ginger_update(
     ):
         msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
         raise ValueError(msg)
+    return _ginger_update(
+        xp, state, d, decay=decay, damping=damping, method=method, reorthonormalize_every=reorthonormalize_every
+    )
 
+
+def _ginger_update(
+    xp: ArrayNamespace,
+    state: GingerState,
+    d: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    method: str,
+    reorthonormalize_every: int | None,
+    reduce: Reduction = LOCAL,
+) -> GingerState:
+    """Unchecked core of :func:`ginger_update` (``reduce`` completes the sums over rows)."""
+    basis = state.basis
     alpha = _scalar(xp, decay, basis)
-    finite = xp.all(xp.isfinite(d))
+    finite = reduce.all(xp.all(xp.isfinite(d)))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
     if method == "eigen":
-        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha)
+        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha, reduce=reduce)
         new_eigvals, dropped = upd.eigvals, upd.discarded
     else:
         gamma = _scalar(xp, damping, basis)
@@ -249,11 +267,14 @@ def ginger_update(
     if reorthonormalize_every is None:
         return new
     due = ok & (new.step % reorthonormalize_every == 0)
-    return cond(due, lambda s: _reorth_state(xp, s), lambda s: s, new)
+    return cond(due, lambda s: _reorth_state(xp, s, reduce), lambda s: s, new)
 
 
-def _reorth_state(xp: ArrayNamespace, state: GingerState) -> GingerState:
-    basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+def _reorth_state(xp: ArrayNamespace, state: GingerState, reduce: Reduction = LOCAL) -> GingerState:
+    if reduce is LOCAL:
+        basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+    else:  # a row-split basis: no QR, only the τ×τ Gram matrix is reduced
+        basis, eigvals = _reorthonormalize_gram(xp, state.basis, state.eigvals, reduce)
     return state._replace(basis=basis, eigvals=eigvals)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import check_damping, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
@@ -155,11 +156,13 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     return _solve(xp, basis, eigvals, g, _scalar(xp, damping, basis))
 
 
-def _solve(xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
-    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array)."""
+def _solve(
+    xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array, *, reduce: Reduction = LOCAL
+) -> Array:
+    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array; ``reduce`` completes ``Uᵀg``)."""
     g2 = g if g.ndim == 2 else g[:, None]
     k = g2.shape[1]
-    c = basis.T @ g2
+    c = reduce.sum(basis.T @ g2)
     coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)
     both = basis @ coef
     y = (g2 - both[:, :k]) / gamma + both[:, k:]

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import array_namespace, canonical_float_dtype, device_of, is_array, resolve_namespace
@@ -145,18 +146,18 @@ def _check_vectors(state: QNGState, v: Array, name: str) -> None:
     check_like(v, name, state.factors, shapes=((dim,), (dim, -1)))
 
 
-def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
+def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool, reduce: Reduction = LOCAL) -> Array:
     """``K_i v`` or ``K_i⁻¹ v`` for one slot; ``v`` of shape (dim, k)."""
     q = state.factors[i, :]
     s, beta = state.scales[i], state.betas[i]
-    qv = q @ v  # (k,)
+    qv = reduce.sum(q @ v)  # (k,)
     if inverse:
         coef = beta / (s + beta * state.sqnorms[i])
         return (v - coef * q[:, None] * qv[None, :]) / s
     return s * v + beta * q[:, None] * qv[None, :]
 
 
-def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Array:
+def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool, reduce: Reduction = LOCAL) -> Array:
     """Â v, Âᵀ v, Â⁻¹ v or Â⁻ᵀ v with ``Â = K_0 K_1 ⋯ K_{τ−1}`` (slot 0 oldest)."""
     rank = state.factors.shape[0]
     v2 = v if v.ndim == 2 else v[:, None]
@@ -164,7 +165,7 @@ def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Ar
     newest_first = inverse == transpose
     order = range(rank - 1, -1, -1) if newest_first else range(rank)
     for i in order:
-        v2 = _apply_factor(state, i, v2, inverse=inverse)
+        v2 = _apply_factor(state, i, v2, inverse=inverse, reduce=reduce)
     return v2 if v.ndim == 2 else v2[:, 0]
 
 
@@ -253,11 +254,17 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),))
     check_decay(decay)
+    return _qng_update(xp, state, d, decay=decay)
+
+
+def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, reduce: Reduction = LOCAL) -> QNGState:
+    """Unchecked core of :func:`qng_update` (``reduce`` completes the sums over ``dim``)."""
+    factors = state.factors
     alpha = _scalar(xp, decay, factors)
-    finite = xp.all(xp.isfinite(d))
+    finite = reduce.all(xp.all(xp.isfinite(d)))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
-    q = _product(state, d_safe, inverse=True, transpose=False)
-    sqnorm = xp.sum(q * q)
+    q = _product(state, d_safe, inverse=True, transpose=False, reduce=reduce)
+    sqnorm = reduce.sum(xp.sum(q * q))
     sqrt_alpha = xp.sqrt(alpha)
     beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
     ok = finite & xp.isfinite(sqnorm) & xp.isfinite(beta)

@@ -229,7 +229,7 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
     object
         ``true_fn(*operands)`` if ``pred`` else ``false_fn(*operands)``.
     """
-    if is_jax_array(pred):
+    if is_traced(pred):
         import jax
 
         return jax.lax.cond(pred, true_fn, false_fn, *operands)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 import lowrank_ggn as lg
+from lowrank_ggn.optim import _sharded
 from lowrank_ggn.optim._options import (
     DEFAULT_DAMPING,
     DEFAULT_DECAY,
@@ -204,14 +205,29 @@ def _maybe_update(due: Any, fn: Callable[[Any], Any], state: Any, update_every: 
     return jax.lax.cond(due, fn, lambda s: s, state)
 
 
-def _init_blocks(params: Any, blocks: Blocks, rank: int, state_dtype: Any, init: Callable[..., Any]) -> tuple:
+def _init_blocks(
+    params: Any,
+    blocks: Blocks,
+    rank: int,
+    state_dtype: Any,
+    init: Callable[..., Any],
+    *,
+    placement: _sharded.Placement | None = None,
+) -> tuple:
     leaves = jax.tree.leaves(params)
+    kind = "ginger" if init is lg.ginger_init else "qng"
     states = []
     for idx in block_partition(params, blocks):
         dim = sum(int(leaves[i].size) for i in idx)
         r = block_rank(dim, rank)
         dtype = _block_dtype(leaves, idx, state_dtype)
-        states.append(init(dim, r, xp=jnp, dtype=dtype) if r >= 1 else None)
+        if r < 1:
+            states.append(None)
+        elif placement is None:
+            states.append(init(dim, r, xp=jnp, dtype=dtype))
+        else:
+            is_split = _sharded.split(placement, leaves, idx)
+            states.append(_sharded.init_state(placement, is_split=is_split, dim=dim, rank=r, dtype=dtype, kind=kind))
     return tuple(states)
 
 
@@ -235,6 +251,8 @@ def scale_by_ginger(
     update_every: int = 1,
     state_dtype: Any = None,
     reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    mesh: Any = None,
+    axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Precondition the gradient with Ginger's damped low-rank curvature.
 
@@ -277,6 +295,18 @@ def scale_by_ginger(
     reorthonormalize_every : int or None
         Re-orthonormalise each basis after every this many accepted updates
         (see :func:`lowrank_ggn.ginger_reorthonormalize`); ``None`` disables.
+    mesh : jax.sharding.Mesh, optional
+        Split the states over the devices of this mesh, with ``axis``. A block
+        whose parameter arrays all have a first axis that is a multiple of the
+        number of devices along ``axis`` gets a state sharded along ``dim``
+        (:mod:`lowrank_ggn.sharding`): each device keeps ``dim·τ/n`` numbers
+        of it and a step all-reduces O(τ) numbers, without moving any
+        parameter array when the arrays are split along their first axis
+        (fully sharded data parallelism). Other blocks keep a state
+        replicated on the mesh. The updates come back in the layout of the
+        gradients.
+    axis : str or tuple of str, optional
+        The mesh axis (or axes) that splits the parameters; given with ``mesh``.
 
     Returns
     -------
@@ -327,11 +357,12 @@ def scale_by_ginger(
         needs_damping=True,
     )
     _check_blocks(blocks)
+    placement = _sharded.check_placement(mesh, axis)
 
     def init_fn(params: Any) -> ScaleByGingerState:
         return ScaleByGingerState(
             count=jnp.zeros([], jnp.int32),
-            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.ginger_init),
+            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.ginger_init, placement=placement),
         )
 
     def update_impl(updates: Any, state: ScaleByGingerState, curvature: Any) -> tuple[Any, ScaleByGingerState]:
@@ -349,8 +380,24 @@ def scale_by_ginger(
                 new_blocks.append(None)
                 continue
             dtype = block.basis.dtype
-            g = _flatten_block(leaves, idx, dtype)
-            d = _flatten_block(c_leaves, idx, dtype)
+            if _sharded.split(placement, leaves, idx):
+                new_block, ys = _sharded.ginger_step(
+                    placement,
+                    block,
+                    [leaves[i] for i in idx],
+                    [c_leaves[i] for i in idx],
+                    due=due,
+                    update_every=update_every,
+                    decay=decay,
+                    damping=jnp.asarray(gamma, dtype),
+                    reorthonormalize_every=reorthonormalize_every,
+                )
+                for i, y in zip(idx, ys, strict=True):
+                    out[i] = y
+                new_blocks.append(new_block)
+                continue
+            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
+            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
             fold = functools.partial(lg.ginger_update, d=d, decay=decay, reorthonormalize_every=reorthonormalize_every)
             new_block = _maybe_update(due, fold, block, update_every)
             y = lg.ginger_precondition(new_block, g, damping=jnp.asarray(gamma, dtype))
@@ -377,6 +424,8 @@ def scale_by_qng(
     blocks: Blocks = "leaf",
     update_every: int = 1,
     state_dtype: Any = None,
+    mesh: Any = None,
+    axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Precondition the gradient with QNG's windowed factor product (§2.2, corrected).
 
@@ -407,6 +456,8 @@ def scale_by_qng(
         Append a factor only on steps ``count % update_every == 0``.
     state_dtype : dtype, optional
         Dtype of the window; default the parameters' dtype (at least float32).
+    mesh, axis : optional
+        Split the windows over a device mesh, as in :func:`scale_by_ginger`.
 
     Returns
     -------
@@ -418,11 +469,12 @@ def scale_by_qng(
     """
     check_common(rank=rank, decay=decay, update_every=update_every)
     _check_blocks(blocks)
+    placement = _sharded.check_placement(mesh, axis)
 
     def init_fn(params: Any) -> ScaleByQNGState:
         return ScaleByQNGState(
             count=jnp.zeros([], jnp.int32),
-            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.qng_init),
+            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.qng_init, placement=placement),
         )
 
     def update_impl(updates: Any, state: ScaleByQNGState, curvature: Any) -> tuple[Any, ScaleByQNGState]:
@@ -437,8 +489,22 @@ def scale_by_qng(
                 new_blocks.append(None)
                 continue
             dtype = block.factors.dtype
-            g = _flatten_block(leaves, idx, dtype)
-            d = _flatten_block(c_leaves, idx, dtype)
+            if _sharded.split(placement, leaves, idx):
+                new_block, ys = _sharded.qng_step(
+                    placement,
+                    block,
+                    [leaves[i] for i in idx],
+                    [c_leaves[i] for i in idx],
+                    due=due,
+                    update_every=update_every,
+                    decay=decay,
+                )
+                for i, y in zip(idx, ys, strict=True):
+                    out[i] = y
+                new_blocks.append(new_block)
+                continue
+            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
+            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
             new_block = _maybe_update(due, functools.partial(lg.qng_update, d=d, decay=decay), block, update_every)
             _unflatten_block(lg.qng_precondition(new_block, g), leaves, idx, out)
             new_blocks.append(new_block)
@@ -496,6 +562,8 @@ def ginger(
     update_every: int = 1,
     state_dtype: Any = None,
     reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    mesh: Any = None,
+    axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Build the Ginger optimiser (Algorithm 1) with momentum and decoupled weight decay.
 
@@ -542,6 +610,8 @@ def ginger(
     reorthonormalize_every : int or None
         Re-orthonormalise each basis after every this many accepted
         updates; ``None`` disables it (see :func:`scale_by_ginger`).
+    mesh, axis : optional
+        Split the states over a device mesh, as in :func:`scale_by_ginger`.
 
     Returns
     -------
@@ -579,6 +649,8 @@ def ginger(
         update_every=update_every,
         state_dtype=state_dtype,
         reorthonormalize_every=reorthonormalize_every,
+        mesh=mesh,
+        axis=axis,
     )
     return _finish(core, learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, mask=mask)
 
@@ -595,6 +667,8 @@ def qng(
     blocks: Blocks = "leaf",
     update_every: int = 1,
     state_dtype: Any = None,
+    mesh: Any = None,
+    axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Build the QNG optimiser (He et al., 2022; the paper's §2.2, corrected) with momentum and weight decay.
 
@@ -630,6 +704,8 @@ def qng(
         Append a factor to the window every this many steps.
     state_dtype : dtype, optional
         Dtype of the window; default the parameters' dtype, at least float32.
+    mesh, axis : optional
+        Split the states over a device mesh, as in :func:`scale_by_ginger`.
 
     Returns
     -------
@@ -653,5 +729,13 @@ def qng(
     >>> grads = {"w": jnp.full((4, 3), 0.1)}
     >>> updates, state = tx.update(grads, state, params, curvature=grads)
     """
-    core = scale_by_qng(rank=rank, decay=decay, blocks=blocks, update_every=update_every, state_dtype=state_dtype)
+    core = scale_by_qng(
+        rank=rank,
+        decay=decay,
+        blocks=blocks,
+        update_every=update_every,
+        state_dtype=state_dtype,
+        mesh=mesh,
+        axis=axis,
+    )
     return _finish(core, learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, mask=mask)
