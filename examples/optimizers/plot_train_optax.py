@@ -80,6 +80,7 @@ def make_step(tx, *, use_curvature):
 
 @jax.jit
 def accuracy(params, x, y):
+    """Fraction of correctly classified examples."""
     return jnp.mean(jnp.argmax(mlp(params, x), axis=-1) == y)
 
 

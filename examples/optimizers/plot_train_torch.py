@@ -61,6 +61,7 @@ def make_model(seed=0):
 
 
 def make_ginger(model):
+    """Ginger with weight decay on the weights and none on the biases."""
     weights = [p for p in model.parameters() if p.ndim > 1]
     biases = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": weights, "weight_decay": 1e-4}, {"params": biases, "weight_decay": 0.0}]
@@ -127,7 +128,7 @@ for (name, (hist, _, _)), style in zip(runs.items(), ("C0-", "k:"), strict=True)
     axes[1].plot(np.arange(1, EPOCHS + 1), 100 * np.asarray(hist["val_acc"]), style, label=name)
 _, model, optimizer = runs["Ginger"]
 names = {p: n for n, p in model.named_parameters()}
-for i, (block, state) in enumerate(optimizer.block_states()):
+for i, (_block, state) in enumerate(optimizer.block_states()):
     axes[2].semilogy([i] * len(state.eigvals), state.eigvals.numpy(), "C0o")
 axes[2].set_xticks(range(len(names)), [names[b[0]] for b, _ in optimizer.block_states()], rotation=45)
 axes[2].axhline(1.0, color="k", lw=0.8, ls="--", label="damping γ")
