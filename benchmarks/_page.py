@@ -73,7 +73,7 @@ python benchmarks/bench.py --label after --out benchmarks/results/after
 python benchmarks/bench.py --lib /path/to/other/checkout --label before --out benchmarks/results/before
 # tables, figures and this page
 python benchmarks/report.py benchmarks/results/before/results.csv benchmarks/results/after/results.csv \\
-    --out docs/benchmarks --page docs/benchmarks_results.md
+    --out docs/benchmarks_results --page docs/benchmarks.md
 ```
 
 `--threads N` sets the BLAS, XLA and PyTorch thread counts (default 1, the

@@ -2,11 +2,11 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/report.py RESULTS.csv [MORE.csv ...] --out docs/benchmarks
+    python benchmarks/report.py RESULTS.csv [MORE.csv ...] --out docs/benchmarks_results --page docs/benchmarks.md
 
 Rows are keyed by (label, backend, dtype, d, τ, op); later files override
 earlier ones. Writes ``<out>/results.csv`` (merged), ``<out>/tables.md`` and
-PNG figures into ``<out>``, and the results page ``docs/benchmarks_results.md``
+PNG figures into ``<out>``, and the results page ``docs/benchmarks.md``
 (``--page``).
 """
 
