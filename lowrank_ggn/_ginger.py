@@ -197,7 +197,7 @@ def ginger_update(
     xp = _check_state(state)
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),))
-    check_decay(decay)
+    check_decay(decay, like=basis)
     if method not in _METHODS:
         msg = f"method must be one of {_METHODS}, got {method!r}"
         raise ValueError(msg)

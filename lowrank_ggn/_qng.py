@@ -235,7 +235,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     xp = _check_state(state)
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),))
-    check_decay(decay)
+    check_decay(decay, like=factors)
     alpha = _scalar(xp, decay, factors)
     finite = xp.all(xp.isfinite(d))
     d_safe = xp.where(finite, d, xp.zeros_like(d))

@@ -47,7 +47,7 @@ def ema_update_dense(m: Array, d: Array, *, decay: Any) -> Array:
     """
     xp = _check_square(m, "m")
     check_like(d, "d", m, shapes=((m.shape[0],),))
-    check_decay(decay)
+    check_decay(decay, like=m)
     alpha = _scalar(xp, decay, m)
     return alpha * m + (1 - alpha) * (d[:, None] * d[None, :])
 
@@ -75,7 +75,7 @@ def ema_dense(stream: Array, *, decay: Any, initial: Array | None = None) -> Arr
         msg = "stream must be a 2-d array (steps, dim)"
         raise ValueError(msg) if is_array(stream) else TypeError(msg)
     xp = array_namespace(stream)
-    check_decay(decay)
+    check_decay(decay, like=stream)
     dim = stream.shape[1]
     if initial is None:
         m = xp.zeros((dim, dim), dtype=stream.dtype, device=device_of(stream))

@@ -76,7 +76,7 @@ def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any,
     """
     _check_lowrank(basis, eigvals)
     check_like(d, "d", basis, shapes=((basis.shape[0],),))
-    check_decay(decay)
+    check_decay(decay, like=basis)
     check_damping(damping)
     return _step(array_namespace(basis, d), basis, eigvals, d, decay=decay, damping=damping)
 

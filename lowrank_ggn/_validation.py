@@ -59,18 +59,40 @@ def check_scalar(value: Any, name: str) -> None:
     concrete_float(value, name)
 
 
-def check_decay(decay: Any, name: str = "decay") -> None:
-    """Check ``decay`` ∈ (0, 1).
+def check_decay(decay: Any, name: str = "decay", *, like: Array | None = None) -> None:
+    """Check ``decay`` ∈ (0, 1), also after rounding to the dtype of ``like``.
+
+    A decay within ``eps/4`` of 1 rounds to exactly 1 in the computation's
+    dtype (float32: ``decay > 1 − 3e-8``), so that ``1 − α = 0`` and the EMA
+    would silently never change; one below the smallest normal number rounds
+    to 0 or a subnormal. Both are rejected when ``like`` is given.
 
     Raises
     ------
     ValueError
-        If the (concrete) value is not in the open interval (0, 1), NaN included.
+        If the (concrete) value is not in the open interval (0, 1), NaN
+        included, or rounds to 0 or 1 in the dtype of ``like``.
     """
     value = concrete_float(decay, name)
-    if value is not None and not (0.0 < value < 1.0):
+    if value is None:
+        return
+    if not (0.0 < value < 1.0):
         msg = f"{name} must lie in the open interval (0, 1), got {value!r}"
         raise ValueError(msg)
+    if like is not None:
+        info = array_namespace(like).finfo(like.dtype)
+        if 1.0 - value <= float(info.eps) / 4:
+            msg = (
+                f"{name}={value!r} rounds to 1 in {like.dtype}, so 1 - {name} = 0 and the EMA would never "
+                f"change; the largest usable value in {like.dtype} is 1 - eps/2 = {1.0 - float(info.eps) / 2!r}"
+            )
+            raise ValueError(msg)
+        if value < float(info.smallest_normal):
+            msg = (
+                f"{name}={value!r} is below the smallest normal {like.dtype} number "
+                f"({float(info.smallest_normal)!r}) and would round to 0 or a subnormal"
+            )
+            raise ValueError(msg)
 
 
 def check_damping(damping: Any, name: str = "damping") -> None:
