@@ -24,11 +24,12 @@ change under ``jax.jit``); an empty slot holds the identity factor
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import check_decay, check_dim_rank, check_like, concrete_float
 from lowrank_ggn.backends import array_namespace, canonical_float_dtype, device_of, is_array, resolve_namespace
 
 __all__ = [
@@ -60,7 +61,8 @@ class QNGState(NamedTuple):
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
     """0-d int32: number of updates rejected because the curvature vector
-    (or the result) was not finite. Such updates leave the state unchanged."""
+    (or the result) was not finite, or the factor vector out of range (see
+    :func:`qng_update`). Such updates leave the state unchanged."""
 
 
 def qng_init(
@@ -221,14 +223,19 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     Returns
     -------
     QNGState
-        If ``d`` (or the new factor) is not finite, the state is returned
-        unchanged except ``num_nonfinite``, which is incremented (also under
-        ``jax.jit``).
+        If ``d`` (or the new factor) is not finite, or ``‖q‖²`` exceeds the
+        square root of the dtype's largest number (float32: 1.8e19), the state
+        is returned unchanged except ``num_nonfinite``, which is incremented
+        (also under ``jax.jit``). The bound keeps the products of a query,
+        ``qᵀv`` with ``‖v‖ ≤ ‖(ÂÂᵀ)⁻¹g‖``, inside the dtype's range.
 
     Raises
     ------
     ValueError
-        If ``decay`` ∉ (0, 1) or ``d`` has the wrong shape or device.
+        If ``decay`` ∉ (0, 1), ``decay**rank`` is below the square root of
+        the dtype's smallest normal number (the factors would overflow:
+        float32 needs ``decay**rank ≥ 1.1e-19``), or ``d`` has the wrong shape
+        or device.
     TypeError
         If ``d`` is not a real floating array of the state's namespace and dtype.
     """
@@ -236,6 +243,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),))
     check_decay(decay, like=factors)
+    _check_decay_range(xp, decay, factors)
     alpha = _scalar(xp, decay, factors)
     finite = xp.all(xp.isfinite(d))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
@@ -243,7 +251,9 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     sqnorm = xp.sum(q * q)
     sqrt_alpha = xp.sqrt(alpha)
     beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
-    ok = finite & xp.isfinite(sqnorm) & xp.isfinite(beta)
+    # ‖q‖² beyond √max would let the products qᵀv of a query (~ ‖q‖·‖(ÂÂᵀ)⁻¹g‖) overflow.
+    limit = float(xp.finfo(factors.dtype).max) ** 0.5
+    ok = finite & (sqnorm <= limit) & xp.isfinite(beta)
 
     def push(old: Array, new: Array) -> Array:
         return xp.where(ok, xp.concat([old[1:, ...], new[None, ...]], axis=0), old)
@@ -256,6 +266,28 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
         step=state.step + xp.astype(ok, state.step.dtype),
         num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
     )
+
+
+def _check_decay_range(xp: ArrayNamespace, decay: Any, factors: Array) -> None:
+    """Refuse a decay whose ``decay**rank`` leaves the dtype no range for the data.
+
+    The factor vectors grow like ``α^{-τ/2}‖d‖`` and the preconditioner like
+    ``α^{-τ}`` (its smallest eigenvalue is ``α^k``); half of the exponent range,
+    ``α^τ ≥ √(smallest normal)``, is reserved for them.
+    """
+    value = concrete_float(decay, "decay")
+    if value is None:
+        return
+    rank = factors.shape[0]
+    floor = math.sqrt(float(xp.finfo(factors.dtype).smallest_normal))
+    if rank * math.log(value) < math.log(floor):
+        msg = (
+            f"decay**rank = {value!r}**{rank} is below {floor:.3g}: QNG's factors grow like "
+            f"decay**(-rank/2) and its preconditioner like decay**(-rank), which would overflow "
+            f"{factors.dtype}; use a larger decay or a smaller rank"
+            + (" (or float64)" if xp.finfo(factors.dtype).bits < 64 else "")
+        )
+        raise ValueError(msg)
 
 
 def qng_precondition(state: QNGState, g: Array) -> Array:
