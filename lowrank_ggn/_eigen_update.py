@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_like, check_scalar, concrete_float
+from lowrank_ggn._validation import cast_like, check_like, check_scalar, concrete_float
 from lowrank_ggn.backends import array_namespace, cond, device_of, is_array
 
 __all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
@@ -131,7 +131,7 @@ def lowrank_eigh_update(
         msg = "basis must be a 2-d array (dim, rank)"
         raise ValueError(msg) if is_array(basis) else TypeError(msg)
     check_like(eigvals, "eigvals", basis, shapes=((basis.shape[1],),))
-    check_like(v, "v", basis, shapes=((basis.shape[0],),))
+    check_like(v, "v", basis, shapes=((basis.shape[0],),), promote=True)
     for value, name in ((weight, "weight"), (scale, "scale")):
         check_scalar(value, name)
         concrete = concrete_float(value, name)
@@ -139,7 +139,7 @@ def lowrank_eigh_update(
             msg = f"{name} must be non-negative, got {concrete!r}"
             raise ValueError(msg)
     xp = array_namespace(basis, eigvals, v)
-    return _update(xp, basis, eigvals, v, weight=weight, scale=scale)
+    return _update(xp, basis, eigvals, cast_like(xp, v, basis), weight=weight, scale=scale)
 
 
 def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weight: Any, scale: Any) -> RankOneUpdate:

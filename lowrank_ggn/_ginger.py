@@ -19,8 +19,14 @@ from lowrank_ggn._eigen_update import _reorthonormalize, _update
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
-from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, is_array, resolve_namespace
+from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn.backends import (
+    array_namespace,
+    canonical_float_dtype,
+    cond,
+    is_array,
+    resolve_namespace,
+)
 
 __all__ = [
     "GingerState",
@@ -196,7 +202,8 @@ def ginger_update(
     """
     xp = _check_state(state)
     basis = state.basis
-    check_like(d, "d", basis, shapes=((basis.shape[0],),))
+    check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
+    d = cast_like(xp, d, basis)
     check_decay(decay, like=basis)
     if method not in _METHODS:
         msg = f"method must be one of {_METHODS}, got {method!r}"
@@ -300,9 +307,10 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     """
     xp = _check_state(state)
     dim = state.basis.shape[0]
-    check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)))
+    check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)), promote=True)
     check_damping(damping)
-    return _solve(xp, state.basis, state.eigvals, g, _scalar(xp, damping, state.basis))
+    y = _solve(xp, state.basis, state.eigvals, cast_like(xp, g, state.basis), _scalar(xp, damping, state.basis))
+    return cast_like(xp, y, g)
 
 
 def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:

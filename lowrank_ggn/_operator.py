@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_damping, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
 
 __all__ = ["damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
@@ -39,7 +39,7 @@ def _check_lowrank(basis: Array, eigvals: Array) -> ArrayNamespace:
 
 def _check_rhs(g: Array, name: str, basis: Array) -> ArrayNamespace:
     dim = basis.shape[0]
-    return check_like(g, name, basis, shapes=((dim,), (dim, -1)))
+    return check_like(g, name, basis, shapes=((dim,), (dim, -1)), promote=True)
 
 
 def kappa_from_sigma(eigvals: Array, damping: Any) -> Array:
@@ -152,7 +152,7 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     xp = _check_lowrank(basis, eigvals)
     _check_rhs(g, "g", basis)
     check_damping(damping)
-    return _solve(xp, basis, eigvals, g, _scalar(xp, damping, basis))
+    return cast_like(xp, _solve(xp, basis, eigvals, cast_like(xp, g, basis), _scalar(xp, damping, basis)), g)
 
 
 def _solve(xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
@@ -195,9 +195,10 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     _check_rhs(v, "v", basis)
     check_damping(damping)
     gamma = _scalar(xp, damping, basis)
-    c = basis.T @ v
+    w = cast_like(xp, v, basis)
+    c = basis.T @ w
     scaled = eigvals * c if v.ndim == 1 else eigvals[:, None] * c
-    return gamma * v + basis @ scaled
+    return cast_like(xp, gamma * w + basis @ scaled, v)
 
 
 def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:

@@ -29,8 +29,14 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_decay, check_dim_rank, check_like, concrete_float
-from lowrank_ggn.backends import array_namespace, canonical_float_dtype, device_of, is_array, resolve_namespace
+from lowrank_ggn._validation import cast_like, check_decay, check_dim_rank, check_like, concrete_float
+from lowrank_ggn.backends import (
+    array_namespace,
+    canonical_float_dtype,
+    device_of,
+    is_array,
+    resolve_namespace,
+)
 
 __all__ = [
     "QNGState",
@@ -136,7 +142,7 @@ def _check_state(state: Any) -> ArrayNamespace:
 
 def _check_vectors(state: QNGState, v: Array, name: str) -> None:
     dim = state.factors.shape[1]
-    check_like(v, name, state.factors, shapes=((dim,), (dim, -1)))
+    check_like(v, name, state.factors, shapes=((dim,), (dim, -1)), promote=True)
 
 
 def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
@@ -178,9 +184,9 @@ def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> 
     -------
     array, same shape as ``v``
     """
-    _check_state(state)
+    xp = _check_state(state)
     _check_vectors(state, v, "v")
-    return _product(state, v, inverse=False, transpose=transpose)
+    return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=False, transpose=transpose), v)
 
 
 def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> Array:
@@ -199,9 +205,9 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     -------
     array, same shape as ``v``
     """
-    _check_state(state)
+    xp = _check_state(state)
     _check_vectors(state, v, "v")
-    return _product(state, v, inverse=True, transpose=transpose)
+    return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=True, transpose=transpose), v)
 
 
 def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
@@ -241,7 +247,8 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     """
     xp = _check_state(state)
     factors = state.factors
-    check_like(d, "d", factors, shapes=((factors.shape[1],),))
+    check_like(d, "d", factors, shapes=((factors.shape[1],),), promote=True)
+    d = cast_like(xp, d, factors)
     check_decay(decay, like=factors)
     _check_decay_range(xp, decay, factors)
     alpha = _scalar(xp, decay, factors)
@@ -305,9 +312,10 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     -------
     array, same shape as ``g``
     """
-    _check_state(state)
+    xp = _check_state(state)
     _check_vectors(state, g, "g")
-    return _product(state, _product(state, g, inverse=True, transpose=False), inverse=True, transpose=True)
+    v = _product(state, cast_like(xp, g, state.factors), inverse=True, transpose=False)
+    return cast_like(xp, _product(state, v, inverse=True, transpose=True), g)
 
 
 def qng_dense(state: QNGState) -> Array:

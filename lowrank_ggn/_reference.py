@@ -11,7 +11,7 @@ from typing import Any
 
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_damping, check_decay, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
 
 __all__ = ["best_rank_k", "damped_inverse_dense", "ema_dense", "ema_update_dense"]
@@ -46,8 +46,9 @@ def ema_update_dense(m: Array, d: Array, *, decay: Any) -> Array:
     array, shape (dim, dim)
     """
     xp = _check_square(m, "m")
-    check_like(d, "d", m, shapes=((m.shape[0],),))
+    check_like(d, "d", m, shapes=((m.shape[0],),), promote=True)
     check_decay(decay, like=m)
+    d = cast_like(xp, d, m)
     alpha = _scalar(xp, decay, m)
     return alpha * m + (1 - alpha) * (d[:, None] * d[None, :])
 

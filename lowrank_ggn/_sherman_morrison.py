@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _check_lowrank, _scalar, _solve
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_damping, check_decay, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_like
 from lowrank_ggn.backends import array_namespace
 
 __all__ = ["ShermanMorrisonStep", "sherman_morrison_step"]
@@ -75,10 +75,11 @@ def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any,
         If the arrays come from different namespaces or have different dtypes.
     """
     _check_lowrank(basis, eigvals)
-    check_like(d, "d", basis, shapes=((basis.shape[0],),))
+    check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
     check_decay(decay, like=basis)
     check_damping(damping)
-    return _step(array_namespace(basis, d), basis, eigvals, d, decay=decay, damping=damping)
+    xp = array_namespace(basis, d)
+    return _step(xp, basis, eigvals, cast_like(xp, d, basis), decay=decay, damping=damping)
 
 
 def _step(

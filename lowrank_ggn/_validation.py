@@ -14,9 +14,17 @@ import numbers
 from typing import Any
 
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn.backends import array_namespace, is_array, is_traced, same_device
+from lowrank_ggn.backends import (
+    array_namespace,
+    is_array,
+    is_low_precision_float,
+    is_real_floating,
+    is_traced,
+    same_device,
+)
 
 __all__ = [
+    "cast_like",
     "check_damping",
     "check_decay",
     "check_dim_rank",
@@ -139,11 +147,14 @@ def check_like(
     like: Array,
     *,
     shapes: tuple[tuple[int, ...], ...],
+    promote: bool = False,
 ) -> ArrayNamespace:
     """Check that ``x`` is an array compatible with ``like``.
 
     Compatible means: same namespace, same dtype, same device, and a shape
-    among ``shapes`` (``-1`` matches any length).
+    among ``shapes`` (``-1`` matches any length). With ``promote=True`` a
+    float16 or bfloat16 ``x`` is also accepted (the caller promotes it with
+    :func:`cast_like`).
 
     Returns
     -------
@@ -169,10 +180,10 @@ def check_like(
             f"{type(like).__module__}.{type(like).__name__} arrays; use one namespace"
         )
         raise TypeError(msg) from err
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not is_real_floating(xp, x.dtype):
         msg = f"{name} must have a real floating dtype, got {x.dtype}"
         raise TypeError(msg)
-    if x.dtype != like.dtype:
+    if x.dtype != like.dtype and not (promote and is_low_precision_float(xp, x.dtype)):
         msg = f"{name} has dtype {x.dtype} but the state has dtype {like.dtype}; cast it first"
         raise TypeError(msg)
     shape = tuple(x.shape)
@@ -188,3 +199,12 @@ def check_like(
 
 def _shape_matches(shape: tuple[int, ...], pattern: tuple[int, ...]) -> bool:
     return len(shape) == len(pattern) and all(p < 0 or p == n for n, p in zip(shape, pattern, strict=True))
+
+
+def cast_like(xp: ArrayNamespace, x: Array, like: Array) -> Array:
+    """Return ``x`` in the dtype of ``like`` (a no-op when they already agree).
+
+    Used for float16/bfloat16 vectors accepted by ``check_like(..., promote=True)``:
+    the conversion to float32/float64 is exact.
+    """
+    return x if x.dtype == like.dtype else xp.astype(x, like.dtype)

@@ -12,7 +12,8 @@ Supported namespaces: NumPy (reference), JAX (``jax.numpy``), PyTorch, CuPy and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
@@ -36,7 +37,10 @@ __all__ = [
     "cond",
     "default_float_dtype",
     "device_of",
+    "floating_point_errors_ignored",
     "is_array",
+    "is_low_precision_float",
+    "is_real_floating",
     "is_traced",
     "namespace_from_module",
     "resolve_namespace",
@@ -119,8 +123,51 @@ def canonical_float_dtype(xp: ArrayNamespace, dtype: DType | None, *, name: str 
         if _equal_dtypes(dtype, candidate):
             _check_available(xp, candidate)
             return candidate
+    if is_low_precision_float(xp, dtype):
+        msg = (
+            f"{name} must be float32 or float64, got {dtype!r}: states are kept in float32 or float64; "
+            "float16 and bfloat16 curvature vectors and gradients are accepted by the update and query "
+            "functions, which compute in the state's dtype"
+        )
+        raise TypeError(msg)
     msg = f"{name} must be float32 or float64, got {dtype!r}"
     raise TypeError(msg)
+
+
+def is_real_floating(xp: ArrayNamespace, dtype: DType) -> bool:
+    """Return True when ``dtype`` is a real floating dtype of ``xp``.
+
+    Unlike ``xp.isdtype``, never raises: dtypes that a namespace does not know
+    (such as NumPy's extension ``bfloat16`` from ``ml_dtypes``) give False.
+    """
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except (TypeError, ValueError):
+        return False
+
+
+def is_low_precision_float(xp: ArrayNamespace, dtype: DType) -> bool:
+    """Return True for real floating dtypes narrower than float32 (float16, bfloat16).
+
+    The library keeps its states in float32 or float64; vectors in these
+    dtypes are promoted to the state's dtype on entry.
+    """
+    return is_real_floating(xp, dtype) and int(xp.finfo(dtype).bits) < 32
+
+
+@contextlib.contextmanager
+def floating_point_errors_ignored() -> Iterator[None]:
+    """Silence NumPy's floating-point warnings inside a function that handles non-finite values itself.
+
+    The Ginger and QNG updates detect an overflowing update and reject it
+    (counting it in ``num_nonfinite``); NumPy's ``RuntimeWarning`` about the
+    overflow would only repeat that. Other backends do not warn. Usable as a
+    decorator.
+    """
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        yield
 
 
 def _equal_dtypes(a: DType, b: DType) -> bool:
