@@ -24,6 +24,7 @@ from lowrank_ggn.backends import (
     array_namespace,
     canonical_float_dtype,
     cond,
+    floating_point_errors_ignored,
     is_array,
     resolve_namespace,
 )
@@ -142,6 +143,7 @@ def _check_state(state: Any) -> ArrayNamespace:
     return xp
 
 
+@floating_point_errors_ignored()
 def ginger_update(
     state: GingerState,
     d: Array,

@@ -34,6 +34,7 @@ from lowrank_ggn.backends import (
     array_namespace,
     canonical_float_dtype,
     device_of,
+    floating_point_errors_ignored,
     is_array,
     resolve_namespace,
 )
@@ -210,6 +211,7 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=True, transpose=transpose), v)
 
 
+@floating_point_errors_ignored()
 def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     r"""Append the factor of a new curvature vector and drop the oldest one.
 
