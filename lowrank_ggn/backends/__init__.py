@@ -29,6 +29,7 @@ from lowrank_ggn.backends._compat import (
     is_torch_namespace,
     namespace_from_module,
 )
+from lowrank_ggn.backends._host import dtype_name, from_host_exact, namespace_by_name, to_host_exact
 
 __all__ = [
     "array_namespace",
@@ -37,14 +38,18 @@ __all__ = [
     "cond",
     "default_float_dtype",
     "device_of",
+    "dtype_name",
     "floating_point_errors_ignored",
+    "from_host_exact",
     "is_array",
     "is_low_precision_float",
     "is_real_floating",
     "is_traced",
+    "namespace_by_name",
     "namespace_from_module",
     "resolve_namespace",
     "same_device",
+    "to_host_exact",
     "to_numpy",
 ]
 
