@@ -214,7 +214,7 @@ def ginger_update(
         if damping is None:
             msg = "method='sherman-morrison' needs damping (γ > 0)"
             raise ValueError(msg)
-        check_damping(damping)
+        check_damping(damping, like=basis)
     elif damping is not None:
         msg = "damping is not used by method='eigen'; pass it to ginger_precondition"
         raise ValueError(msg)
@@ -310,7 +310,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     xp = _check_state(state)
     dim = state.basis.shape[0]
     check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)), promote=True)
-    check_damping(damping)
+    check_damping(damping, like=state.basis)
     y = _solve(xp, state.basis, state.eigvals, cast_like(xp, g, state.basis), _scalar(xp, damping, state.basis))
     return cast_like(xp, y, g)
 

@@ -66,7 +66,7 @@ def kappa_from_sigma(eigvals: Array, damping: Any) -> Array:
     ValueError
         If ``damping`` is not positive and finite.
     """
-    check_damping(damping)
+    check_damping(damping, like=eigvals)
     xp = array_namespace(eigvals)
     gamma = _scalar(xp, damping, eigvals)
     return eigvals / (gamma * (gamma + eigvals))
@@ -100,7 +100,7 @@ def sigma_from_kappa(kappa: Array, damping: Any) -> Array:
     ValueError
         If ``damping`` is not positive and finite.
     """
-    check_damping(damping)
+    check_damping(damping, like=kappa)
     xp = array_namespace(kappa)
     return _sigma_from_kappa(xp, kappa, _scalar(xp, damping, kappa))
 
@@ -151,7 +151,7 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     """
     xp = _check_lowrank(basis, eigvals)
     _check_rhs(g, "g", basis)
-    check_damping(damping)
+    check_damping(damping, like=basis)
     return cast_like(xp, _solve(xp, basis, eigvals, cast_like(xp, g, basis), _scalar(xp, damping, basis)), g)
 
 
@@ -193,7 +193,7 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     """
     xp = _check_lowrank(basis, eigvals)
     _check_rhs(v, "v", basis)
-    check_damping(damping)
+    check_damping(damping, like=basis)
     gamma = _scalar(xp, damping, basis)
     w = cast_like(xp, v, basis)
     c = basis.T @ w
@@ -226,7 +226,7 @@ def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
     """
     xp = _check_lowrank(basis, eigvals)
     if not (is_array(damping) or float(damping) == 0.0):
-        check_damping(damping)
+        check_damping(damping, like=basis)
     dim = basis.shape[0]
     eye = xp.eye(dim, dtype=basis.dtype, device=device_of(basis))
     return _scalar(xp, damping, basis) * eye + (basis * eigvals) @ basis.T

@@ -115,7 +115,7 @@ def damped_inverse_dense(m: Array, *, damping: Any) -> Array:
     array, shape (dim, dim)
     """
     xp = _check_square(m, "m")
-    check_damping(damping)
+    check_damping(damping, like=m)
     gamma = _scalar(xp, damping, m)
     w, v = _sorted_eigh(xp, m)
     w = xp.where(w > 0, w, xp.zeros_like(w))

@@ -77,7 +77,7 @@ def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any,
     _check_lowrank(basis, eigvals)
     check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
     check_decay(decay, like=basis)
-    check_damping(damping)
+    check_damping(damping, like=basis)
     xp = array_namespace(basis, d)
     return _step(xp, basis, eigvals, cast_like(xp, d, basis), decay=decay, damping=damping)
 

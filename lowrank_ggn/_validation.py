@@ -103,18 +103,34 @@ def check_decay(decay: Any, name: str = "decay", *, like: Array | None = None) -
             raise ValueError(msg)
 
 
-def check_damping(damping: Any, name: str = "damping") -> None:
-    """Check ``damping`` > 0 and finite.
+def check_damping(damping: Any, name: str = "damping", *, like: Array | None = None) -> None:
+    """Check ``damping`` > 0 and finite, also after rounding to the dtype of ``like``.
+
+    A damping below the smallest normal number of the computation's dtype
+    (float32: 1.2e-38) rounds to 0 or a subnormal, and ``1/γ`` overflows: the
+    queries would return NaN. One above the largest number rounds to inf.
+    Both are rejected when ``like`` is given.
 
     Raises
     ------
     ValueError
-        If the (concrete) value is not a finite positive number.
+        If the (concrete) value is not a finite positive number, or is outside
+        the normal range of the dtype of ``like``.
     """
     value = concrete_float(damping, name)
-    if value is not None and not (math.isfinite(value) and value > 0.0):
+    if value is None:
+        return
+    if not (math.isfinite(value) and value > 0.0):
         msg = f"{name} must be positive and finite, got {value!r}"
         raise ValueError(msg)
+    if like is not None:
+        info = array_namespace(like).finfo(like.dtype)
+        if not float(info.smallest_normal) <= value <= float(info.max):
+            msg = (
+                f"{name}={value!r} is outside the normal range of {like.dtype} "
+                f"[{float(info.smallest_normal)!r}, {float(info.max)!r}]"
+            )
+            raise ValueError(msg)
 
 
 def check_dim_rank(dim: Any, rank: Any) -> tuple[int, int]:
