@@ -195,8 +195,10 @@ def ginger_update(
     Raises
     ------
     ValueError
-        If ``decay`` ∉ (0, 1), ``damping`` is missing, not positive or not
-        finite for the Sherman–Morrison path (or given for the eigen path),
+        If ``decay`` ∉ (0, 1) (or rounds to 0 or 1 in the state's dtype),
+        ``damping`` is missing, not positive, not finite or has ``γ²`` outside
+        the dtype's normal range for the Sherman–Morrison path (or is given
+        for the eigen path),
         ``method`` is unknown, ``reorthonormalize_every < 1``, or ``d`` has the
         wrong shape or device.
     TypeError
@@ -214,7 +216,7 @@ def ginger_update(
         if damping is None:
             msg = "method='sherman-morrison' needs damping (γ > 0)"
             raise ValueError(msg)
-        check_damping(damping, like=basis)
+        check_damping(damping, like=basis, squared=True)
     elif damping is not None:
         msg = "damping is not used by method='eigen'; pass it to ginger_precondition"
         raise ValueError(msg)
@@ -302,8 +304,9 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite (when concrete) or ``g`` has
-        the wrong shape or device.
+        If ``damping`` is not positive and finite or outside the normal range
+        of the state's dtype (when concrete), or ``g`` has the wrong shape or
+        device.
     TypeError
         If ``g`` is not a real floating array of the state's namespace and dtype.
     """

@@ -64,9 +64,10 @@ def kappa_from_sigma(eigvals: Array, damping: Any) -> Array:
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite.
+        If ``damping`` is not positive and finite, or ``γ²`` is outside the
+        normal range of the dtype (``γ(γ + σ)`` would underflow to 0).
     """
-    check_damping(damping, like=eigvals)
+    check_damping(damping, like=eigvals, squared=True)
     xp = array_namespace(eigvals)
     gamma = _scalar(xp, damping, eigvals)
     return eigvals / (gamma * (gamma + eigvals))
@@ -98,9 +99,10 @@ def sigma_from_kappa(kappa: Array, damping: Any) -> Array:
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite.
+        If ``damping`` is not positive and finite, or ``γ²`` is outside the
+        normal range of the dtype.
     """
-    check_damping(damping, like=kappa)
+    check_damping(damping, like=kappa, squared=True)
     xp = array_namespace(kappa)
     return _sigma_from_kappa(xp, kappa, _scalar(xp, damping, kappa))
 
@@ -144,7 +146,8 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite, or a shape is wrong.
+        If ``damping`` is not positive and finite (or outside the normal range
+        of the dtype), or a shape is wrong.
     TypeError
         If the arrays come from different namespaces or have different or
         non-real-floating dtypes.
@@ -187,7 +190,8 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite, or a shape is wrong.
+        If ``damping`` is not positive and finite (or outside the normal range
+        of the dtype), or a shape is wrong.
     TypeError
         If the arrays come from different namespaces or have different dtypes.
     """

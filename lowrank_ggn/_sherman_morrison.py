@@ -70,14 +70,15 @@ def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any,
     Raises
     ------
     ValueError
-        If ``decay`` ∉ (0, 1), ``damping`` ≤ 0 or non-finite, or a shape is wrong.
+        If ``decay`` ∉ (0, 1), ``damping`` ≤ 0, non-finite or with ``γ²``
+        outside the dtype's normal range, or a shape is wrong.
     TypeError
         If the arrays come from different namespaces or have different dtypes.
     """
     _check_lowrank(basis, eigvals)
     check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
     check_decay(decay, like=basis)
-    check_damping(damping, like=basis)
+    check_damping(damping, like=basis, squared=True)
     xp = array_namespace(basis, d)
     return _step(xp, basis, eigvals, cast_like(xp, d, basis), decay=decay, damping=damping)
 

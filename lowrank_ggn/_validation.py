@@ -103,19 +103,21 @@ def check_decay(decay: Any, name: str = "decay", *, like: Array | None = None) -
             raise ValueError(msg)
 
 
-def check_damping(damping: Any, name: str = "damping", *, like: Array | None = None) -> None:
+def check_damping(damping: Any, name: str = "damping", *, like: Array | None = None, squared: bool = False) -> None:
     """Check ``damping`` > 0 and finite, also after rounding to the dtype of ``like``.
 
     A damping below the smallest normal number of the computation's dtype
     (float32: 1.2e-38) rounds to 0 or a subnormal, and ``1/γ`` overflows: the
     queries would return NaN. One above the largest number rounds to inf.
-    Both are rejected when ``like`` is given.
+    Both are rejected when ``like`` is given. With ``squared=True`` (for
+    formulas that use γ², such as Eq 16 and Eq 18) the range is the square root
+    of the normal range (float32: [1.1e-19, 1.8e19]).
 
     Raises
     ------
     ValueError
         If the (concrete) value is not a finite positive number, or is outside
-        the normal range of the dtype of ``like``.
+        the (square root of the) normal range of the dtype of ``like``.
     """
     value = concrete_float(damping, name)
     if value is None:
@@ -125,11 +127,11 @@ def check_damping(damping: Any, name: str = "damping", *, like: Array | None = N
         raise ValueError(msg)
     if like is not None:
         info = array_namespace(like).finfo(like.dtype)
-        if not float(info.smallest_normal) <= value <= float(info.max):
-            msg = (
-                f"{name}={value!r} is outside the normal range of {like.dtype} "
-                f"[{float(info.smallest_normal)!r}, {float(info.max)!r}]"
-            )
+        power = 0.5 if squared else 1.0
+        low, high = float(info.smallest_normal) ** power, float(info.max) ** power
+        if not low <= value <= high:
+            what = "the square root of the normal range" if squared else "the normal range"
+            msg = f"{name}={value!r} is outside {what} of {like.dtype}: [{low:.3g}, {high:.3g}]"
             raise ValueError(msg)
 
 
