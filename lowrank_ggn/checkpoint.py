@@ -23,9 +23,10 @@ checked) holding
        "tree": <node>, "leaves": [<leaf>, ...], "metadata": {...}}
 
   where a ``<leaf>`` is ``{"key", "path", "backend", "device", "dtype",
-  "shape", "sha256"}`` (``path`` names the leaf in the tree, e.g.
-  ``.basis`` or ``['state'][0]['exp_avg']``; ``sha256`` is the digest of the
-  stored bytes) and a ``<node>`` is one of ``{"kind": "array", "leaf": i}``,
+  "shape", "sha256", "numpy_scalar"}`` (``path`` names the leaf in the tree,
+  e.g. ``.basis`` or ``['state'][0]['exp_avg']``; ``sha256`` is the digest of
+  the stored bytes; ``numpy_scalar`` marks a NumPy scalar such as
+  ``np.int32(3)``, restored as one on NumPy) and a ``<node>`` is one of ``{"kind": "array", "leaf": i}``,
   ``{"kind": "none"}``, ``{"kind": "bool" | "int" | "str", "value": v}``,
   ``{"kind": "float", "value": float.hex(v)}``,
   ``{"kind": "tuple" | "list", "items": [...]}``,
@@ -215,6 +216,7 @@ def save_checkpoint(path: str | os.PathLike[str], tree: Any, *, metadata: Mappin
                 "dtype": name,
                 "shape": list(host.shape),
                 "sha256": hashlib.sha256(host.tobytes()).hexdigest(),
+                "numpy_scalar": isinstance(leaf, np.generic),
             }
         )
     from lowrank_ggn import __version__
@@ -266,7 +268,8 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
         msg = f"no checkpoint file at {path}"
         raise FileNotFoundError(msg)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # Open the file here: np.load(path) leaks its handle when the zip is unreadable.
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as npz:
             manifest, data = _members(path, npz)
     except CheckpointError:
         raise
@@ -584,4 +587,6 @@ def _restore_leaf(ns: ArrayNamespace, host: np.ndarray, record: dict[str, Any], 
     out = from_host_exact(ns, host, record["dtype"], device=device)
     if dtype is not None and is_real_floating(ns, out.dtype) and out.dtype != dtype:
         out = ns.astype(out, dtype)
+    if record.get("numpy_scalar") and isinstance(out, np.ndarray) and out.ndim == 0:
+        out = out[()]  # NumPy arithmetic on 0-d arrays gives scalars; give back what was saved
     return out

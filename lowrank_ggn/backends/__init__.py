@@ -230,13 +230,18 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
 
 
 def to_numpy(x: Array) -> Any:
-    """Copy an array of any supported backend to a NumPy ``ndarray`` on the host."""
+    """Copy an array of any supported backend to a NumPy ``ndarray`` on the host.
+
+    A PyTorch ``bfloat16`` tensor becomes ``float32`` (exactly); see
+    :func:`to_host_exact` for a bit-exact copy.
+    """
     import numpy as np
 
     if isinstance(x, np.ndarray | np.generic):
         return np.asarray(x)
     if is_torch_array(x):
-        return x.detach().cpu().numpy()
+        t = x.detach().cpu()
+        return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()  # NumPy has no bfloat16
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get()
     if is_jax_array(x):
