@@ -78,7 +78,7 @@ def _precondition(state: lg.GingerState, g: np.ndarray, damping: float, to_ns: A
     return np.asarray(lg.backends.to_numpy(y), dtype=np.float64)
 
 
-def _make_runner(backend: str, dtype_name: str, reorth: int | None, decay: float) -> tuple[Any, Any, Any]:
+def _make_runner(backend: str, dtype_name: str, reorth: int | str | None, decay: float) -> tuple[Any, Any, Any]:
     """Return ``(init_state, advance(state, chunk) -> state, to_namespace)`` for one configuration."""
     if backend == "jax":
         import jax
@@ -117,7 +117,7 @@ def soak(
     steps: int = 100_000,
     every: int = 1000,
     exponent: float = 1.5,
-    periods: tuple[int | None, ...] = (None, 1000, 100, 10),
+    periods: tuple[int | str | None, ...] = (None, 100, 50, 10),
     backend: str = "jax",
     seed: int = 0,
     log: Any = print,
@@ -215,7 +215,7 @@ def summary(record: dict[str, Any]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in names:
         k = name.split("/")[1]
-        label = "never" if k == "None" else f"every {k} steps"
+        label = {"None": "never", "auto": 'with the default ("auto")'}.get(k, f"every {k} steps")
         orth = max(h[name]["orth"] for h in hist)
         eig = max(h[name]["eig_rel"] for h in hist)
         top = max(h[name]["eig_rel_top"] for h in hist)
@@ -246,12 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--exponent", type=float, default=1.5)
-    parser.add_argument("--periods", default="none,1000,100,10", help="comma-separated; 'none' = never")
+    parser.add_argument(
+        "--periods", default="none,100,50,10", help="comma-separated; 'none' = never, 'auto' = the library default"
+    )
     parser.add_argument("--backend", choices=["jax", "numpy"], default="jax")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "soak_float32.json")
     args = parser.parse_args(argv)
-    periods = tuple(None if p.strip().lower() == "none" else int(p) for p in args.periods.split(","))
+    names = [p.strip().lower() for p in args.periods.split(",")]
+    periods = tuple(None if p == "none" else p if p == "auto" else int(p) for p in names)
     record = soak(
         dim=args.dim,
         rank=args.rank,
