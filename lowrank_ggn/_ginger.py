@@ -176,7 +176,8 @@ def ginger_update(
     d : array, shape (dim,)
         Curvature vector ``d_t``: the sampled-label gradient of Eq 8 (the
         plain gradient gives the empirical Fisher). Same namespace, dtype and
-        device as the state.
+        device as the state; float16/bfloat16 is also accepted and promoted
+        exactly to the state's dtype.
     decay : float or 0-d array
         α ∈ (0, 1).
     damping : float or 0-d array, optional
@@ -307,14 +308,15 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     ----------
     state : GingerState
     g : array, shape (dim,) or (dim, k)
-        Gradient(s), one per column.
+        Gradient(s), one per column: the state's dtype, or float16/bfloat16
+        (promoted to it exactly; the result is rounded back once).
     damping : float or 0-d array
         γ > 0. It can change at every call (damping schedules,
         Levenberg–Marquardt); it may be traced under ``jax.jit``.
 
     Returns
     -------
-    array, same shape as ``g``
+    array, same shape and dtype as ``g``
 
     Raises
     ------

@@ -224,7 +224,8 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     ----------
     state : QNGState
     d : array, shape (dim,)
-        Curvature vector (Eq 8).
+        Curvature vector (Eq 8), in the state's dtype or float16/bfloat16
+        (promoted exactly).
     decay : float or 0-d array
         α ∈ (0, 1).
 
@@ -309,10 +310,12 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     ----------
     state : QNGState
     g : array, shape (dim,) or (dim, k)
+        In the state's dtype, or float16/bfloat16 (promoted exactly; the
+        result is rounded back once).
 
     Returns
     -------
-    array, same shape as ``g``
+    array, same shape and dtype as ``g``
     """
     xp = _check_state(state)
     _check_vectors(state, g, "g")

@@ -42,6 +42,23 @@ before building any array, and raises :class:`CheckpointError` on the first
 problem; a truncated, corrupted or mismatched file never yields a partial
 state.
 
+Optimiser states
+----------------
+An optimiser front-end needs nothing more: its state is a pytree.
+
+* optax: ``save_checkpoint(path, opt_state)``; restore with
+  ``load_checkpoint(path, like=tx.init(params))`` (the template gives the
+  NamedTuple types, the namespace and the device; without ``like`` the types
+  are found when their modules are imported).
+* ``torch.optim``: ``save_checkpoint(path, {"model": model.state_dict(),
+  "optimizer": optimizer.state_dict()})`` and
+  ``optimizer.load_state_dict(load_checkpoint(path, device=...)["optimizer"])``
+  (integer parameter ids and hyper-parameters are stored as they are).
+* A front-end that keeps a :class:`~lowrank_ggn.GingerState` or
+  :class:`~lowrank_ggn.QNGState` inside its own NamedTuple state is covered
+  the same way; define the NamedTuple at module level so that its
+  ``module:QualName`` can be found again.
+
 Examples
 --------
 >>> import tempfile, pathlib
