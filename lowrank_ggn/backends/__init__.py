@@ -51,6 +51,7 @@ __all__ = [
     "same_device",
     "to_host_exact",
     "to_numpy",
+    "widest_float_dtype",
 ]
 
 
@@ -250,3 +251,30 @@ def to_numpy(x: Array) -> Any:
         return np.from_dlpack(x)
     except (TypeError, RuntimeError, BufferError, AttributeError):
         return np.asarray(x)
+
+
+def widest_float_dtype(xp: ArrayNamespace, like: Array) -> DType:
+    """Return float64 when ``xp`` can compute in it on ``like``'s device, else ``like.dtype``.
+
+    Used for small (rank × rank) factorisations of float32 states: LAPACK's
+    float32 eigensolvers return eigenvectors orthonormal to only about 1e-6,
+    and these errors add up over many updates. float64 is unavailable on JAX
+    without ``jax_enable_x64``, on TPUs, on Apple's MPS, and on
+    array_api_strict's ``no_float64`` device.
+    """
+    traced = is_traced(like)
+    device = None if traced or is_jax_namespace(xp) else device_of(like)
+    try:
+        available = xp.__array_namespace_info__().dtypes(kind="real floating", device=device)
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - namespaces without inspection
+        return like.dtype
+    if "float64" not in available:
+        return like.dtype
+    if is_torch_namespace(xp) and getattr(device, "type", None) == "mps":
+        return like.dtype
+    if is_jax_namespace(xp):
+        import jax
+
+        if jax.default_backend() == "tpu":
+            return like.dtype
+    return available["float64"]
