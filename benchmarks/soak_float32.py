@@ -121,8 +121,12 @@ def soak(
     backend: str = "jax",
     seed: int = 0,
     log: Any = print,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the soak and return its record (see the module docstring)."""
+    """Run the soak and return its record (see the module docstring).
+
+    With ``partial``, the record so far is written there after every measurement.
+    """
     stream = PowerLawStream(dim, exponent, seed)
     configs: dict[str, tuple[Any, Any, Any]] = {"float64": _make_runner(backend, "float64", None, decay)}
     for k in periods:
@@ -143,9 +147,22 @@ def soak(
         g = stream.draw(1)[0]
         history.append(_measure(done, states, configs, g))
         log(_progress(history[-1]))
+        if partial is not None:
+            partial.write_text(json.dumps(_record(locals()), indent=1))
+    return _record(locals())
+
+
+def _record(run: dict[str, Any]) -> dict[str, Any]:
+    """Assemble the soak's record from the local variables of :func:`soak` (also for a partial run)."""
+    chunk_times, periods = run["chunk_times"], run["periods"]
     # The CPU is shared: compare configurations chunk by chunk (they run interleaved on the
     # same vectors) and report the median ratio, which is robust to load from other processes.
     base = np.asarray(chunk_times[f"float32/{periods[0]}"])
+    steps_done = run["history"][-1]["step"] if run["history"] else 0
+    dim, rank, decay, exponent, backend, seed, history = (
+        run[k] for k in ("dim", "rank", "decay", "exponent", "backend", "seed", "history")
+    )
+    steps = run["steps"]
     return {
         "dim": dim,
         "rank": rank,
@@ -155,7 +172,10 @@ def soak(
         "backend": backend,
         "seed": seed,
         "damping_ratios": list(DAMPING_RATIOS),
-        "time_ratio": {name: float(np.median(np.asarray(t) / base)) for name, t in chunk_times.items()},
+        "steps_done": steps_done,
+        "time_ratio": {
+            name: float(np.median(np.asarray(t) / base)) if len(t) else float("nan") for name, t in chunk_times.items()
+        },
         "history": history,
     }
 
@@ -266,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend,
         seed=args.seed,
         log=lambda s: print(s, flush=True),
+        partial=args.out,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1, allow_nan=True))

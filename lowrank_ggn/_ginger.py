@@ -41,7 +41,7 @@ __all__ = [
 _METHODS = ("eigen", "sherman-morrison")
 # Re-orthonormalisation period of reorthonormalize_every="auto" for float32 states (float64: never);
 # chosen from benchmarks/soak_float32.py and benchmarks/reorth_cost.py, see ginger_update.
-_AUTO_REORTHONORMALIZE_FLOAT32 = 50
+_AUTO_REORTHONORMALIZE_FLOAT32 = 100
 
 
 class GingerState(NamedTuple):
@@ -187,17 +187,17 @@ def ginger_update(
     reorthonormalize_every : int, "auto" or None, default "auto"
         Re-orthonormalise the basis after every k-th accepted update (see
         :func:`ginger_reorthonormalize`); ``None`` never does. ``"auto"``:
-        every 50 updates for a float32 state, never for float64. Measured over
-        10⁵ updates at d = 10⁴, τ = 16 (``benchmarks/soak_float32.py``): in
-        float32 ``‖UᵀU − I‖₂`` grows by about 1e-7 per update on backends
-        whose float32 LAPACK works in float32 (JAX, PyTorch; NumPy works in
-        float64 and drifts 10× slower), reaching 4e-3 without
-        re-orthonormalisation, and the eigenvalue and direction errors (the
-        query amplifies it by about σ/γ) follow; re-orthonormalising every 100
-        updates peaks at 1e-5, every 50 stays below 1e-5 with margin, for
-        3.7% of the update time on JAX (one re-orthonormalisation costs about
-        two updates; ``benchmarks/reorth_cost.py``). float64 drifts by about
-        1e-16 per update and needs none.
+        every 100 updates for a float32 state, never for float64. Measured
+        over 10⁵ updates at d = 10⁴, τ = 16 (``benchmarks/soak_float32.py``):
+        in float32 ``‖UᵀU − I‖₂`` grows by about 6e-9 per update (about 1e-7
+        where the small eigendecomposition cannot run in float64: JAX without
+        ``jax_enable_x64``), so without re-orthonormalisation it reaches
+        about 6e-4 (4e-3), and the eigenvalue and direction errors follow
+        (the query amplifies it by about σ/γ); every 100 updates it stays
+        below 1e-5 (about 1.6e-5 without float64), for about 2% of the update
+        time on JAX (one re-orthonormalisation costs about two updates;
+        ``benchmarks/reorth_cost.py``). float64 drifts by about 1e-16 per
+        update and needs none.
 
     Returns
     -------
