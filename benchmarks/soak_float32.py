@@ -78,13 +78,15 @@ def _precondition(state: lg.GingerState, g: np.ndarray, damping: float, to_ns: A
     return np.asarray(lg.backends.to_numpy(y), dtype=np.float64)
 
 
-def _make_runner(backend: str, dtype_name: str, reorth: int | str | None, decay: float) -> tuple[Any, Any, Any]:
+def _make_runner(
+    backend: str, dtype_name: str, reorth: int | str | None, decay: float, *, x64: bool = True
+) -> tuple[Any, Any, Any]:
     """Return ``(init_state, advance(state, chunk) -> state, to_namespace)`` for one configuration."""
     if backend == "jax":
         import jax
         import jax.numpy as jnp
 
-        jax.config.update("jax_enable_x64", True)  # noqa: FBT003
+        jax.config.update("jax_enable_x64", x64)
         dtype = getattr(jnp, dtype_name)
 
         def body(s: lg.GingerState, d: Any) -> tuple[lg.GingerState, None]:
@@ -120,6 +122,7 @@ def soak(
     periods: tuple[int | str | None, ...] = (None, 100, 50, 10),
     backend: str = "jax",
     seed: int = 0,
+    x64: bool = True,
     log: Any = print,
     partial: Path | None = None,
 ) -> dict[str, Any]:
@@ -128,9 +131,11 @@ def soak(
     With ``partial``, the record so far is written there after every measurement.
     """
     stream = PowerLawStream(dim, exponent, seed)
-    configs: dict[str, tuple[Any, Any, Any]] = {"float64": _make_runner(backend, "float64", None, decay)}
+    # Without x64 JAX has no float64: the reference then runs on NumPy.
+    ref_backend = backend if x64 else "numpy"
+    configs: dict[str, tuple[Any, Any, Any]] = {"float64": _make_runner(ref_backend, "float64", None, decay)}
     for k in periods:
-        configs[f"float32/{k}"] = _make_runner(backend, "float32", k, decay)
+        configs[f"float32/{k}"] = _make_runner(backend, "float32", k, decay, x64=x64)
     states = {name: init(dim, rank) for name, (init, _, _) in configs.items()}
     chunk_times: dict[str, list[float]] = {name: [] for name in configs}
     history: list[dict[str, Any]] = []
@@ -159,8 +164,8 @@ def _record(run: dict[str, Any]) -> dict[str, Any]:
     # same vectors) and report the median ratio, which is robust to load from other processes.
     base = np.asarray(chunk_times[f"float32/{periods[0]}"])
     steps_done = run["history"][-1]["step"] if run["history"] else 0
-    dim, rank, decay, exponent, backend, seed, history = (
-        run[k] for k in ("dim", "rank", "decay", "exponent", "backend", "seed", "history")
+    dim, rank, decay, exponent, backend, seed, history, x64 = (
+        run[k] for k in ("dim", "rank", "decay", "exponent", "backend", "seed", "history", "x64")
     )
     steps = run["steps"]
     return {
@@ -171,6 +176,7 @@ def _record(run: dict[str, Any]) -> dict[str, Any]:
         "exponent": exponent,
         "backend": backend,
         "seed": seed,
+        "x64": x64,
         "damping_ratios": list(DAMPING_RATIOS),
         "steps_done": steps_done,
         "time_ratio": {
@@ -251,7 +257,8 @@ def summary(record: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"d = {record['dim']}, τ = {record['rank']}, α = {record['decay']}, {record['steps']} steps, "
-        f"spectrum i^-{record['exponent']}, backend {record['backend']}; float64 reference: "
+        f"spectrum i^-{record['exponent']}, backend {record['backend']}"
+        f"{'' if record.get('x64', True) else ' without jax_enable_x64 (reference on NumPy)'}; float64 reference: "
         f"max ‖UᵀU − I‖₂ = {orth64:.1e}."
     )
     return "\n".join(lines)
@@ -271,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backend", choices=["jax", "numpy"], default="jax")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-x64",
+        action="store_true",
+        help="JAX without jax_enable_x64 (float32 small eigendecompositions); the float64 reference runs on NumPy",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "soak_float32.json")
     args = parser.parse_args(argv)
     names = [p.strip().lower() for p in args.periods.split(",")]
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         periods=periods,
         backend=args.backend,
         seed=args.seed,
+        x64=not args.no_x64,
         log=lambda s: print(s, flush=True),
         partial=args.out,
     )

@@ -198,12 +198,13 @@ def test_fuzz_queries(xp, seed, dim, method, kind, dtype_kind, cols, damping, da
         with quiet:
             out = r.xp.to_numpy(call())
         assert tuple(out.shape) == shape
-        if kind in ("nan", "inf"):
-            continue  # non-finite in, non-finite out is allowed
+        if not np.all(np.isfinite(np.asarray(lg.backends.to_numpy(g), dtype=np.float64))):
+            continue  # non-finite in (also a huge value cast to float16), non-finite out is allowed
         assert not np.any(np.isnan(out)), name
         if dtype_kind != "same":
             continue
-        ref = _query_reference(name, host, x, damping)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref = _query_reference(name, host, x, damping)
         if ref is None:
             continue
         exact, unit = ref
@@ -292,14 +293,14 @@ def test_fuzz_primitives_and_references(xp, seed, dim, data):
         with pytest.raises(ValueError):
             lg.lowrank_eigh_update(bu, bs, bv, weight=weight, scale=scale)
     else:
-        out = lg.lowrank_eigh_update(bu, bs, bv, weight=weight, scale=scale)
+        out = xp.maybe_jit(lg.lowrank_eigh_update)(bu, bs, bv, weight=weight, scale=scale)
         m = scale * (uu * ss) @ uu.T + weight * np.outer(vv, vv)
         w = np.sort(np.linalg.eigvalsh(m))[::-1]
         got = xp.to_numpy(out.eigvals)
         np.testing.assert_allclose(got, w[:rank], atol=tol * max(w[0], 1e-300))
         nu = xp.to_numpy(out.basis)
         assert np.abs(nu.T @ nu - np.eye(rank)).max() <= tol
-    q, lam = lg.reorthonormalize(bu, bs)
+    q, lam = xp.maybe_jit(lg.reorthonormalize)(bu, bs)
     np.testing.assert_allclose(
         (xp.to_numpy(q) * xp.to_numpy(lam)) @ xp.to_numpy(q).T, (uu * ss) @ uu.T, atol=tol * ss[0]
     )
@@ -308,7 +309,7 @@ def test_fuzz_primitives_and_references(xp, seed, dim, data):
     np.testing.assert_allclose(xp.to_numpy(kappa), ss / (gamma * (gamma + ss)), rtol=tol)
     back = xp.to_numpy(lg.sigma_from_kappa(kappa, gamma))
     np.testing.assert_allclose(back, ss, rtol=tol * (1 + ss[0] / gamma), atol=tol * ss[0])
-    sm = lg.sherman_morrison_step(bu, bs, bv, decay=0.9, damping=gamma)
+    sm = xp.maybe_jit(lg.sherman_morrison_step)(bu, bs, bv, decay=0.9, damping=gamma)
     full = np.linalg.inv(gamma * np.eye(dim) + 0.9 * (uu * ss) @ uu.T + 0.1 * np.outer(vv, vv))
     h, beta, kap = xp.to_numpy(sm.h), float(xp.to_numpy(sm.beta)), xp.to_numpy(sm.kappa)
     np.testing.assert_allclose(

@@ -51,10 +51,11 @@ def _same(xp, a, b):
 def _states(xp, rng, dim=12, rank=3):
     g = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)
     q = lg.qng_init(dim, rank, xp=xp.module, dtype=xp.dtype)
+    g_update, q_update = xp.maybe_jit(lg.ginger_update), xp.maybe_jit(lg.qng_update)
     for _ in range(5):
         d = xp.asarray(rng.standard_normal(dim))
-        g = lg.ginger_update(g, d, decay=0.9)
-        q = lg.qng_update(q, d, decay=0.9)
+        g = g_update(g, d, decay=0.9)
+        q = q_update(q, d, decay=0.9)
     return g, q
 
 
