@@ -141,10 +141,10 @@ def _flatten(tree: Any, path: str, leaves: list[tuple[str, Array]]) -> dict[str,
         return {"kind": "array", "leaf": len(leaves) - 1}
     for kind, typ in _SCALAR_KINDS:
         if isinstance(tree, typ):
-            return {"kind": kind, "value": float.hex(tree) if kind == "float" else typ(tree)}
+            return {"kind": kind, "value": float(tree).hex() if kind == "float" else typ(tree)}
     if isinstance(tree, tuple) and hasattr(type(tree), "_fields"):
         cls = type(tree)
-        fields = list(cls._fields)
+        fields = list(getattr(cls, "_fields"))  # noqa: B009 - a NamedTuple, not known to the type checker
         items = [_flatten(v, f"{path}.{f}", leaves) for f, v in zip(fields, tree, strict=True)]
         return {"kind": "namedtuple", "type": f"{cls.__module__}:{cls.__qualname__}", "fields": fields, "items": items}
     if isinstance(tree, tuple | list):
