@@ -148,6 +148,13 @@ def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weigh
     rank = basis.shape[1]
     rho = xp.asarray(weight, dtype=dtype, device=dev)
     s = xp.asarray(scale, dtype=dtype, device=dev)
+    # Work with v / max|v| and fold max|v|² into the weight: the norms below are sums of squares,
+    # which lose digits (or vanish where subnormals are flushed to zero, as on JAX's CPU backend)
+    # for ‖v‖ below √(smallest normal), and a wrong ‖p̃‖ would make the new basis non-orthonormal.
+    v_max = xp.max(xp.abs(v))
+    v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
+    v = v / v_scale
+    rho = rho * v_scale * v_scale
 
     c, resid, norm_v = _orthogonal_residual(xp, basis, v)
     r = xp.linalg.vector_norm(resid)
