@@ -125,7 +125,8 @@ class Runner:
             assert np.all(betas >= 0)
             assert np.all((scales > 0) & (scales <= 1))
             ref = np.sum(factors * factors, axis=1)
-            assert np.all(np.abs(sqnorms - ref) <= 10 * self.eps * ref + self.tiny)
+            # Squares below the smallest normal may be flushed to 0 (JAX on CPU): up to dim·tiny each.
+            assert np.all(np.abs(sqnorms - ref) <= 10 * self.eps * ref + 4 * self.dim * self.tiny)
             return
         u, s = host[0], host[1]
         orth = float(np.abs(u.T @ u - np.eye(self.rank)).max())
@@ -175,7 +176,7 @@ class Runner:
         m = alpha * (u * s) @ u.T + (1 - alpha) * np.outer(d, d)
         w = np.sort(np.linalg.eigvalsh(m))[::-1]
         scale = max(float(w[0]), alpha * float(s[0]), (1 - alpha) * float(d @ d))
-        unit = 200 * self.dim * self.eps * scale + 1000 * self.tiny
+        unit = 20 * self.dim * self.eps * scale + 1000 * self.tiny
         if self.method == "sherman-morrison":
             unit *= 1 + scale / self.damping
         nu, ns = after[0], after[1]
@@ -201,7 +202,7 @@ class Runner:
         alpha = self.alpha
         sq = float(q @ q)
         beta = (1 - alpha) / (math.sqrt(alpha + (1 - alpha) * sq) + math.sqrt(alpha))
-        unit = 100 * self.rank * self.eps * qng_error_scale(before[2]) * float(np.linalg.norm(d)) + 1000 * self.tiny
+        unit = 10 * self.rank * self.eps * qng_error_scale(before[2]) * float(np.linalg.norm(d)) + 1000 * self.tiny
         err = float(np.linalg.norm(after[0][-1] - q)) / unit
         beta_err = abs(float(after[1][-1]) - beta) / (beta * (1e3 * self.eps + 2 * unit / max(math.sqrt(sq), 1e-300)))
         err = max(err, beta_err)
@@ -226,7 +227,7 @@ class Runner:
             assert not np.any(np.isnan(y)), "query returned NaN"
             inner = qng_solve(*host[:3], g_np)
             exact = qng_solve(*host[:3], inner, transpose=True)
-            unit = 100 * self.rank * self.eps * qng_error_scale(host[2]) ** 2 * float(np.linalg.norm(g_np))
+            unit = 10 * self.rank * self.eps * qng_error_scale(host[2]) ** 2 * float(np.linalg.norm(g_np))
         else:
             gamma = self.damping if damping is None else damping
             u, s = host[0], host[1]
@@ -237,7 +238,7 @@ class Runner:
             w_min = max(float(w[0]), 1e-300)
             exact = v @ ((v.T @ g_np) / w)
             cond = float(w[-1]) / w_min
-            unit = 100 * self.dim * (self.eps + 1e-15) * cond * float(np.linalg.norm(g_np)) / w_min
+            unit = 10 * self.dim * self.eps * cond * float(np.linalg.norm(g_np)) / w_min
         if float(np.linalg.norm(exact)) * 1.01 >= self.big:  # the exact answer overflows: ±inf is right, NaN is not
             return 0.0
         assert np.all(np.isfinite(y)), "query overflowed although the exact result is in range"

@@ -114,6 +114,21 @@ def test_vector_norms(xp, method, scale, record_property):
     _record(record_property, r, f"γ = {damping:.1g}" if method == "sherman-morrison" else "")
 
 
+def test_norms_at_the_underflow_edge(xp, method, record_property):
+    """‖d‖ near √(smallest normal): the squares in ‖d‖² are subnormal (flushed to 0 on JAX's CPU backend)."""
+    rng = np.random.default_rng(11)
+    edge = math.sqrt(float(np.finfo(xp.np_dtype).smallest_normal))
+    r = Runner(xp, method, DIM, RANK, decay=0.5, damping=10 * edge * edge if method == "sherman-morrison" else 1e-2)
+    if method == "sherman-morrison":
+        r.damping = max(r.damping, 2 * edge)
+    state = r.init()
+    for scale in (edge, edge / 4, 4 * edge, edge):
+        for _ in range(RANK + 1):
+            state = r.step(state, scale * rng.standard_normal(DIM))
+    r.check_query(state, edge * rng.standard_normal(DIM))
+    _record(record_property, r, f"‖d‖ ≈ {edge:.1e}")
+
+
 def test_subnormal_values(xp, method, record_property):
     """Subnormal entries in d, a state whose eigenvalues are subnormal, subnormal gradients."""
     rng = np.random.default_rng(5)

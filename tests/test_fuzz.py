@@ -212,7 +212,7 @@ def test_fuzz_queries(xp, seed, dim, method, kind, dtype_kind, cols, damping, da
             continue  # the exact result overflows: ±inf is the right answer
         assert np.all(np.isfinite(out)), name
         err = np.linalg.norm(out - exact) / (
-            1e3 * dim * xp.eps * unit + 1e3 * float(np.finfo(xp.np_dtype).smallest_normal)
+            100 * dim * xp.eps * unit + 1e3 * float(np.finfo(xp.np_dtype).smallest_normal)
         )
         assert err <= 1, (name, err)
 
@@ -287,7 +287,7 @@ def test_fuzz_primitives_and_references(xp, seed, dim, data):
     scale = data.draw(st.sampled_from([0.9, 0.0, 1.0, -0.5]), label="scale")
     uu, ss, vv = (xp.to_numpy(xp.asarray(a)) for a in (u, s, v))
     bu, bs, bv = xp.asarray(uu), xp.asarray(ss), xp.asarray(vv)
-    tol = 1e3 * dim * xp.eps
+    tol = 100 * dim * xp.eps
     bad = not (weight >= 0 and scale >= 0)  # NaN weight is not >= 0
     if bad:
         with pytest.raises(ValueError):
