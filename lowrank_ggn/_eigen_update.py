@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import cast_like, check_like, check_scalar, concrete_float
 from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, widest_float_dtype
@@ -34,32 +35,41 @@ _DGKS = 0.7071067811865476
 
 
 class RankOneUpdate(NamedTuple):
-    """Result of :func:`lowrank_eigh_update`."""
+    """Result of :func:`lowrank_eigh_update`.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded : array
+        The fields, in this order (see the attributes below).
+    """
 
     basis: Array
     """New orthonormal basis, shape (dim, rank)."""
     eigvals: Array
     """New eigenvalues, shape (rank,), non-negative and sorted descending."""
     discarded: Array
-    """The largest eigenvalue dropped by the truncation (0-d): the spectral-norm
-    error of the truncation (Eckart–Young); plus ``ρr²`` when a rounding-level
-    residual was dropped."""
+    """The largest eigenvalue dropped by the truncation (0-d).
+
+    It is the spectral-norm error of the truncation (Eckart–Young), plus
+    ``ρr²`` when a rounding-level residual was dropped."""
 
 
-def _orthogonal_residual(xp: ArrayNamespace, basis: Array, v: Array) -> tuple[Array, Array, Array]:
+def _orthogonal_residual(
+    xp: ArrayNamespace, basis: Array, v: Array, reduce: Reduction = LOCAL
+) -> tuple[Array, Array, Array]:
     """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``."""
-    c = basis.T @ v
+    c = reduce.sum(basis.T @ v)
     resid = v - basis @ c
 
     def again(c: Array, resid: Array) -> tuple[Array, Array]:
-        c2 = basis.T @ resid
+        c2 = reduce.sum(basis.T @ resid)
         return c + c2, resid - basis @ c2
 
     def keep(c: Array, resid: Array) -> tuple[Array, Array]:
         return c, resid
 
-    norm_v = xp.linalg.vector_norm(v)
-    norm_r = xp.linalg.vector_norm(resid)
+    norm_v = reduce.norm(xp, v)
+    norm_r = reduce.norm(xp, resid)
     c, resid = cond(norm_r < _DGKS * norm_v, again, keep, c, resid)
     return c, resid, norm_v
 
@@ -142,8 +152,17 @@ def lowrank_eigh_update(
     return _update(xp, basis, eigvals, cast_like(xp, v, basis), weight=weight, scale=scale)
 
 
-def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weight: Any, scale: Any) -> RankOneUpdate:
-    """Unchecked core of :func:`lowrank_eigh_update`."""
+def _update(
+    xp: ArrayNamespace,
+    basis: Array,
+    eigvals: Array,
+    v: Array,
+    *,
+    weight: Any,
+    scale: Any,
+    reduce: Reduction = LOCAL,
+) -> RankOneUpdate:
+    """Unchecked core of :func:`lowrank_eigh_update` (``reduce`` completes the sums over rows)."""
     dtype, dev = basis.dtype, device_of(basis)
     rank = basis.shape[1]
     rho = xp.asarray(weight, dtype=dtype, device=dev)
@@ -151,13 +170,13 @@ def _update(xp: ArrayNamespace, basis: Array, eigvals: Array, v: Array, *, weigh
     # Work with v / max|v| and fold max|v|² into the weight: the norms below are sums of squares,
     # which lose digits (or vanish where subnormals are flushed to zero, as on JAX's CPU backend)
     # for ‖v‖ below √(smallest normal), and a wrong ‖p̃‖ would make the new basis non-orthonormal.
-    v_max = xp.max(xp.abs(v))
+    v_max = reduce.max(xp.max(xp.abs(v)))
     v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
     v = v / v_scale
     rho = rho * v_scale * v_scale
 
-    c, resid, norm_v = _orthogonal_residual(xp, basis, v)
-    r = xp.linalg.vector_norm(resid)
+    c, resid, norm_v = _orthogonal_residual(xp, basis, v, reduce)
+    r = reduce.norm(xp, resid)
     # v counts as lying in span U when its residual is at the rounding level:
     # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
     # rounding level of the update itself), or r is in the subnormal range.
@@ -259,3 +278,31 @@ def _reorthonormalize(xp: ArrayNamespace, basis: Array, eigvals: Array) -> tuple
     mu = xp.take(mu, order, axis=0)
     w = xp.take(w, order, axis=1)
     return q @ w, xp.where(mu > 0, mu, xp.zeros_like(mu))
+
+
+def _reorthonormalize_gram(xp: ArrayNamespace, basis: Array, eigvals: Array, reduce: Reduction) -> tuple[Array, Array]:
+    r""":func:`reorthonormalize` from the Gram matrix ``UᵀU``: one reduction of τ×τ numbers.
+
+    With ``G = UᵀU = Z diag(g) Zᵀ``, ``Q = U G^{-1/2}`` has orthonormal columns
+    and ``U Λ Uᵀ = Q (G^{1/2} Λ G^{1/2}) Qᵀ``; the eigendecomposition
+    ``G^{1/2} Λ G^{1/2} = W diag(μ) Wᵀ`` gives ``U' = U (G^{-1/2} W)`` and
+    ``λ' = μ``. Unlike a QR factorisation, this needs ``U`` only through ``UᵀU``
+    and a row-local product, so it runs unchanged on a row-split ``U``. Forming
+    ``UᵀU`` rounds at the level of the working precision: the result is
+    orthonormal to a few ulps (a thin QR reaches a fraction of one), which is
+    what the periodic re-orthonormalisation needs.
+    """
+    gram = reduce.sum(basis.T @ basis)
+    gram = (gram + gram.T) / 2
+    g, z = xp.linalg.eigh(gram)
+    tiny = xp.finfo(basis.dtype).smallest_normal
+    root = xp.sqrt(xp.where(g > tiny, g, xp.full_like(g, tiny)))
+    half = (z * root[None, :]) @ z.T
+    inv_half = (z / root[None, :]) @ z.T
+    core = (half * eigvals[None, :]) @ half
+    core = (core + core.T) / 2
+    mu, w = xp.linalg.eigh(core)
+    order = xp.argsort(mu, descending=True)
+    mu = xp.take(mu, order, axis=0)
+    w = xp.take(w, order, axis=1)
+    return basis @ (inv_half @ w), xp.where(mu > 0, mu, xp.zeros_like(mu))

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import _reorthonormalize, _update
+from lowrank_ggn._eigen_update import _reorthonormalize, _reorthonormalize_gram, _update
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._sherman_morrison import _step
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import (
     array_namespace,
     canonical_float_dtype,
@@ -49,20 +50,28 @@ class GingerState(NamedTuple):
 
     A NamedTuple, hence a JAX pytree; every field is an array of the state's
     namespace, dtype and device.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     basis: Array
     """U, shape (dim, rank), orthonormal columns."""
     eigvals: Array
-    """σ, shape (rank,), non-negative and sorted descending."""
+    """Eigenvalues σ, shape (rank,), non-negative and sorted descending."""
     discarded: Array
-    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted,
-    so that ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
+    """0-d: trace of the curvature dropped by truncation so far, EMA-weighted.
+
+    ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected because the curvature vector (or
-    the result) was not finite. Such updates leave the state unchanged."""
+    """0-d int32: number of updates rejected as non-finite.
+
+    An update is rejected when the curvature vector (or the result) is not
+    finite; it leaves the state unchanged."""
 
 
 def ginger_init(
@@ -97,6 +106,7 @@ def ginger_init(
     Returns
     -------
     GingerState
+        The empty state, in the requested namespace, dtype and device.
 
     Raises
     ------
@@ -130,7 +140,7 @@ def ginger_init(
 
 
 def _check_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in GingerState._fields):
+    if not has_fields(state, GingerState._fields):
         msg = f"state must be a GingerState, got {type(state).__name__}"
         raise TypeError(msg)
     basis = state.basis
@@ -245,12 +255,29 @@ def ginger_update(
     ):
         msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {reorthonormalize_every!r}"
         raise ValueError(msg)
+    return _ginger_update(
+        xp, state, d, decay=decay, damping=damping, method=method, reorthonormalize_every=reorthonormalize_every
+    )
 
+
+def _ginger_update(
+    xp: ArrayNamespace,
+    state: GingerState,
+    d: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    method: str,
+    reorthonormalize_every: int | None,
+    reduce: Reduction = LOCAL,
+) -> GingerState:
+    """Unchecked core of :func:`ginger_update` (``reduce`` completes the sums over rows)."""
+    basis = state.basis
     alpha = _scalar(xp, decay, basis)
-    finite = xp.all(xp.isfinite(d))
+    finite = reduce.all(xp.all(xp.isfinite(d)))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
     if method == "eigen":
-        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha)
+        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha, reduce=reduce)
         new_eigvals, dropped = upd.eigvals, upd.discarded
     else:
         gamma = _scalar(xp, damping, basis)
@@ -269,11 +296,14 @@ def ginger_update(
     if reorthonormalize_every is None:
         return new
     due = ok & (new.step % reorthonormalize_every == 0)
-    return cond(due, lambda s: _reorth_state(xp, s), lambda s: s, new)
+    return cond(due, lambda s: _reorth_state(xp, s, reduce), lambda s: s, new)
 
 
-def _reorth_state(xp: ArrayNamespace, state: GingerState) -> GingerState:
-    basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+def _reorth_state(xp: ArrayNamespace, state: GingerState, reduce: Reduction = LOCAL) -> GingerState:
+    if reduce is LOCAL:
+        basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
+    else:  # a row-split basis: no QR, only the τ×τ Gram matrix is reduced
+        basis, eigvals = _reorthonormalize_gram(xp, state.basis, state.eigvals, reduce)
     return state._replace(basis=basis, eigvals=eigvals)
 
 
@@ -289,6 +319,7 @@ def ginger_reorthonormalize(state: GingerState) -> GingerState:
     Parameters
     ----------
     state : GingerState
+        The state to re-orthonormalise.
 
     Returns
     -------
@@ -309,6 +340,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Parameters
     ----------
     state : GingerState
+        The curvature ``U diag(σ) Uᵀ``.
     g : array, shape (dim,) or (dim, k)
         Gradient(s), one per column: the state's dtype, or float16/bfloat16
         (promoted to it exactly; the result is rounded back once).
@@ -319,6 +351,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     Returns
     -------
     array, same shape and dtype as ``g``
+        ``(γI + U diag(σ) Uᵀ)⁻¹ g``.
 
     Raises
     ------
@@ -343,12 +376,14 @@ def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:
     Parameters
     ----------
     state : GingerState
+        The curvature ``U diag(σ) Uᵀ``.
     damping : float, default 0
         γ ≥ 0; 0 gives the undamped curvature.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
     """
     _check_state(state)
     return damped_dense(state.basis, state.eigvals, damping=damping)

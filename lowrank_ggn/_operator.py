@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import cast_like, check_damping, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
@@ -158,11 +159,13 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     return cast_like(xp, _solve(xp, basis, eigvals, cast_like(xp, g, basis), _scalar(xp, damping, basis)), g)
 
 
-def _solve(xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
-    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array)."""
+def _solve(
+    xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array, *, reduce: Reduction = LOCAL
+) -> Array:
+    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array; ``reduce`` completes ``Uᵀg``)."""
     g2 = g if g.ndim == 2 else g[:, None]
     k = g2.shape[1]
-    c = basis.T @ g2
+    c = reduce.sum(basis.T @ g2)
     coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)
     both = basis @ coef
     y = (g2 - both[:, :k]) / gamma + both[:, k:]
@@ -186,6 +189,7 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     Returns
     -------
     array, same shape as ``v``
+        ``γ v + U diag(σ) Uᵀ v``.
 
     Raises
     ------
@@ -222,6 +226,7 @@ def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
     Returns
     -------
     array, shape (dim, dim)
+        ``γI + U diag(σ) Uᵀ``.
 
     Raises
     ------

@@ -28,8 +28,16 @@ import math
 from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
+from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import cast_like, check_decay, check_dim_rank, check_like, concrete_float
+from lowrank_ggn._validation import (
+    cast_like,
+    check_decay,
+    check_dim_rank,
+    check_like,
+    concrete_float,
+    has_fields,
+)
 from lowrank_ggn.backends import (
     array_namespace,
     canonical_float_dtype,
@@ -54,22 +62,29 @@ class QNGState(NamedTuple):
     """State of QNG: the window of the last τ factors ``K_i = s_i I + β_i q_i q_iᵀ``.
 
     Slots are ordered oldest first; empty slots hold the identity.
+
+    Parameters
+    ----------
+    factors, betas, scales, sqnorms, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
     """
 
     factors: Array
-    """q_i, shape (rank, dim), one factor vector per row."""
+    """Factor vectors q_i, shape (rank, dim), one per row."""
     betas: Array
-    """β_i, shape (rank,)."""
+    """Coefficients β_i, shape (rank,)."""
     scales: Array
-    """s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
+    """Scales s_i = √α_i for filled slots, 1 for empty ones, shape (rank,)."""
     sqnorms: Array
-    """‖q_i‖², shape (rank,)."""
+    """Squared norms ‖q_i‖², shape (rank,)."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected because the curvature vector
-    (or the result) was not finite, or the factor vector out of range (see
-    :func:`qng_update`). Such updates leave the state unchanged."""
+    """0-d int32: number of updates rejected.
+
+    An update is rejected when the curvature vector (or the new factor) is not
+    finite, or the factor vector is out of range (see :func:`qng_update`); it
+    leaves the state unchanged."""
 
 
 def qng_init(
@@ -98,6 +113,7 @@ def qng_init(
     Returns
     -------
     QNGState
+        The state with an empty window, in the requested namespace, dtype and device.
 
     Raises
     ------
@@ -124,7 +140,7 @@ def qng_init(
 
 
 def _check_state(state: Any) -> ArrayNamespace:
-    if not isinstance(state, tuple) or not all(hasattr(state, f) for f in QNGState._fields):
+    if not has_fields(state, QNGState._fields):
         msg = f"state must be a QNGState, got {type(state).__name__}"
         raise TypeError(msg)
     factors = state.factors
@@ -146,18 +162,18 @@ def _check_vectors(state: QNGState, v: Array, name: str) -> None:
     check_like(v, name, state.factors, shapes=((dim,), (dim, -1)), promote=True)
 
 
-def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool) -> Array:
+def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool, reduce: Reduction = LOCAL) -> Array:
     """``K_i v`` or ``K_i⁻¹ v`` for one slot; ``v`` of shape (dim, k)."""
     q = state.factors[i, :]
     s, beta = state.scales[i], state.betas[i]
-    qv = q @ v  # (k,)
+    qv = reduce.sum(q @ v)  # (k,)
     if inverse:
         coef = beta / (s + beta * state.sqnorms[i])
         return (v - coef * q[:, None] * qv[None, :]) / s
     return s * v + beta * q[:, None] * qv[None, :]
 
 
-def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Array:
+def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool, reduce: Reduction = LOCAL) -> Array:
     """Â v, Âᵀ v, Â⁻¹ v or Â⁻ᵀ v with ``Â = K_0 K_1 ⋯ K_{τ−1}`` (slot 0 oldest)."""
     rank = state.factors.shape[0]
     v2 = v if v.ndim == 2 else v[:, None]
@@ -165,7 +181,7 @@ def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool) -> Ar
     newest_first = inverse == transpose
     order = range(rank - 1, -1, -1) if newest_first else range(rank)
     for i in order:
-        v2 = _apply_factor(state, i, v2, inverse=inverse)
+        v2 = _apply_factor(state, i, v2, inverse=inverse, reduce=reduce)
     return v2 if v.ndim == 2 else v2[:, 0]
 
 
@@ -178,12 +194,16 @@ def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> 
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     v : array, shape (dim,) or (dim, k)
+        Vector(s), one per column.
     transpose : bool, default False
+        Apply ``Âᵀ`` instead of ``Â``.
 
     Returns
     -------
     array, same shape as ``v``
+        ``Â v`` or ``Âᵀ v``.
     """
     xp = _check_state(state)
     _check_vectors(state, v, "v")
@@ -199,12 +219,16 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     v : array, shape (dim,) or (dim, k)
+        Vector(s), one per column.
     transpose : bool, default False
+        Apply ``Â⁻ᵀ`` instead of ``Â⁻¹``.
 
     Returns
     -------
     array, same shape as ``v``
+        ``Â⁻¹ v`` or ``Â⁻ᵀ v``.
     """
     xp = _check_state(state)
     _check_vectors(state, v, "v")
@@ -223,6 +247,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     Parameters
     ----------
     state : QNGState
+        The current window of factors.
     d : array, shape (dim,)
         Curvature vector (Eq 8), in the state's dtype or float16/bfloat16
         (promoted exactly).
@@ -254,11 +279,17 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     d = cast_like(xp, d, factors)
     check_decay(decay, like=factors)
     _check_decay_range(xp, decay, factors)
+    return _qng_update(xp, state, d, decay=decay)
+
+
+def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, reduce: Reduction = LOCAL) -> QNGState:
+    """Unchecked core of :func:`qng_update` (``reduce`` completes the sums over ``dim``)."""
+    factors = state.factors
     alpha = _scalar(xp, decay, factors)
-    finite = xp.all(xp.isfinite(d))
+    finite = reduce.all(xp.all(xp.isfinite(d)))
     d_safe = xp.where(finite, d, xp.zeros_like(d))
-    q = _product(state, d_safe, inverse=True, transpose=False)
-    sqnorm = xp.sum(q * q)
+    q = _product(state, d_safe, inverse=True, transpose=False, reduce=reduce)
+    sqnorm = reduce.sum(xp.sum(q * q))
     sqrt_alpha = xp.sqrt(alpha)
     beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
     # ‖q‖² beyond √max would let the products qᵀv of a query (~ ‖q‖·‖(ÂÂᵀ)⁻¹g‖) overflow.
@@ -309,13 +340,15 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     Parameters
     ----------
     state : QNGState
+        The window of factors.
     g : array, shape (dim,) or (dim, k)
-        In the state's dtype, or float16/bfloat16 (promoted exactly; the
-        result is rounded back once).
+        Gradient(s), one per column, in the state's dtype, or float16/bfloat16
+        (promoted exactly; the result is rounded back once).
 
     Returns
     -------
     array, same shape and dtype as ``g``
+        ``(ÂÂᵀ)⁻¹ g``.
     """
     xp = _check_state(state)
     _check_vectors(state, g, "g")
@@ -329,10 +362,12 @@ def qng_dense(state: QNGState) -> Array:
     Parameters
     ----------
     state : QNGState
+        The window of factors.
 
     Returns
     -------
     array, shape (dim, dim)
+        ``ÂÂᵀ``.
     """
     xp = _check_state(state)
     dim = state.factors.shape[1]

@@ -37,13 +37,16 @@ def ema_update_dense(m: Array, d: Array, *, decay: Any) -> Array:
     Parameters
     ----------
     m : array, shape (dim, dim)
+        The current EMA ``M``.
     d : array, shape (dim,)
+        The curvature vector.
     decay : float
         α ∈ (0, 1).
 
     Returns
     -------
     array, shape (dim, dim)
+        ``α M + (1 − α) d dᵀ``.
     """
     xp = _check_square(m, "m")
     check_like(d, "d", m, shapes=((m.shape[0],),), promote=True)
@@ -113,6 +116,7 @@ def damped_inverse_dense(m: Array, *, damping: Any) -> Array:
     Returns
     -------
     array, shape (dim, dim)
+        ``(γI + M)⁻¹``, symmetric positive definite.
     """
     xp = _check_square(m, "m")
     check_damping(damping, like=m)

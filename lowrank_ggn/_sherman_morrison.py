@@ -35,14 +35,19 @@ class ShermanMorrisonStep(NamedTuple):
     r"""The inverse-domain pieces of Eq 17 (corrected).
 
     ``(γI + αUΣUᵀ + (1−α)ddᵀ)⁻¹ = γ⁻¹I − U diag(kappa) Uᵀ − beta · h hᵀ``.
+
+    Parameters
+    ----------
+    kappa, h, beta : array
+        The fields, in this order (see the attributes below).
     """
 
     kappa: Array
-    """κ' = ασ/(γ(γ+ασ)), shape (rank,)."""
+    """Coefficients κ' = ασ/(γ(γ+ασ)), shape (rank,)."""
     h: Array
-    """h = (γI + αUΣUᵀ)⁻¹ d, shape (dim,)."""
+    """Vector h = (γI + αUΣUᵀ)⁻¹ d, shape (dim,)."""
     beta: Array
-    """β = (1−α)/(1 + (1−α)hᵀd), 0-d."""
+    """Weight β = (1−α)/(1 + (1−α)hᵀd), 0-d."""
 
 
 def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any, damping: Any) -> ShermanMorrisonStep:

@@ -31,7 +31,13 @@ __all__ = [
     "check_like",
     "check_scalar",
     "concrete_float",
+    "has_fields",
 ]
+
+
+def has_fields(state: object, fields: tuple[str, ...]) -> bool:
+    """Return True when ``state`` is a tuple (NamedTuple) with all of ``fields``."""
+    return isinstance(state, tuple) and all(hasattr(state, f) for f in fields)
 
 
 def concrete_float(value: Any, name: str) -> float | None:

@@ -2,6 +2,7 @@
 
 ``lowrank-ggn demo`` runs Ginger and QNG on a synthetic curvature stream with a
 power-law spectrum and compares them with the exact EMA (dense float64).
+``lowrank-ggn study`` runs the approximation-error study (:mod:`lowrank_ggn.studies`).
 """
 
 from __future__ import annotations
@@ -78,11 +79,28 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo]
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    from lowrank_ggn.studies._cli import add_study_command
+
+    add_study_command(sub)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_study]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``lowrank-ggn`` command line."""
+    """Run the ``lowrank-ggn`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0 on success.
+    """
     parser = argparse.ArgumentParser(prog="lowrank-ggn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {lg.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -82,7 +82,18 @@ def resolve_namespace(xp: Any | None = None, *arrays: Array) -> ArrayNamespace:
 
 
 def backend_name(xp: ArrayNamespace) -> str:
-    """Return a short name for a namespace: ``numpy``, ``jax``, ``torch``, ``cupy``, ...."""
+    """Return a short name for a namespace: ``numpy``, ``jax``, ``torch``, ``cupy``, ....
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    str
+        The backend's short name; for other namespaces, the module's name.
+    """
     if is_numpy_namespace(xp):
         return "numpy"
     if is_jax_namespace(xp):
@@ -95,7 +106,21 @@ def backend_name(xp: ArrayNamespace) -> str:
 
 
 def default_float_dtype(xp: ArrayNamespace, device: Device | None = None) -> DType:
-    """Return the namespace's default real floating dtype (on ``device``)."""
+    """Return the namespace's default real floating dtype (on ``device``).
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+    device : device, optional
+        The device to ask about; default: the namespace's default device.
+
+    Returns
+    -------
+    dtype
+        For example ``float64`` for NumPy, ``float32`` for PyTorch (unless its
+        default dtype was changed) and for JAX without x64.
+    """
     info = xp.__array_namespace_info__()
     return info.default_dtypes(device=device)["real floating"]
 
@@ -197,6 +222,16 @@ def is_traced(x: Any) -> bool:
     """Return True when ``x`` is an abstract value inside a JAX transformation.
 
     Traced values have no concrete content: value checks are skipped for them.
+
+    Parameters
+    ----------
+    x : object
+        Any value.
+
+    Returns
+    -------
+    bool
+        Whether ``x`` is a JAX tracer (always False for other backends).
     """
     if is_jax_array(x):
         import jax
@@ -210,6 +245,16 @@ def same_device(a: Array, b: Array) -> bool:
 
     JAX arrays are not compared (JAX places and moves its arrays itself, and
     sharded arrays span several devices).
+
+    Parameters
+    ----------
+    a, b : array
+        Two arrays.
+
+    Returns
+    -------
+    bool
+        True when the devices are equal, or when either array is a JAX array.
     """
     if is_jax_array(a) or is_jax_array(b):
         return True
@@ -219,11 +264,25 @@ def same_device(a: Array, b: Array) -> bool:
 def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Any) -> Any:
     """Branch on a scalar boolean, traceably.
 
-    Under a JAX transformation this is :func:`jax.lax.cond` (both branches must
+    Under a JAX transformation this is ``jax.lax.cond`` (both branches must
     return the same structure); with a concrete predicate (eager JAX and every
     other backend) a Python ``if`` runs only the selected branch.
+
+    Parameters
+    ----------
+    pred : bool or 0-d array
+        The condition.
+    true_fn, false_fn : callable
+        The two branches, called as ``fn(*operands)``.
+    *operands : object
+        The arguments of the branches.
+
+    Returns
+    -------
+    object
+        ``true_fn(*operands)`` if ``pred`` else ``false_fn(*operands)``.
     """
-    if is_jax_array(pred):
+    if is_traced(pred):
         import jax
 
         return jax.lax.cond(pred, true_fn, false_fn, *operands)
@@ -235,6 +294,17 @@ def to_numpy(x: Array) -> Any:
 
     A PyTorch ``bfloat16`` tensor becomes ``float32`` (exactly); see
     :func:`to_host_exact` for a bit-exact copy.
+
+    Parameters
+    ----------
+    x : array
+        An array of NumPy, JAX, PyTorch, CuPy or any library that supports
+        DLPack, on any device.
+
+    Returns
+    -------
+    numpy.ndarray
+        The same values, in host memory (a PyTorch tensor is detached first).
     """
     import numpy as np
 

@@ -29,7 +29,6 @@ is_jax_namespace = _aac.is_jax_namespace
 is_torch_namespace = _aac.is_torch_namespace
 is_numpy_namespace = _aac.is_numpy_namespace
 is_cupy_namespace = _aac.is_cupy_namespace
-is_array = _aac.is_array_api_obj
 
 # Library modules that are not themselves array-API namespaces, mapped to the
 # compat wrapper that is.
@@ -76,11 +75,57 @@ def namespace_from_module(module: Any) -> ArrayNamespace:
     raise TypeError(msg)
 
 
+def is_array(x: Any) -> bool:
+    """Return True when ``x`` is an array of a library that the array API supports.
+
+    Parameters
+    ----------
+    x : object
+        Any value.
+
+    Returns
+    -------
+    bool
+        True for arrays of NumPy, JAX, PyTorch, CuPy, array-api-strict and the
+        other libraries known to ``array-api-compat``; False for Python
+        scalars, lists and everything else.
+    """
+    return bool(_aac.is_array_api_obj(x))
+
+
 def array_namespace(*arrays: Array) -> ArrayNamespace:
-    """Return the common array-API namespace of ``arrays`` (``None`` entries ignored)."""
+    """Return the common array-API namespace of ``arrays`` (``None`` entries ignored).
+
+    Parameters
+    ----------
+    *arrays : array or None
+        Arrays of one library.
+
+    Returns
+    -------
+    module
+        The array-API namespace of the arrays (a compatibility wrapper for
+        NumPy, PyTorch and CuPy).
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different libraries or are not arrays.
+    """
     return _aac.array_namespace(*[a for a in arrays if a is not None])
 
 
 def device_of(x: Array) -> Device:
-    """Return the device of ``x`` (``None`` for a traced JAX value)."""
+    """Return the device of an array.
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported backend.
+
+    Returns
+    -------
+    device
+        The array's device object (``None`` for a traced JAX value).
+    """
     return _aac.device(x)

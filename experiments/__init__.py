@@ -1,0 +1,1 @@
+"""Small-scale reproduction of the paper's experiments on data that ships with scikit-learn."""

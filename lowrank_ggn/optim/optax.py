@@ -1,0 +1,657 @@
+r"""Ginger and QNG as optax gradient transformations.
+
+:func:`scale_by_ginger` and :func:`scale_by_qng` replace the gradient by its
+preconditioned version; :func:`ginger` and :func:`qng` chain them with momentum,
+decoupled weight decay and the learning rate, like :func:`optax.adamw`.
+
+The curvature vector ``d_t`` (Eq 8) is an extra argument of ``update``::
+
+    updates, state = tx.update(grads, state, params, curvature=d)
+
+with ``d`` a pytree of the structure of ``grads`` (see
+:mod:`lowrank_ggn.optim.jax_likelihoods` to compute it). Without it the
+gradient itself is used, which gives the *empirical* Fisher instead of the
+Fisher/GGN; see :mod:`lowrank_ggn.optim` for the difference.
+
+State layout: :class:`ScaleByGingerState` holds a step ``count`` and a tuple
+``blocks`` with one :class:`lowrank_ggn.GingerState` per block (``None`` for a
+block of a single scalar), in the order of :func:`block_partition`. Each block
+state is a NamedTuple of arrays whose first axis is the flattened block, the
+natural axis for ``jax.sharding.NamedSharding``.
+
+Everything is pure and runs under ``jax.jit``; the options (rank, decay,
+blocking, update period) are static, the damping may be a schedule of the step
+count.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import lowrank_ggn as lg
+from lowrank_ggn.optim import _sharded
+from lowrank_ggn.optim._options import (
+    DEFAULT_DAMPING,
+    DEFAULT_DECAY,
+    DEFAULT_MOMENTUM,
+    DEFAULT_RANK,
+    DEFAULT_REORTHONORMALIZE_EVERY,
+    block_rank,
+    check_common,
+    check_nonnegative,
+)
+
+__all__ = [
+    "ScaleByGingerState",
+    "ScaleByQNGState",
+    "block_partition",
+    "ginger",
+    "qng",
+    "scale_by_ginger",
+    "scale_by_qng",
+]
+
+Blocks = str | Callable[[Any], Any] | Any
+"""``"model"``, ``"leaf"``, a pytree of hashable labels, or a callable ``params -> labels``."""
+
+
+class ScaleByGingerState(NamedTuple):
+    """State of :func:`scale_by_ginger`."""
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
+    """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules)."""
+    blocks: tuple[lg.GingerState | None, ...]
+    """One Ginger state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
+
+
+class ScaleByQNGState(NamedTuple):
+    """State of :func:`scale_by_qng`."""
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
+    """0-d int32: number of ``update`` calls (drives ``update_every``)."""
+    blocks: tuple[lg.QNGState | None, ...]
+    """One QNG state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
+
+
+def block_partition(tree: Any, blocks: Blocks = "leaf") -> list[list[int]]:
+    """Split the leaves of a parameter pytree into blocks.
+
+    Parameters
+    ----------
+    tree : pytree
+        Parameters (or gradients, same structure).
+    blocks : {"leaf", "model"}, pytree or callable
+        ``"leaf"``: one block per parameter array (the paper's choice);
+        ``"model"``: the whole model as one vector; a pytree with the structure
+        of ``tree`` whose leaves are hashable labels (leaves with equal labels
+        form one block, as in :func:`optax.multi_transform`); or a callable
+        returning such a pytree from ``tree``.
+
+    Returns
+    -------
+    list of list of int
+        For each block, the indices (in ``jax.tree.leaves(tree)`` order) of its
+        leaves. Blocks are ordered by their first leaf.
+
+    Raises
+    ------
+    ValueError
+        If ``blocks`` is an unknown string or the labels do not match ``tree``.
+    TypeError
+        If a label is not hashable.
+    """
+    leaves = jax.tree.leaves(tree)
+    n = len(leaves)
+    if isinstance(blocks, str):
+        if blocks == "leaf":
+            return [[i] for i in range(n)]
+        if blocks == "model":
+            return [list(range(n))] if n else []
+        msg = f"blocks must be 'leaf', 'model', a pytree of labels or a callable, got {blocks!r}"
+        raise ValueError(msg)
+    labels_tree = blocks(tree) if callable(blocks) else blocks
+    treedef = jax.tree.structure(tree)
+    try:
+        labels = treedef.flatten_up_to(labels_tree)  # type: ignore[attr-defined]
+    except (ValueError, TypeError) as err:
+        msg = f"blocks: the labels pytree does not match the structure of the parameters ({err})"
+        raise ValueError(msg) from err
+    order: dict[Hashable, list[int]] = {}
+    for i, label in enumerate(labels):
+        if not isinstance(label, Hashable):
+            msg = f"blocks: labels must be hashable, got {type(label).__name__}"
+            raise TypeError(msg)
+        order.setdefault(label, []).append(i)
+    return list(order.values())
+
+
+def _check_blocks(blocks: Blocks) -> None:
+    if isinstance(blocks, str) and blocks not in ("leaf", "model"):
+        msg = f"blocks must be 'leaf', 'model', a pytree of labels or a callable, got {blocks!r}"
+        raise ValueError(msg)
+
+
+def _block_dtype(leaves: Sequence[Any], idx: Sequence[int], state_dtype: Any) -> Any:
+    if state_dtype is not None:
+        return state_dtype
+    dtype = jnp.result_type(*[leaves[i].dtype for i in idx])
+    if not jnp.issubdtype(dtype, jnp.floating):
+        msg = f"parameters must be floating point, got dtype {dtype}"
+        raise TypeError(msg)
+    return jnp.promote_types(dtype, jnp.float32)  # float16/bfloat16 blocks keep a float32 state
+
+
+def _flatten_block(leaves: Sequence[Any], idx: Sequence[int], dtype: Any) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(leaves[i]).astype(dtype) for i in idx])
+
+
+def _unflatten_block(vec: jax.Array, leaves: Sequence[Any], idx: Sequence[int], out: list[Any]) -> None:
+    start = 0
+    for i in idx:
+        size = leaves[i].size
+        out[i] = jnp.reshape(vec[start : start + size], leaves[i].shape).astype(leaves[i].dtype)
+        start += size
+
+
+def _curvature_leaves(updates: Any, curvature: Any) -> list[Any]:
+    treedef = jax.tree.structure(updates)
+    if curvature is None:
+        return treedef.flatten_up_to(updates)  # type: ignore[attr-defined]
+    try:
+        c_leaves = treedef.flatten_up_to(curvature)  # type: ignore[attr-defined]
+    except (ValueError, TypeError) as err:
+        msg = f"curvature must have the pytree structure of the gradients ({err})"
+        raise ValueError(msg) from err
+    for c, g in zip(c_leaves, treedef.flatten_up_to(updates), strict=True):  # type: ignore[attr-defined]
+        if jnp.shape(c) != jnp.shape(g):
+            msg = f"curvature leaf of shape {jnp.shape(c)} does not match the gradient leaf of shape {jnp.shape(g)}"
+            raise ValueError(msg)
+    return c_leaves
+
+
+def _maybe_update(due: Any, fn: Callable[[Any], Any], state: Any, update_every: int) -> Any:
+    if update_every == 1:
+        return fn(state)
+    return jax.lax.cond(due, fn, lambda s: s, state)
+
+
+def _init_blocks(
+    params: Any,
+    blocks: Blocks,
+    rank: int,
+    state_dtype: Any,
+    init: Callable[..., Any],
+    *,
+    placement: _sharded.Placement | None = None,
+) -> tuple:
+    leaves = jax.tree.leaves(params)
+    kind = "ginger" if init is lg.ginger_init else "qng"
+    states = []
+    for idx in block_partition(params, blocks):
+        dim = sum(int(leaves[i].size) for i in idx)
+        r = block_rank(dim, rank)
+        dtype = _block_dtype(leaves, idx, state_dtype)
+        if r < 1:
+            states.append(None)
+        elif placement is None:
+            states.append(init(dim, r, xp=jnp, dtype=dtype))
+        else:
+            is_split = _sharded.split(placement, leaves, idx)
+            states.append(_sharded.init_state(placement, is_split=is_split, dim=dim, rank=r, dtype=dtype, kind=kind))
+    return tuple(states)
+
+
+def _partition_for_update(updates: Any, blocks: Blocks, n_states: int) -> list[list[int]]:
+    partition = block_partition(updates, blocks)
+    if len(partition) != n_states:
+        msg = (
+            f"the gradients form {len(partition)} blocks but the state holds {n_states}; "
+            "was the state initialised with parameters of another structure?"
+        )
+        raise ValueError(msg)
+    return partition
+
+
+def scale_by_ginger(
+    *,
+    rank: int = DEFAULT_RANK,
+    decay: float = DEFAULT_DECAY,
+    damping: float | Callable[[jax.Array], Any] = DEFAULT_DAMPING,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+    reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    mesh: Any = None,
+    axis: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Precondition the gradient with Ginger's damped low-rank curvature.
+
+    For each block, with :math:`d_t` the curvature vector and :math:`g_t` the
+    gradient (both flattened to the block),
+
+    .. math::
+       U_t \operatorname{diag}(\sigma_t) U_t^\top
+         = \operatorname{best}_\tau\!\left[\alpha\, U_{t-1} \operatorname{diag}(\sigma_{t-1}) U_{t-1}^\top
+           + (1-\alpha)\, d_t d_t^\top\right] \quad\text{(Eq 7, truncated by Eckart–Young)}
+
+    .. math::
+       u_t = (\gamma_t I + U_t \operatorname{diag}(\sigma_t) U_t^\top)^{-1} g_t
+           = g_t/\gamma_t - U_t \operatorname{diag}(\kappa_t) U_t^\top g_t,
+       \qquad \kappa_t = \frac{\sigma_t}{\gamma_t(\gamma_t + \sigma_t)}  \quad\text{(Eq 14–16)}
+
+    The state is updated first and the gradient preconditioned with the
+    updated state, as in Algorithm 1. The damping :math:`\gamma_t` is not part
+    of the state (eigen path), so a schedule costs nothing.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1; each block uses ``min(rank, dim − 1)``.
+    decay : float
+        α ∈ (0, 1), the EMA decay of the curvature (Eq 7).
+    damping : float or callable
+        γ > 0, or a schedule ``count -> γ`` (an optax schedule).
+    blocks : {"leaf", "model"}, pytree or callable
+        How parameters are grouped into blocks, see :func:`block_partition`.
+    update_every : int
+        Fold a curvature vector into the state only on steps
+        ``count % update_every == 0`` (the preconditioner is applied at every
+        step).
+    state_dtype : dtype, optional
+        ``jnp.float32`` or ``jnp.float64`` for the curvature state; default
+        the dtype of the block's parameters (at least float32). Gradients
+        are cast to it for the solve and the result back to the parameters'
+        dtype.
+    reorthonormalize_every : int or None
+        Re-orthonormalise each basis after every this many accepted updates
+        (see :func:`lowrank_ggn.ginger_reorthonormalize`); ``None`` disables.
+    mesh : jax.sharding.Mesh, optional
+        Split the states over the devices of this mesh, with ``axis``. A block
+        whose parameter arrays all have a first axis that is a multiple of the
+        number of devices along ``axis`` gets a state sharded along ``dim``
+        (:mod:`lowrank_ggn.sharding`): each device keeps ``dim·τ/n`` numbers
+        of it and a step all-reduces O(τ) numbers, without moving any
+        parameter array when the arrays are split along their first axis
+        (fully sharded data parallelism). Other blocks keep a state
+        replicated on the mesh. The updates come back in the layout of the
+        gradients.
+    axis : str or tuple of str, optional
+        The mesh axis (or axes) that splits the parameters; given with ``mesh``.
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        ``update(updates, state, params=None, *, curvature=None)``: when
+        ``curvature`` is ``None`` the gradient is the curvature vector (the
+        empirical Fisher). A non-finite curvature block leaves that block's
+        state unchanged and increments its ``num_nonfinite`` (the
+        preconditioned gradient is still returned; wrap with
+        :func:`optax.apply_if_finite` to skip such steps entirely).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid option, naming it.
+
+    Notes
+    -----
+    The defaults were chosen by measurement on the reproduction in
+    ``experiments/`` (see :mod:`lowrank_ggn.optim._options`).
+
+    ``update`` is compiled with :func:`jax.jit` (also when called eagerly);
+    the values of a damping schedule are traced, so they are not checked:
+    a schedule must return positive values.
+
+    Under :func:`jax.vmap` (several models trained at once) the periodic
+    re-orthonormalisation becomes a QR computed at every step, and on CPU
+    with jaxlib 0.10 two batched QRs running at once were seen to deadlock
+    XLA's thread pool; pass ``reorthonormalize_every=None`` there (runs of
+    a few thousand updates do not need it).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from lowrank_ggn.optim.optax import scale_by_ginger
+    >>> tx = scale_by_ginger(rank=2, damping=0.1)
+    >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
+    >>> updates, state = tx.update(grads, state, params)
+    """
+    check_common(
+        rank=rank,
+        decay=decay,
+        update_every=update_every,
+        reorthonormalize_every=reorthonormalize_every,
+        damping=damping,
+        needs_damping=True,
+    )
+    _check_blocks(blocks)
+    placement = _sharded.check_placement(mesh, axis)
+
+    def init_fn(params: Any) -> ScaleByGingerState:
+        return ScaleByGingerState(
+            count=jnp.zeros([], jnp.int32),
+            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.ginger_init, placement=placement),
+        )
+
+    def update_impl(updates: Any, state: ScaleByGingerState, curvature: Any) -> tuple[Any, ScaleByGingerState]:
+        leaves = jax.tree.leaves(updates)
+        c_leaves = _curvature_leaves(updates, curvature)
+        partition = _partition_for_update(updates, blocks, len(state.blocks))
+        gamma = damping(state.count) if callable(damping) else damping
+        due = state.count % update_every == 0
+        out: list[Any] = [None] * len(leaves)
+        new_blocks: list[Any] = []
+        for idx, block in zip(partition, state.blocks, strict=True):
+            if block is None:
+                for i in idx:
+                    out[i] = (leaves[i] / jnp.asarray(gamma, leaves[i].dtype)).astype(leaves[i].dtype)
+                new_blocks.append(None)
+                continue
+            dtype = block.basis.dtype
+            if _sharded.split(placement, leaves, idx):
+                new_block, ys = _sharded.ginger_step(
+                    placement,
+                    block,
+                    [leaves[i] for i in idx],
+                    [c_leaves[i] for i in idx],
+                    due=due,
+                    update_every=update_every,
+                    decay=decay,
+                    damping=jnp.asarray(gamma, dtype),
+                    reorthonormalize_every=reorthonormalize_every,
+                )
+                for i, y in zip(idx, ys, strict=True):
+                    out[i] = y
+                new_blocks.append(new_block)
+                continue
+            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
+            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
+            fold = functools.partial(lg.ginger_update, d=d, decay=decay, reorthonormalize_every=reorthonormalize_every)
+            new_block = _maybe_update(due, fold, block, update_every)
+            y = lg.ginger_precondition(new_block, g, damping=jnp.asarray(gamma, dtype))
+            _unflatten_block(y, leaves, idx, out)
+            new_blocks.append(new_block)
+        new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
+        return new_updates, ScaleByGingerState(count=optax.safe_int32_increment(state.count), blocks=tuple(new_blocks))
+
+    update_jit = jax.jit(update_impl)
+
+    def update_fn(
+        updates: Any, state: ScaleByGingerState, params: Any = None, *, curvature: Any = None, **extra_args: Any
+    ) -> tuple[Any, ScaleByGingerState]:
+        del params, extra_args
+        return update_jit(updates, state, curvature)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_qng(
+    *,
+    rank: int = DEFAULT_RANK,
+    decay: float = DEFAULT_DECAY,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+    mesh: Any = None,
+    axis: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Precondition the gradient with QNG's windowed factor product (§2.2, corrected).
+
+    For each block,
+
+    .. math::
+       q_t = \hat A_t^{-1} d_t,\quad
+       K_t = \sqrt{\alpha}\, I + \beta_t q_t q_t^\top,\quad
+       \beta_t = \frac{1-\alpha}{\sqrt{\alpha + (1-\alpha)\|q_t\|^2} + \sqrt{\alpha}},\quad
+       \hat A_{t+1} = K_{t-\tau+1}\cdots K_t \quad\text{(Eq 9–11)}
+
+    .. math:: u_t = (\hat A_{t+1} \hat A_{t+1}^\top)^{-1} g_t = \hat A_{t+1}^{-\top} \hat A_{t+1}^{-1} g_t .
+
+    The window of τ factors is updated first, then the gradient is
+    preconditioned (as for Ginger). QNG has no damping parameter: its
+    curvature is at least :math:`\alpha^{\min(\tau, t)} I` (Observation 1) and
+    starts at the identity.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1, the window length; each block uses ``min(rank, dim − 1)``.
+    decay : float
+        α ∈ (0, 1).
+    blocks : {"leaf", "model"}, pytree or callable
+        See :func:`block_partition`.
+    update_every : int
+        Append a factor only on steps ``count % update_every == 0``.
+    state_dtype : dtype, optional
+        Dtype of the window; default the parameters' dtype (at least float32).
+    mesh, axis : optional
+        Split the windows over a device mesh, as in :func:`scale_by_ginger`.
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        ``update(updates, state, params=None, *, curvature=None)``; the
+        gradient is used when ``curvature`` is ``None``. A non-finite
+        curvature block leaves that block's window unchanged and increments
+        its ``num_nonfinite``.
+    """
+    check_common(rank=rank, decay=decay, update_every=update_every)
+    _check_blocks(blocks)
+    placement = _sharded.check_placement(mesh, axis)
+
+    def init_fn(params: Any) -> ScaleByQNGState:
+        return ScaleByQNGState(
+            count=jnp.zeros([], jnp.int32),
+            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.qng_init, placement=placement),
+        )
+
+    def update_impl(updates: Any, state: ScaleByQNGState, curvature: Any) -> tuple[Any, ScaleByQNGState]:
+        leaves = jax.tree.leaves(updates)
+        c_leaves = _curvature_leaves(updates, curvature)
+        partition = _partition_for_update(updates, blocks, len(state.blocks))
+        due = state.count % update_every == 0
+        out: list[Any] = list(leaves)
+        new_blocks: list[Any] = []
+        for idx, block in zip(partition, state.blocks, strict=True):
+            if block is None:
+                new_blocks.append(None)
+                continue
+            dtype = block.factors.dtype
+            if _sharded.split(placement, leaves, idx):
+                new_block, ys = _sharded.qng_step(
+                    placement,
+                    block,
+                    [leaves[i] for i in idx],
+                    [c_leaves[i] for i in idx],
+                    due=due,
+                    update_every=update_every,
+                    decay=decay,
+                )
+                for i, y in zip(idx, ys, strict=True):
+                    out[i] = y
+                new_blocks.append(new_block)
+                continue
+            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
+            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
+            new_block = _maybe_update(due, functools.partial(lg.qng_update, d=d, decay=decay), block, update_every)
+            _unflatten_block(lg.qng_precondition(new_block, g), leaves, idx, out)
+            new_blocks.append(new_block)
+        new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
+        return new_updates, ScaleByQNGState(count=optax.safe_int32_increment(state.count), blocks=tuple(new_blocks))
+
+    update_jit = jax.jit(update_impl)
+
+    def update_fn(
+        updates: Any, state: ScaleByQNGState, params: Any = None, *, curvature: Any = None, **extra_args: Any
+    ) -> tuple[Any, ScaleByQNGState]:
+        del params, extra_args
+        return update_jit(updates, state, curvature)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _finish(
+    core: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: float | None,
+    nesterov: bool,
+    weight_decay: float,
+    mask: Any,
+) -> optax.GradientTransformationExtraArgs:
+    if momentum is not None:
+        check_nonnegative(momentum, "momentum", upper=1.0)
+    check_nonnegative(weight_decay, "weight_decay")
+    if isinstance(learning_rate, numbers.Real):
+        check_nonnegative(learning_rate, "learning_rate")
+    elif not (callable(learning_rate) or isinstance(learning_rate, jax.Array)):
+        msg = f"learning_rate must be a number, a 0-d array or a schedule, got {type(learning_rate).__name__}"
+        raise TypeError(msg)
+    parts: list[optax.GradientTransformation] = [core]
+    if momentum:
+        parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+    if weight_decay:
+        parts.append(optax.add_decayed_weights(weight_decay, mask))
+    parts.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*parts)
+
+
+def ginger(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    rank: int = DEFAULT_RANK,
+    decay: float = DEFAULT_DECAY,
+    damping: float | Callable[[jax.Array], Any] = DEFAULT_DAMPING,
+    momentum: float | None = DEFAULT_MOMENTUM,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+    reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    mesh: Any = None,
+    axis: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Build the Ginger optimiser (Algorithm 1) with momentum and decoupled weight decay.
+
+    .. math::
+       u_t = (\gamma_t I + U_t \operatorname{diag}(\sigma_t) U_t^\top)^{-1} g_t, \qquad
+       m_t = \mu\, m_{t-1} + u_t, \qquad
+       \theta_{t+1} = \theta_t - \eta_t\, (m_t + \lambda\, \theta_t),
+
+    where :math:`U_t, \sigma_t` follow Eq 7 truncated to rank τ (see
+    :func:`scale_by_ginger`), μ is ``momentum`` (heavy ball, as
+    :func:`optax.sgd`; the paper's "first moment" 0.9) and λ is
+    ``weight_decay`` (masked by ``mask``, as :func:`optax.adamw`).
+
+    Parameters
+    ----------
+    learning_rate : float or schedule
+        η, or an optax schedule of the step count.
+    rank, decay, damping, blocks, update_every, state_dtype, reorthonormalize_every, mesh, axis
+        See :func:`scale_by_ginger`.
+    momentum : float or None
+        μ ∈ [0, 1); ``None`` or 0 disables momentum.
+    nesterov : bool
+        Nesterov momentum.
+    weight_decay : float
+        λ ≥ 0 (decoupled, applied after preconditioning).
+    mask : pytree or callable, optional
+        Which parameters weight decay applies to (see :func:`optax.add_decayed_weights`).
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        Pass the sampled-label gradient as ``update(grads, state, params, curvature=d)``.
+
+    Notes
+    -----
+    The defaults (τ = 4, α = 0.99, γ = 1, μ = 0.9, one block per parameter
+    array) were chosen by measurement on the reproduction in ``experiments/``
+    (see :mod:`lowrank_ggn.optim._options`); there the tuned learning rate
+    at these defaults was 0.1 for every model. γ is relative to the scale
+    of the curvature (the Fisher of a mean negative log-likelihood there).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from lowrank_ggn.optim.optax import ginger
+    >>> tx = ginger(0.1, rank=2)
+    >>> params = {"w": jnp.ones((4, 3))}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.full((4, 3), 0.1)}
+    >>> updates, state = tx.update(grads, state, params, curvature=grads)
+    """
+    core = scale_by_ginger(
+        rank=rank,
+        decay=decay,
+        damping=damping,
+        blocks=blocks,
+        update_every=update_every,
+        state_dtype=state_dtype,
+        reorthonormalize_every=reorthonormalize_every,
+        mesh=mesh,
+        axis=axis,
+    )
+    return _finish(core, learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, mask=mask)
+
+
+def qng(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    rank: int = DEFAULT_RANK,
+    decay: float = DEFAULT_DECAY,
+    momentum: float | None = DEFAULT_MOMENTUM,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+    mesh: Any = None,
+    axis: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Build the QNG optimiser (He et al., 2022; the paper's §2.2, corrected) with momentum and weight decay.
+
+    .. math::
+       u_t = (\hat A_{t+1} \hat A_{t+1}^\top)^{-1} g_t, \qquad
+       m_t = \mu\, m_{t-1} + u_t, \qquad
+       \theta_{t+1} = \theta_t - \eta_t\, (m_t + \lambda\, \theta_t),
+
+    with :math:`\hat A` the product of the last τ factors (see
+    :func:`scale_by_qng`).
+
+    Parameters
+    ----------
+    learning_rate : float or schedule
+        η.
+    rank, decay, blocks, update_every, state_dtype, mesh, axis
+        See :func:`scale_by_qng`.
+    momentum, nesterov, weight_decay, mask
+        See :func:`ginger`.
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        Pass the sampled-label gradient as ``update(grads, state, params, curvature=d)``.
+    """
+    core = scale_by_qng(
+        rank=rank,
+        decay=decay,
+        blocks=blocks,
+        update_every=update_every,
+        state_dtype=state_dtype,
+        mesh=mesh,
+        axis=axis,
+    )
+    return _finish(core, learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, mask=mask)

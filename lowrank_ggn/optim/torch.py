@@ -1,0 +1,505 @@
+r"""Ginger and QNG as ``torch.optim.Optimizer`` subclasses.
+
+Both optimisers take the usual ``params`` (an iterable of tensors or of
+parameter-group dicts) and per-group options. One step is Algorithm 1 of the
+paper: fold the curvature vector into each block's low-rank state, precondition
+the gradient with the updated state, then apply heavy-ball momentum, decoupled
+weight decay and the learning rate,
+
+.. math::
+   u_t = P_t^{-1} g_t, \qquad m_t = \mu\, m_{t-1} + u_t, \qquad
+   \theta_{t+1} = \theta_t - \eta\, (m_t + \lambda\, \theta_t),
+
+with :math:`P_t = \gamma I + U_t \operatorname{diag}(\sigma_t) U_t^\top`
+(Ginger, Eq 14–16) or :math:`P_t = \hat A_{t+1}\hat A_{t+1}^\top` (QNG).
+
+**Feeding the sampled-label gradient.** Pass it to ``step``::
+
+    outputs = model(x)
+    d = sampled_label_gradient(outputs, params, "categorical")   # Eq 8, before backward
+    loss = F.cross_entropy(outputs, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step(curvature=d)
+
+``curvature`` is a sequence of tensors aligned with the optimiser's parameters
+(``[p for g in optimizer.param_groups for p in g["params"]]``) or a mapping
+from parameter to tensor (see :mod:`lowrank_ggn.optim.torch_likelihoods`).
+Without it the gradient itself is used: the empirical Fisher, not the
+Fisher/GGN (see :mod:`lowrank_ggn.optim`).
+
+**Blocks and state layout.** With ``blocks="param"`` (default, the paper's
+choice) every parameter tensor is one block; with ``blocks="group"`` every
+parameter group is one block (so the whole model is one block when there is
+one group; user-defined groups are parameter groups). A block's curvature
+state lives in ``optimizer.state[p]`` of its first parameter ``p`` under the
+field names of :class:`lowrank_ggn.GingerState` (``basis`` (dim, rank),
+``eigvals``, ``discarded``, ``step``, ``num_nonfinite``) or
+:class:`lowrank_ggn.QNGState` (``factors`` (rank, dim), ``betas``, ``scales``,
+``sqnorms``, ``step``, ``num_nonfinite``), with ``count`` (calls to ``step``
+for this block); every parameter also holds its ``momentum_buffer``.
+:meth:`block_states` returns the states as NamedTuples. ``state_dict()`` and
+``load_state_dict()`` round-trip them exactly, in their own dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+import lowrank_ggn as lg
+from lowrank_ggn._validation import check_decay
+from lowrank_ggn.optim._options import (
+    DEFAULT_DAMPING,
+    DEFAULT_DECAY,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MOMENTUM,
+    DEFAULT_RANK,
+    DEFAULT_REORTHONORMALIZE_EVERY,
+    block_rank,
+    check_damping_or_schedule,
+    check_nonnegative,
+    check_positive_int,
+    check_rank,
+)
+
+__all__ = ["QNG", "Ginger"]
+
+_BLOCKS = ("param", "group")
+
+
+class _LowRankOptimizer(torch.optim.Optimizer):
+    """Shared machinery: blocks, curvature routing, momentum, weight decay, exact state round trip."""
+
+    _state_fields: ClassVar[tuple[str, ...]] = ()
+
+    # -- options -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, checking its options (see the class docstring).
+
+        An invalid group raises and is not added.
+        """
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            lr = float(lr)
+        check_nonnegative(lr, "lr")
+        check_rank(group["rank"])
+        check_decay(group["decay"])
+        check_nonnegative(group["momentum"], "momentum", upper=1.0)
+        check_nonnegative(group["weight_decay"], "weight_decay")
+        check_positive_int(group["update_every"], "update_every")
+        if group["blocks"] not in _BLOCKS:
+            msg = f"blocks must be one of {_BLOCKS}, got {group['blocks']!r}"
+            raise ValueError(msg)
+        if group["state_dtype"] not in (None, torch.float32, torch.float64):
+            msg = f"state_dtype must be None, torch.float32 or torch.float64, got {group['state_dtype']!r}"
+            raise TypeError(msg)
+        for p in group["params"]:
+            if not p.is_floating_point():
+                msg = f"parameters must be floating point, got dtype {p.dtype}"
+                raise TypeError(msg)
+
+    # -- blocks --------------------------------------------------------------------------------
+    @staticmethod
+    def _blocks_of(group: dict[str, Any]) -> list[list[torch.Tensor]]:
+        params = list(group["params"])
+        if group["blocks"] == "group":
+            return [params] if params else []
+        return [[p] for p in params]
+
+    @staticmethod
+    def _state_dtype(group: dict[str, Any], block: Sequence[torch.Tensor]) -> torch.dtype:
+        if group["state_dtype"] is not None:
+            return group["state_dtype"]
+        dtype = block[0].dtype
+        for p in block[1:]:
+            dtype = torch.promote_types(dtype, p.dtype)
+        return torch.promote_types(dtype, torch.float32)
+
+    def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> Any:
+        raise NotImplementedError
+
+    def _update_block(self, state: Any, d: torch.Tensor, group: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _precondition_block(self, state: Any, g: torch.Tensor, gamma: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _scalar_block(self, g: torch.Tensor, gamma: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _named_state(self, fields: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def block_states(self) -> list[tuple[list[torch.Tensor], Any]]:
+        """Return ``(params, state)`` for every block that has a curvature state.
+
+        ``state`` is a :class:`lowrank_ggn.GingerState` or :class:`lowrank_ggn.QNGState`
+        (views of the tensors in ``optimizer.state``). Blocks not stepped yet,
+        and scalar blocks, are left out.
+        """
+        out = []
+        for group in self.param_groups:
+            for block in self._blocks_of(group):
+                st = self.state.get(block[0], {})
+                if all(f in st for f in self._state_fields):
+                    out.append((block, self._named_state(st)))
+        return out
+
+    # -- curvature routing ---------------------------------------------------------------------
+    def _curvature_map(self, curvature: Any) -> dict[torch.Tensor, torch.Tensor] | None:
+        if curvature is None:
+            return None
+        params = [p for g in self.param_groups for p in g["params"]]
+        if isinstance(curvature, Mapping):
+            known = {id(p) for p in params}
+            for p in curvature:
+                if id(p) not in known:
+                    msg = "curvature: a key is not a parameter of this optimiser"
+                    raise ValueError(msg)
+            pairs = [(p, curvature[p]) for p in params if p in curvature]
+        elif isinstance(curvature, Sequence) and not isinstance(curvature, torch.Tensor):
+            if len(curvature) != len(params):
+                msg = f"curvature has {len(curvature)} tensors but the optimiser has {len(params)} parameters"
+                raise ValueError(msg)
+            pairs = [(p, c) for p, c in zip(params, curvature, strict=True) if c is not None]
+        else:
+            msg = (
+                "curvature must be a sequence of tensors or a mapping parameter -> tensor, "
+                f"got {type(curvature).__name__}"
+            )
+            raise TypeError(msg)
+        out: dict[torch.Tensor, torch.Tensor] = {}
+        for p, c in pairs:
+            if not isinstance(c, torch.Tensor):
+                msg = f"curvature entries must be tensors, got {type(c).__name__}"
+                raise TypeError(msg)
+            if c.shape != p.shape:
+                msg = (
+                    f"curvature tensor of shape {tuple(c.shape)} does not match its parameter of shape {tuple(p.shape)}"
+                )
+                raise ValueError(msg)
+            out[p] = c
+        return out
+
+    # -- the step ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, curvature: Any = None) -> Any:  # type: ignore[override]
+        """Perform one optimisation step.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss (standard
+            ``torch.optim`` semantics).
+        curvature : sequence or mapping of tensors, optional
+            The sampled-label gradient ``d_t`` of Eq 8, aligned with the
+            parameters or keyed by them. Parameters without an entry use
+            their gradient (the empirical Fisher).
+
+        Returns
+        -------
+        The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        curv = self._curvature_map(curvature)
+        for group in self.param_groups:
+            for block in self._blocks_of(group):
+                if all(p.grad is None for p in block):
+                    continue
+                self._step_block(group, block, curv)
+        return loss
+
+    def _step_block(
+        self, group: dict[str, Any], block: list[torch.Tensor], curv: dict[torch.Tensor, torch.Tensor] | None
+    ) -> None:
+        for p in block:
+            if p.grad is not None and p.grad.is_sparse:
+                msg = "sparse gradients are not supported"
+                raise RuntimeError(msg)
+        dtype = self._state_dtype(group, block)
+        device = block[0].device
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in block]
+        g = torch.cat([x.reshape(-1) for x in grads]).to(dtype)
+        dim = g.shape[0]
+        head = self.state[block[0]]
+        count = head.get("count", 0)
+        damping = group.get("damping")
+        gamma = damping(count) if callable(damping) else damping
+        rank = block_rank(dim, group["rank"])
+        if rank < 1:
+            u = self._scalar_block(g, gamma)
+        else:
+            if not all(f in head for f in self._state_fields):
+                head.update(self._init_block(dim, rank, dtype, device)._asdict())
+            state = self._named_state(head)
+            if count % group["update_every"] == 0:
+                if curv is None:
+                    d = g
+                else:
+                    d = torch.cat([curv.get(p, gr).reshape(-1) for p, gr in zip(block, grads, strict=True)]).to(
+                        dtype=dtype, device=device
+                    )
+                state = self._update_block(state, d, group)
+                head.update(state._asdict())
+            u = self._precondition_block(state, g, gamma)
+        head["count"] = count + 1
+        self._apply(group, block, u)
+
+    def _apply(self, group: dict[str, Any], block: list[torch.Tensor], u: torch.Tensor) -> None:
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        start = 0
+        for p in block:
+            n = p.numel()
+            step = u[start : start + n].reshape(p.shape).to(p.dtype)
+            start += n
+            if p.grad is None:
+                continue
+            if mu:
+                st = self.state[p]
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    buf = step.clone()
+                    st["momentum_buffer"] = buf
+                else:
+                    buf.mul_(mu).add_(step)
+                step = step.add(buf, alpha=mu) if group["nesterov"] else buf
+            if wd:
+                p.mul_(1 - lr * wd)
+            p.add_(step, alpha=-lr)
+
+    # -- exact state round trip ------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict, keeping each state tensor in its saved dtype.
+
+        ``torch.optim.Optimizer.load_state_dict`` casts floating state to the
+        parameter's dtype; a float64 curvature state of float32 parameters
+        would lose precision. This restores the saved dtype from the saved
+        values (moved to the parameter's device), so that a resumed run
+        continues exactly as an uninterrupted one.
+        """
+        saved_state = state_dict["state"]
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        for p, pid in zip(params, saved_ids, strict=True):
+            saved = saved_state.get(pid)
+            if saved is None:
+                continue
+            for key, value in saved.items():
+                if isinstance(value, torch.Tensor):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
+
+
+class Ginger(_LowRankOptimizer):
+    r"""The Ginger optimiser (Algorithm 1, corrected) for PyTorch.
+
+    For each block, with the curvature vector :math:`d_t` and gradient
+    :math:`g_t` flattened to the block,
+
+    .. math::
+       U_t \operatorname{diag}(\sigma_t) U_t^\top
+         = \operatorname{best}_\tau\!\left[\alpha\, U_{t-1} \operatorname{diag}(\sigma_{t-1}) U_{t-1}^\top
+           + (1-\alpha)\, d_t d_t^\top\right] \quad\text{(Eq 7)},
+
+    .. math::
+       u_t = (\gamma I + U_t \operatorname{diag}(\sigma_t) U_t^\top)^{-1} g_t \quad\text{(Eq 15–16)},
+       \quad m_t = \mu m_{t-1} + u_t, \quad \theta_{t+1} = \theta_t - \eta (m_t + \lambda \theta_t).
+
+    Parameters
+    ----------
+    params : iterable
+        Tensors or parameter-group dicts; every option below can be set per group.
+    lr : float
+        Learning rate η ≥ 0 (works with ``torch.optim.lr_scheduler``).
+    rank : int
+        τ ≥ 1; a block of ``dim`` parameters uses ``min(rank, dim − 1)``
+        (a scalar block gets ``γ⁻¹ g``).
+    decay : float
+        α ∈ (0, 1).
+    damping : float or callable
+        γ > 0, or a schedule ``count -> γ`` of the block's step count. It is
+        not part of the state, so it may also be changed in
+        ``param_groups`` between steps at no cost.
+    momentum : float
+        μ ∈ [0, 1) (heavy ball, the paper's first moment 0.9).
+    nesterov : bool
+        Nesterov momentum.
+    weight_decay : float
+        λ ≥ 0, decoupled (as ``torch.optim.AdamW``).
+    blocks : {"param", "group"}
+        One block per parameter tensor, or one per parameter group.
+    update_every : int
+        Fold the curvature vector into the state only every this many steps.
+    state_dtype : torch.dtype, optional
+        ``torch.float32`` or ``torch.float64``; default the parameters' dtype
+        (at least float32).
+    reorthonormalize_every : int or None
+        Re-orthonormalise each basis after this many accepted updates.
+
+    Notes
+    -----
+    A non-finite curvature vector leaves the block's state unchanged and
+    increments its ``num_nonfinite`` (as :func:`lowrank_ggn.ginger_update`);
+    the parameters are still updated with the preconditioned gradient, as
+    every ``torch.optim`` optimiser does (use ``torch.amp.GradScaler`` or
+    check the loss to skip such steps).
+
+    The defaults (lr = 0.1, τ = 4, α = 0.99, γ = 1, μ = 0.9, one block per
+    parameter) were chosen by measurement on the reproduction in
+    ``experiments/``; :mod:`lowrank_ggn.optim._options` says how. γ is
+    relative to the scale of the curvature (the Fisher of a mean negative
+    log-likelihood there).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from lowrank_ggn.optim.torch import Ginger
+    >>> model = torch.nn.Linear(4, 3)
+    >>> opt = Ginger(model.parameters(), lr=0.01, rank=2)
+    >>> model(torch.ones(5, 4)).square().mean().backward()
+    >>> opt.step()
+    """
+
+    _state_fields = lg.GingerState._fields
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = DEFAULT_LEARNING_RATE,
+        *,
+        rank: int = DEFAULT_RANK,
+        decay: float = DEFAULT_DECAY,
+        damping: float | Callable[[int], float] = DEFAULT_DAMPING,
+        momentum: float = DEFAULT_MOMENTUM,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        blocks: str = "param",
+        update_every: int = 1,
+        state_dtype: torch.dtype | None = None,
+        reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "rank": rank,
+            "decay": decay,
+            "damping": damping,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "blocks": blocks,
+            "update_every": update_every,
+            "state_dtype": state_dtype,
+            "reorthonormalize_every": reorthonormalize_every,
+        }
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        check_damping_or_schedule(group["damping"])
+        check_positive_int(group["reorthonormalize_every"], "reorthonormalize_every", allow_none=True)
+
+    def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> lg.GingerState:
+        return lg.ginger_init(dim, rank, xp=torch, dtype=dtype, device=device)
+
+    def _named_state(self, fields: Mapping[str, Any]) -> lg.GingerState:
+        return lg.GingerState(**{f: fields[f] for f in lg.GingerState._fields})
+
+    def _update_block(self, state: lg.GingerState, d: torch.Tensor, group: dict[str, Any]) -> lg.GingerState:
+        return lg.ginger_update(state, d, decay=group["decay"], reorthonormalize_every=group["reorthonormalize_every"])
+
+    def _precondition_block(self, state: lg.GingerState, g: torch.Tensor, gamma: Any) -> torch.Tensor:
+        return lg.ginger_precondition(state, g, damping=gamma)
+
+    def _scalar_block(self, g: torch.Tensor, gamma: Any) -> torch.Tensor:
+        if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
+            msg = f"damping must be positive and finite, got {gamma!r}"
+            raise ValueError(msg)
+        return g / gamma
+
+
+class QNG(_LowRankOptimizer):
+    r"""The QNG optimiser (He et al., 2022; the paper's §2.2, corrected) for PyTorch.
+
+    For each block the window of the last τ factors
+    :math:`K_i = \sqrt\alpha I + \beta_i q_i q_i^\top`, :math:`q_t = \hat A_t^{-1} d_t`, is
+    updated first, then
+
+    .. math::
+       u_t = (\hat A_{t+1} \hat A_{t+1}^\top)^{-1} g_t, \quad m_t = \mu m_{t-1} + u_t,
+       \quad \theta_{t+1} = \theta_t - \eta (m_t + \lambda \theta_t).
+
+    QNG has no damping: its curvature is at least :math:`\alpha^{\min(\tau,t)} I`.
+
+    Parameters
+    ----------
+    params : iterable
+        Tensors or parameter-group dicts.
+    lr, momentum, nesterov, weight_decay, blocks, update_every, state_dtype
+        As for :class:`Ginger`.
+    rank : int
+        Window length τ ≥ 1 (a block uses ``min(rank, dim − 1)``; a scalar
+        block gets the identity).
+    decay : float
+        α ∈ (0, 1).
+    """
+
+    _state_fields = lg.QNGState._fields
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = DEFAULT_LEARNING_RATE,
+        *,
+        rank: int = DEFAULT_RANK,
+        decay: float = DEFAULT_DECAY,
+        momentum: float = DEFAULT_MOMENTUM,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        blocks: str = "param",
+        update_every: int = 1,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "rank": rank,
+            "decay": decay,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "blocks": blocks,
+            "update_every": update_every,
+            "state_dtype": state_dtype,
+        }
+        super().__init__(params, defaults)
+
+    def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> lg.QNGState:
+        return lg.qng_init(dim, rank, xp=torch, dtype=dtype, device=device)
+
+    def _named_state(self, fields: Mapping[str, Any]) -> lg.QNGState:
+        return lg.QNGState(**{f: fields[f] for f in lg.QNGState._fields})
+
+    def _update_block(self, state: lg.QNGState, d: torch.Tensor, group: dict[str, Any]) -> lg.QNGState:
+        return lg.qng_update(state, d, decay=group["decay"])
+
+    def _precondition_block(self, state: lg.QNGState, g: torch.Tensor, gamma: Any) -> torch.Tensor:
+        del gamma
+        return lg.qng_precondition(state, g)
+
+    def _scalar_block(self, g: torch.Tensor, gamma: Any) -> torch.Tensor:
+        del gamma
+        return g

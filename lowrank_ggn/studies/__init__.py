@@ -1,0 +1,100 @@
+r"""Approximation-error studies: how well rank-τ curvature approximations track the exact EMA.
+
+The studies run Ginger (eigen and Sherman–Morrison paths, float32 and
+float64), QNG, a diagonal EMA, a scaled identity, tail-aware damping variants
+of Ginger and the oracle (the best rank-τ approximation of the exact EMA) on
+real curvature streams (sampled-label Fisher vectors, Eq 8, of models trained
+with Adam on scikit-learn's digits) and on synthetic ones, and compare them
+with the exact EMA in NumPy float64. ``lowrank-ggn study`` runs the default
+study; the same functions are importable:
+
+>>> from lowrank_ggn.studies import StudyConfig, run_study, summary_table
+>>> result = run_study(StudyConfig.quick(streams=("power",), steps=40), progress=False)  # doctest: +SKIP
+>>> print(summary_table(result))  # doctest: +SKIP
+
+Needs the ``studies`` extra (scikit-learn, matplotlib, tqdm, scipy,
+threadpoolctl).
+"""
+
+from lowrank_ggn.studies._methods import (
+    APPROXIMATIONS,
+    METHODS,
+    DiagonalRun,
+    ExactEMA,
+    GingerRun,
+    IsotropicRun,
+    QNGRun,
+    Structured,
+)
+from lowrank_ggn.studies._metrics import (
+    ExactSpectrum,
+    captured_share,
+    cosine,
+    decrease_fraction,
+    diag_lowrank_norm,
+    principal_angles,
+    relative_spectral_distance,
+    spectral_error,
+    symmetric_norm,
+)
+from lowrank_ggn.studies._report import (
+    headline,
+    markdown_report,
+    plot_study,
+    summary_table,
+    write_csv,
+    write_outputs,
+)
+from lowrank_ggn.studies._runner import COLUMNS, StudyConfig, StudyResult, run_study
+from lowrank_ggn.studies._streams import (
+    MLP,
+    STREAMS,
+    SoftmaxRegression,
+    StreamStep,
+    digits_data,
+    fisher_stream,
+    make_stream,
+    stream_dim,
+    synthetic_spectrum,
+    synthetic_stream,
+)
+
+__all__ = [
+    "APPROXIMATIONS",
+    "COLUMNS",
+    "METHODS",
+    "MLP",
+    "STREAMS",
+    "DiagonalRun",
+    "ExactEMA",
+    "ExactSpectrum",
+    "GingerRun",
+    "IsotropicRun",
+    "QNGRun",
+    "SoftmaxRegression",
+    "StreamStep",
+    "Structured",
+    "StudyConfig",
+    "StudyResult",
+    "captured_share",
+    "cosine",
+    "decrease_fraction",
+    "diag_lowrank_norm",
+    "digits_data",
+    "fisher_stream",
+    "headline",
+    "make_stream",
+    "markdown_report",
+    "plot_study",
+    "principal_angles",
+    "relative_spectral_distance",
+    "run_study",
+    "spectral_error",
+    "stream_dim",
+    "summary_table",
+    "symmetric_norm",
+    "synthetic_spectrum",
+    "synthetic_stream",
+    "write_csv",
+    "write_outputs",
+]

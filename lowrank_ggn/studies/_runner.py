@@ -1,0 +1,743 @@
+r"""Sweeps: run every method on every stream and record the metrics over time and over the settings grid.
+
+One pass over a stream (one stream, one seed) advances, in lockstep, the exact
+EMA for every decay α and every stateful method for every setting of the grid
+(rank τ, decay α, dtype; the Sherman–Morrison path also for every damping γ,
+since its state depends on γ). The eigen-path Ginger state does not depend on
+γ, so every damping of the grid, and the tail-aware variants, are queries of
+the same state.
+
+Metrics are evaluated
+
+* at ``checkpoints`` evenly spaced steps for the *default setting* (τ, α, γ of
+  the config): the time series;
+* at the last step for every setting of the grid.
+
+Two comparisons are recorded (column ``damping_mode``):
+
+``fixed``
+    every method at damping γ against the exact :math:`(\gamma I + M)^{-1}`;
+    QNG keeps its implicit damping :math:`\alpha^k`.
+``equal``
+    γ = :math:`\alpha^{\min(\tau, t)}`, QNG's implicit damping, for every
+    method and for the reference :math:`(\alpha^\tau I + M)^{-1}`: the same
+    form "α^τ I + rank τ" for Ginger and QNG, so that only the choice of the
+    subspace differs. This is the comparison the paper's claim (Observation 1
+    and §2.3: Ginger keeps the optimal low-rank part where QNG does not) is
+    about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from lowrank_ggn.backends import to_numpy
+from lowrank_ggn.backends._select import namespace_by_name
+from lowrank_ggn.studies._methods import DiagonalRun, ExactEMA, GingerRun, IsotropicRun, QNGRun, Structured
+from lowrank_ggn.studies._metrics import (
+    ExactSpectrum,
+    _difference_norm,
+    captured_share,
+    cosine,
+    decrease_fraction,
+    principal_angles,
+    relative_spectral_distance,
+    spectral_error,
+)
+from lowrank_ggn.studies._streams import STREAMS, make_stream, stream_dim
+
+__all__ = ["COLUMNS", "StudyConfig", "StudyResult", "run_study"]
+
+COLUMNS = (
+    "stream",
+    "dim",
+    "seed",
+    "backend",
+    "dtype",
+    "method",
+    "rank",
+    "decay",
+    "damping_mode",
+    "damping",
+    "effective_damping",
+    "step",
+    "loss",
+    "inv_spectral_error",
+    "curv_spectral_error",
+    "angle_max_deg",
+    "subspace_overlap",
+    "cosine",
+    "decrease_fraction",
+    "captured_share",
+    "represented_share",
+    "lambda_next",
+    "eckart_young_bound",
+    "trace_gap",
+    "dev_from_ginger64",
+    "sigma_relerr",
+    "nonfinite",
+    "time_per_step_s",
+    "time_vs_diag",
+)
+"""Columns of the study's CSV, in order (one row per method × setting × step).
+
+Identification (``stream`` … ``step``, ``loss``), the metrics (``inv_spectral_error``
+… ``represented_share``), the Eckart–Young reference (``lambda_next``,
+``eckart_young_bound``), consistency checks of Ginger (``trace_gap``,
+``dev_from_ginger64``, ``sigma_relerr``, ``nonfinite``) and timings; the
+report written by :func:`markdown_report` defines each one. A cell that does
+not apply to a row is NaN (or empty for ``rank``).
+"""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study runs. The defaults are the ``lowrank-ggn study`` run.
+
+    The grid: in the first dtype of ``dtypes`` (the *main* dtype), Ginger and
+    QNG run for every rank × decay and are queried at every damping; in the
+    other dtypes, for every rank at the default decay. The Sherman–Morrison
+    path runs, in every dtype at the default decay, for every damping at the
+    default rank and for every rank at the default damping. The diagonal EMA
+    and the scaled identity run for every decay in the main dtype. The exact
+    EMA (NumPy float64) runs for every decay.
+
+    Metrics are recorded over training, at ``checkpoints`` evenly spaced
+    steps, for the *default setting* (``rank``, ``decay``, ``damping``), and
+    at the last step for every setting of the grid.
+
+    Parameters
+    ----------
+    streams : tuple of str, default STREAMS
+        The curvature streams (:data:`STREAMS`): ``digits-softmax``,
+        ``digits-mlp``, ``power``, ``step``.
+    steps : int, default 400
+        Steps per stream (each step: one curvature vector, one Adam step of
+        the model for the ``digits-*`` streams).
+    ranks : tuple of int, default (1, 2, 4, 8, 16, 32)
+        The ranks τ of the grid; each must be below the smallest stream
+        dimension.
+    decays : tuple of float, default (0.9, 0.99, 0.999)
+        The EMA decays α of the grid.
+    dampings : tuple of float, default (1e-4, 1e-3, 1e-2, 1e-1)
+        The dampings γ of the fixed-damping comparison.
+    seeds : tuple of int, default (0, 1, 2)
+        One pass over every stream per seed (initial parameters, batches,
+        sampled labels, synthetic draws).
+    dtypes : tuple of str, default ("float64", "float32")
+        Dtypes of the methods, the main one first; the exact EMA and the
+        metrics are always NumPy float64.
+    backend : str, default "numpy"
+        Array backend of the methods: ``numpy``, ``jax``, ``torch``,
+        ``cupy`` or ``array_api_strict``.
+    rank : int, default 8
+        τ of the default setting (the time series); one of ``ranks``.
+    decay : float, default 0.99
+        α of the default setting; one of ``decays``.
+    damping : float, default 1e-2
+        γ of the default setting; one of ``dampings``.
+    checkpoints : int, default 16
+        Number of time-series points (evenly spaced, the last at ``steps``).
+    num_gradients : int, default 8
+        Gradients per evaluation, for the cosine and the decrease metrics:
+        the last ones of the trajectory.
+    threads : int or None, default 1
+        BLAS/OpenMP threads during the study (the matrices are small, and
+        parallel passes each take a core); None leaves the libraries' default.
+    """
+
+    streams: tuple[str, ...] = STREAMS
+    steps: int = 400
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    dampings: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    backend: str = "numpy"
+    rank: int = 8
+    decay: float = 0.99
+    damping: float = 1e-2
+    checkpoints: int = 16
+    num_gradients: int = 8
+    threads: int | None = 1
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> StudyConfig:
+        """Return a small study that runs in well under a minute (``lowrank-ggn study --quick``).
+
+        Streams ``digits-softmax`` and ``power``, 150 steps, τ ∈ {2, 8},
+        α ∈ {0.9, 0.99}, γ ∈ {1e-3, 1e-2, 1e-1}, one seed, 5 checkpoints; the
+        other fields keep their defaults.
+
+        Parameters
+        ----------
+        **overrides
+            Fields to set instead (any field of :class:`StudyConfig`).
+
+        Returns
+        -------
+        StudyConfig
+            The quick configuration, with the overrides.
+        """
+        base = cls(
+            streams=("digits-softmax", "power"),
+            steps=150,
+            ranks=(2, 8),
+            decays=(0.9, 0.99),
+            dampings=(1e-3, 1e-2, 1e-1),
+            seeds=(0,),
+            checkpoints=5,
+        )
+        return replace(base, **overrides)
+
+    @property
+    def main_dtype(self) -> str:
+        """The dtype of the full grid."""
+        return self.dtypes[0]
+
+    def validate(self) -> None:
+        """Check the configuration; :func:`run_study` calls it first.
+
+        Raises
+        ------
+        ValueError
+            For an unknown stream or dtype, an empty ``streams``, ``seeds`` or
+            ``dtypes``, non-positive ``steps``, ``checkpoints`` or
+            ``num_gradients``, a default setting outside the grid, or a rank
+            outside [1, d) for the smallest stream dimension d.
+        """
+        for name in self.streams:
+            stream_dim(name)
+        if not (self.streams and self.seeds and self.dtypes):
+            msg = "streams, seeds and dtypes must not be empty"
+            raise ValueError(msg)
+        if self.steps < 1 or self.checkpoints < 1 or self.num_gradients < 1:
+            msg = "steps, checkpoints and num_gradients must be positive"
+            raise ValueError(msg)
+        if self.rank not in self.ranks or self.decay not in self.decays or self.damping not in self.dampings:
+            msg = "the default rank, decay and damping must belong to ranks, decays and dampings"
+            raise ValueError(msg)
+        for dtype in self.dtypes:
+            if dtype not in {"float32", "float64"}:
+                msg = f"dtypes must be float32 or float64, got {dtype!r}"
+                raise ValueError(msg)
+        small = min(stream_dim(s) for s in self.streams)
+        if min(self.ranks) < 1 or max(self.ranks) >= small:
+            msg = f"every rank must lie in [1, {small}) (the smallest dimension)"
+            raise ValueError(msg)
+
+
+@dataclass
+class StudyResult:
+    """Rows of the study (one dict per method × setting × step) and the final spectra.
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The configuration that produced the result.
+    rows : list of dict
+        One dict per method × setting × step, with the keys :data:`COLUMNS`
+        (in the order of the passes: stream, then seed).
+    spectra : list of dict
+        The eigenvalues of every exact EMA at the last step, one dict per
+        eigenvalue, with the keys ``stream``, ``seed``, ``decay``, ``step``,
+        ``index`` (from 1, descending order) and ``eigval``.
+    seconds : float, default 0.0
+        Wall time of the study.
+    """
+
+    config: StudyConfig
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    spectra: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Pass:
+    """The state of one pass over one stream with one seed."""
+
+    config: StudyConfig
+    stream: str
+    seed: int
+    dim: int
+    xp: Any
+    exact: dict[float, ExactEMA]
+    ginger: dict[tuple[str, int, float], GingerRun]
+    sm: dict[tuple[str, int, float, float], GingerRun]
+    qng: dict[tuple[str, int, float], QNGRun]
+    diag: dict[tuple[str, float], DiagonalRun]
+    iso: dict[tuple[str, float], IsotropicRun]
+    gradients: list[np.ndarray] = field(default_factory=list)
+    loss: float = math.nan
+
+    def decays_of(self, dtype: str) -> tuple[float, ...]:
+        return self.config.decays if dtype == self.config.main_dtype else (self.config.decay,)
+
+
+def _build_pass(config: StudyConfig, stream: str, seed: int, xp: Any) -> _Pass:
+    dim = stream_dim(stream)
+    c = config
+    p = _Pass(c, stream, seed, dim, xp, {a: ExactEMA(dim, a) for a in c.decays}, {}, {}, {}, {}, {})
+    for dtype in c.dtypes:
+        common = {"dim": dim, "xp": xp, "dtype": getattr(xp, dtype)}
+        for decay in p.decays_of(dtype):
+            p.diag[dtype, decay] = DiagonalRun(decay=decay, **common)
+            p.iso[dtype, decay] = IsotropicRun(decay=decay, **common)
+            for rank in c.ranks:
+                p.ginger[dtype, rank, decay] = GingerRun(decay=decay, rank=rank, **common)
+                p.qng[dtype, rank, decay] = QNGRun(decay=decay, rank=rank, **common)
+        sm_settings = {(c.rank, g) for g in c.dampings} | {(r, c.damping) for r in c.ranks}
+        for rank, gamma in sorted(sm_settings):
+            p.sm[dtype, rank, c.decay, gamma] = GingerRun(decay=c.decay, rank=rank, path_damping=gamma, **common)
+    return p
+
+
+def _advance(p: _Pass, d: np.ndarray, g: np.ndarray) -> None:
+    for ema in p.exact.values():
+        ema.update(d)
+    vectors = {}
+    for name in p.config.dtypes:
+        dt = getattr(p.xp, name)
+        vectors[name] = (p.xp.asarray(d, dtype=dt), p.xp.asarray(g, dtype=dt))
+    gamma = p.config.damping
+    for group in (p.ginger, p.sm, p.qng, p.diag, p.iso):
+        for key, run in group.items():
+            db, gb = vectors[key[0]]
+            run.step(db, gb, gamma)
+    p.gradients.append(g)
+    del p.gradients[: -p.config.num_gradients]
+
+
+class _Evaluator:
+    """Metrics at one checkpoint for one decay: the exact spectrum, the gradients and projections are shared."""
+
+    def __init__(self, p: _Pass, decay: float, step: int) -> None:
+        self.p, self.decay, self.step = p, decay, step
+        lam, vec = p.exact[decay].eig()
+        self.exact = ExactSpectrum(lam, vec, p.exact[decay].matrix)
+        self.grads = np.stack(p.gradients, axis=1)
+        self._solves: dict[float, np.ndarray] = {}
+        self._projections: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._curvature: dict[Any, float] = {}
+
+    def solve(self, damping: float) -> np.ndarray:
+        if damping not in self._solves:
+            self._solves[damping] = self.exact.solve(self.grads, damping)
+        return self._solves[damping]
+
+    def projection(self, basis: np.ndarray) -> np.ndarray:
+        """``Vᵀ W``, cached per basis; exactly ``[I; 0]`` when W is a leading block of V (the oracles)."""
+        key = id(basis)
+        if key not in self._projections:
+            v = self.exact.eigvecs
+            k = basis.shape[1]
+            leading = np.shares_memory(basis, v) and np.array_equal(basis, v[:, :k])
+            proj = np.eye(v.shape[1], k) if leading else v.T @ basis
+            self._projections[key] = (basis, proj)
+        return self._projections[key][1]
+
+    def row(self, **fields: Any) -> dict[str, Any]:
+        row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
+        row.update(
+            stream=self.p.stream,
+            dim=self.p.dim,
+            seed=self.p.seed,
+            backend=self.p.config.backend,
+            decay=self.decay,
+            step=self.step,
+            loss=self.p.loss,
+            rank="",
+        )
+        row.update(fields)
+        # Plain Python numbers only (NumPy scalars print as ``np.float64(…)``).
+        return {
+            k: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
+            for k, v in row.items()
+        }
+
+    def timing(self, run: Any, dtype: str) -> dict[str, float]:
+        diag = self.p.diag.get((dtype, self.decay))
+        out = {"time_per_step_s": run.time_per_step}
+        if diag is not None:
+            out["time_vs_diag"] = run.time_per_step / diag.time_per_step
+        return out
+
+    def curvature_error(self, approx: Structured, damping: float, proj: np.ndarray | None, key: Any) -> float:
+        """``‖G̃ − G‖₂ / ‖G‖₂``; ``G̃ − G`` does not depend on γ when ``G̃``'s damping moves with it (``key``)."""
+        target = damping + self.exact.eigvals
+        if key is None:
+            return _difference_norm(approx, self.exact, target, proj) / float(target[0])
+        key = (*key, float(approx.diagonal[0] - damping) if approx.isotropic else 0.0)
+        if key not in self._curvature:
+            self._curvature[key] = _difference_norm(approx, self.exact, target, proj)
+        return self._curvature[key] / float(target[0])
+
+    def metrics(
+        self,
+        approx: Structured,
+        damping: float,
+        step: np.ndarray,
+        rank: int | None,
+        subspace: np.ndarray | None,
+        *,
+        key: Any = None,
+    ) -> dict[str, float]:
+        """Every metric of a damped approximation at reference damping γ (``step`` = G̃⁻¹ g, columns).
+
+        ``key`` identifies the undamped part of ``approx`` (its state and
+        the offset of its damping from γ) for the curvature-error cache.
+        """
+        exact = self.exact
+        proj = self.projection(approx.basis) if approx.isotropic and approx.basis.shape[1] else None
+        out = {
+            "inv_spectral_error": spectral_error(approx, exact, damping, inverse=True, projection=proj),
+            "curv_spectral_error": self.curvature_error(approx, damping, proj, key),
+            "cosine": float(np.mean(cosine(step, self.solve(damping)))),
+            "decrease_fraction": float(
+                np.mean(decrease_fraction(self.grads, step, exact, damping, optimal_step=self.solve(damping)))
+            ),
+        }
+        if rank is not None:
+            lam_next = float(exact.eigvals[rank])
+            out["lambda_next"] = lam_next
+            # The oracle's relative inverse error: (1/γ − 1/(γ + λ_{τ+1})) / ‖G⁻¹‖, ‖G⁻¹‖ = 1/(γ + λ_min).
+            out["eckart_young_bound"] = lam_next / (damping + lam_next) * (damping + float(exact.eigvals[-1])) / damping
+            if subspace is not None:
+                proj = self.projection(subspace)
+                angles = principal_angles(np.eye(exact.dim, rank), proj)
+                cosines = np.cos(angles)
+                out["angle_max_deg"] = float(np.degrees(angles.max()))
+                out["subspace_overlap"] = float(np.mean(cosines * cosines))
+                out["captured_share"] = captured_share(exact, subspace, proj)
+        return out
+
+
+def _top(structure: Structured, rank: int) -> np.ndarray:
+    """Return the eigenvectors of the ``rank`` largest coefficients (the basis itself if it has ≤ rank columns)."""
+    if structure.basis.shape[1] <= rank:
+        return structure.basis
+    order = np.argsort(structure.coef)[::-1][:rank]
+    return structure.basis[:, order]
+
+
+def _rows_exact(ev: _Evaluator, mode: str, damping: float, ranks: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Rows of the exact EMA and of the oracles (NumPy float64)."""
+    ema = ev.p.exact[ev.decay]
+    trace = ev.exact.trace
+    common = {"dtype": "float64", "damping_mode": mode, "damping": damping}
+    rows = [
+        ev.row(
+            method="exact",
+            rank=ranks[0] if mode == "equal" else "",
+            effective_damping=damping,
+            represented_share=1.0,
+            **common,
+            **ev.metrics(ema.structure(damping), damping, ev.solve(damping), None, None, key=("exact",)),
+        )
+    ]
+    for rank in ranks:
+        for name, tail in (("oracle", False), ("oracle-tail", True)):
+            s = ema.structure(damping, rank, tail=tail)
+            rows.append(
+                ev.row(
+                    method=name,
+                    rank=rank,
+                    effective_damping=float(s.diagonal[0]),
+                    represented_share=float(s.coef.sum() / trace),
+                    **common,
+                    **ev.metrics(s, damping, s.inverse().matvec(ev.grads), rank, s.basis, key=(name, rank)),
+                )
+            )
+    return rows
+
+
+def _ginger_checks(ev: _Evaluator, run: GingerRun, damping: float, rank: int) -> dict[str, float]:
+    """Trace identity and the distance to the float64 eigen-path state of the same setting."""
+    sigma = run.lowrank()[1]
+    trace = ev.exact.trace
+    out = {"trace_gap": float(abs(sigma.sum() + run.discarded - trace) / trace)}
+    ref = ev.p.ginger.get(("float64", rank, ev.decay))
+    if ref is not None:
+        out["dev_from_ginger64"] = relative_spectral_distance(
+            run.structure(damping).inverse(), ref.structure(damping).inverse()
+        )
+        sigma64 = ref.lowrank()[1]
+        out["sigma_relerr"] = float(np.abs(sigma - sigma64).max() / sigma64[0])
+    return out
+
+
+def _rows_ginger(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
+    run = ev.p.ginger[dtype, rank, ev.decay]
+    variants: tuple[tuple[str, str], ...] = (("ginger", "plain"), ("ginger-tail", "tail"), ("ginger-fd", "fd"))
+    if dtype != ev.p.config.main_dtype:
+        variants = variants[:1]
+    represented = run.lowrank_trace() / ev.exact.trace
+    nonfinite = int(to_numpy(run.state.num_nonfinite))
+    rows = []
+    for name, variant in variants:
+        gamma_eff = run.tail_damping(damping, variant)
+        s = run.structure(gamma_eff)
+        extra = _ginger_checks(ev, run, damping, rank) if variant == "plain" else {}
+        rows.append(
+            ev.row(
+                dtype=dtype,
+                method=name,
+                rank=rank,
+                damping_mode=mode,
+                damping=damping,
+                effective_damping=gamma_eff,
+                represented_share=represented,
+                nonfinite=nonfinite,
+                **ev.timing(run, dtype),
+                **extra,
+                **ev.metrics(
+                    s, damping, run.precondition(ev.grads, gamma_eff), rank, _top(s, rank), key=(id(run), variant)
+                ),
+            )
+        )
+    return rows
+
+
+def _rows_sm(ev: _Evaluator, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
+    run = ev.p.sm[dtype, rank, ev.decay, damping]
+    s = run.structure(damping)
+    return [
+        ev.row(
+            dtype=dtype,
+            method="ginger-sm",
+            rank=rank,
+            damping_mode="fixed",
+            damping=damping,
+            effective_damping=damping,
+            represented_share=run.lowrank_trace() / ev.exact.trace,
+            nonfinite=int(to_numpy(run.state.num_nonfinite)),
+            **ev.timing(run, dtype),
+            **_ginger_checks(ev, run, damping, rank),
+            **ev.metrics(s, damping, run.precondition(ev.grads, damping), rank, _top(s, rank), key=(id(run),)),
+        )
+    ]
+
+
+def _rows_qng(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
+    run = ev.p.qng[dtype, rank, ev.decay]
+    s = run.structure()
+    return [
+        ev.row(
+            dtype=dtype,
+            method="qng",
+            rank=rank,
+            damping_mode=mode,
+            damping=damping,
+            effective_damping=run.implicit_damping,
+            represented_share=float(s.coef.sum() / ev.exact.trace),
+            nonfinite=int(to_numpy(run.state.num_nonfinite)),
+            **ev.timing(run, dtype),
+            **ev.metrics(s, damping, run.precondition(ev.grads, damping), rank, _top(s, rank)),
+        )
+    ]
+
+
+def _rows_simple(ev: _Evaluator, mode: str, damping: float, rank: int | None) -> list[dict[str, Any]]:
+    dtype = ev.p.config.main_dtype
+    rows = []
+    for name, run in (("diag", ev.p.diag[dtype, ev.decay]), ("identity", ev.p.iso[dtype, ev.decay])):
+        s = run.structure(damping)
+        rows.append(
+            ev.row(
+                dtype=dtype,
+                method=name,
+                rank=rank if mode == "equal" else "",
+                damping_mode=mode,
+                damping=damping,
+                effective_damping=float(s.diagonal.mean()) if name == "identity" else damping,
+                represented_share=run.lowrank_trace() / ev.exact.trace,
+                **ev.timing(run, dtype),
+                **ev.metrics(s, damping, run.precondition(ev.grads, damping), None, None, key=(id(run),)),
+            )
+        )
+    return rows
+
+
+def _evaluate(p: _Pass, step: int, *, final: bool) -> list[dict[str, Any]]:
+    """Rows at one checkpoint: the default setting only, or (``final``) the whole grid."""
+    c = p.config
+    rows: list[dict[str, Any]] = []
+    for decay in c.decays if final else (c.decay,):
+        ev = _Evaluator(p, decay, step)
+        ranks = c.ranks if final else (c.rank,)
+        dtypes = [dt for dt in c.dtypes if decay in p.decays_of(dt)]
+        for gamma in c.dampings if final else (c.damping,):
+            rows.extend(_rows_exact(ev, "fixed", gamma, ranks))
+            rows.extend(_rows_simple(ev, "fixed", gamma, None))
+            for dtype in dtypes:
+                for rank in ranks:
+                    rows.extend(_rows_ginger(ev, "fixed", gamma, dtype, rank))
+                    rows.extend(_rows_qng(ev, "fixed", gamma, dtype, rank))
+                    if (dtype, rank, decay, gamma) in p.sm:
+                        rows.extend(_rows_sm(ev, gamma, dtype, rank))
+        for rank in ranks:
+            gamma = float(decay ** min(rank, step))
+            rows.extend(_rows_exact(ev, "equal", gamma, (rank,)))
+            rows.extend(_rows_simple(ev, "equal", gamma, rank))
+            for dtype in dtypes:
+                rows.extend(_rows_ginger(ev, "equal", gamma, dtype, rank))
+                rows.extend(_rows_qng(ev, "equal", gamma, dtype, rank))
+    return rows
+
+
+def _checkpoints(steps: int, count: int) -> list[int]:
+    return sorted({max(1, round(steps * (i + 1) / count)) for i in range(count)})
+
+
+def _spectra(p: _Pass, step: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for decay, ema in p.exact.items():
+        lam, _ = ema.eig()
+        out.extend(
+            {"stream": p.stream, "seed": p.seed, "decay": decay, "step": step, "index": i + 1, "eigval": float(v)}
+            for i, v in enumerate(lam)
+        )
+    return out
+
+
+def _run_pass(config: StudyConfig, stream: str, seed: int, report: Callable[[int], None]) -> StudyResult:
+    """One pass over one stream with one seed; ``report(n)`` is called every few steps with the steps done."""
+    xp = namespace_by_name(config.backend, float64="float64" in config.dtypes)
+    out = StudyResult(config)
+    p = _build_pass(config, stream, seed, xp)
+    series = set(_checkpoints(config.steps, config.checkpoints))
+    done = 0
+    for item in make_stream(stream, steps=config.steps, seed=seed):
+        p.loss = item.loss
+        _advance(p, item.curvature, item.gradient)
+        if item.step == config.steps:
+            out.rows.extend(_evaluate(p, item.step, final=True))
+            out.spectra.extend(_spectra(p, item.step))
+        elif item.step in series:
+            out.rows.extend(_evaluate(p, item.step, final=False))
+        done += 1
+        if done == 10 or item.step == config.steps:
+            report(done)
+            done = 0
+    return out
+
+
+_QUEUE: Any = None
+
+
+def _worker_init(queue: Any, threads: int | None) -> None:
+    global _QUEUE  # noqa: PLW0603 - the worker process's progress channel
+    _QUEUE = queue
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+
+
+def _worker_pass(config: StudyConfig, stream: str, seed: int) -> StudyResult:
+    return _run_pass(config, stream, seed, _QUEUE.put)
+
+
+def run_study(config: StudyConfig | None = None, *, progress: bool = True, jobs: int = 1) -> StudyResult:
+    """Run a study: every stream × seed, every method × setting, metrics over time and at the end.
+
+    Parameters
+    ----------
+    config : StudyConfig, optional
+        Default: :class:`StudyConfig` ``()`` (the ``lowrank-ggn study`` run).
+    progress : bool
+        Show a progress bar (tqdm) over all steps of all passes.
+    jobs : int
+        Number of worker processes; the passes (stream × seed) are
+        independent. 1 runs everything in this process. The rows do not
+        depend on ``jobs`` (except the measured times).
+
+    Returns
+    -------
+    StudyResult
+        ``rows`` with the keys :data:`COLUMNS` (in the order of the passes),
+        ``spectra`` (the final eigenvalues of every exact EMA) and the elapsed
+        ``seconds``.
+    """
+    config = StudyConfig() if config is None else config
+    config.validate()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        msg = f"jobs must be a positive integer, got {jobs!r}"
+        raise ValueError(msg)
+    namespace_by_name(config.backend, float64="float64" in config.dtypes)  # fail early
+    passes = [(stream, seed) for stream in config.streams for seed in config.seeds]
+    result = StudyResult(config)
+    t0 = time.perf_counter()
+    bar = _progress(progress, total=len(passes) * config.steps)
+
+    def advance(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    try:
+        if jobs == 1 or len(passes) == 1:
+            with _thread_limit(config.threads):
+                parts = [_run_pass(config, stream, seed, advance) for stream, seed in passes]
+        else:
+            parts = _run_parallel(config, passes, min(jobs, len(passes)), advance)
+    finally:
+        if bar is not None:
+            bar.close()
+    for part in parts:
+        result.rows.extend(part.rows)
+        result.spectra.extend(part.spectra)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run_parallel(
+    config: StudyConfig, passes: list[tuple[str, int]], jobs: int, advance: Callable[[int], None]
+) -> list[StudyResult]:
+    import multiprocessing as mp
+    import queue as queue_module
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    channel = ctx.Queue()
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(channel, config.threads)) as ex:
+        futures = [ex.submit(_worker_pass, config, stream, seed) for stream, seed in passes]
+        while not all(f.done() for f in futures):
+            with contextlib.suppress(queue_module.Empty):
+                advance(channel.get(timeout=0.2))
+        while True:
+            try:
+                advance(channel.get_nowait())
+            except queue_module.Empty:
+                break
+        return [f.result() for f in futures]
+
+
+def _progress(enabled: bool, *, total: int) -> Any:  # noqa: FBT001
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", desc="lowrank-ggn study", dynamic_ncols=True)
+
+
+class _thread_limit:  # noqa: N801 - used as a context manager
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+        self._ctx: Any = None
+
+    def __enter__(self) -> None:
+        if self.threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            self._ctx = threadpool_limits(limits=self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            self._ctx.unregister()

@@ -1,0 +1,449 @@
+"""The approximation-error studies: streams, methods, metrics against dense float64, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
+
+import scipy.linalg
+
+import lowrank_ggn as lg
+from lowrank_ggn.studies import (
+    COLUMNS,
+    METHODS,
+    MLP,
+    DiagonalRun,
+    ExactEMA,
+    ExactSpectrum,
+    GingerRun,
+    IsotropicRun,
+    QNGRun,
+    SoftmaxRegression,
+    Structured,
+    StudyConfig,
+    captured_share,
+    cosine,
+    decrease_fraction,
+    diag_lowrank_norm,
+    digits_data,
+    fisher_stream,
+    headline,
+    principal_angles,
+    relative_spectral_distance,
+    run_study,
+    spectral_error,
+    summary_table,
+    synthetic_spectrum,
+    synthetic_stream,
+    write_outputs,
+)
+from lowrank_ggn.studies._metrics import DENSE_MAX, _count_above, _eigen_brackets, _largest_eigenvalue
+from tests._streams import orthonormal, spectrum, stream
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_blas_thread():
+    """Small dense problems: one BLAS thread (multithreaded BLAS on tiny matrices only contends)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+# ---------------------------------------------------------------- streams
+
+
+@pytest.mark.parametrize("model", [SoftmaxRegression(), MLP()], ids=["softmax", "mlp"])
+def test_backward_is_the_jacobian_transpose(model):
+    """``backward(θ, x, δ) = Σ_i J_iᵀ δ_i``: check ⟨backward, v⟩ against a central difference of Σ δ·logits."""
+    rng = np.random.default_rng(1)
+    x, _ = digits_data()
+    xb = x[:5]
+    theta = model.init(rng) + 0.1 * rng.standard_normal(model.dim)
+    delta = rng.standard_normal((5, model.num_classes))
+    v = rng.standard_normal(model.dim)
+
+    def logits(t):
+        p = model.probabilities(t, xb)
+        return np.log(p)  # log-softmax = logits up to a per-row constant
+
+    # Σ δ·log softmax(z) has gradient Jᵀ(δ − p Σδ); use δ with zero row sums so the constant drops out.
+    delta -= delta.mean(axis=1, keepdims=True)
+    h = 1e-6
+    fd = (np.sum(delta * logits(theta + h * v)) - np.sum(delta * logits(theta - h * v))) / (2 * h)
+    assert model.backward(theta, xb, delta) @ v == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("model", [SoftmaxRegression(), MLP()], ids=["softmax", "mlp"])
+def test_fisher_stream_gradients_and_training(model):
+    x, _ = digits_data()
+    assert x.shape == (1797, 64)
+    assert np.allclose(x.mean(axis=0), 0, atol=1e-12)
+    steps = list(fisher_stream(model, steps=60, seed=3, batch_size=16))
+    assert [s.step for s in steps] == list(range(1, 61))
+    for s in steps:
+        assert s.curvature.shape == s.gradient.shape == (model.dim,)
+        assert np.all(np.isfinite(s.curvature))
+        assert np.all(np.isfinite(s.gradient))
+    # Adam is training: the mini-batch loss falls.
+    assert np.mean([s.loss for s in steps[-10:]]) < 0.6 * np.mean([s.loss for s in steps[:5]])
+    # Reproducible from the seed.
+    again = next(iter(fisher_stream(model, steps=1, seed=3, batch_size=16)))
+    np.testing.assert_array_equal(again.curvature, steps[0].curvature)
+
+
+def test_fisher_vector_has_the_ggn_as_covariance():
+    """For softmax regression, E_ŷ[d dᵀ] = (1/B) Σ_x J_xᵀ (diag p − p pᵀ) J_x: check with many label draws."""
+    model = SoftmaxRegression()
+    rng = np.random.default_rng(0)
+    x, _ = digits_data()
+    xb = x[:4]
+    theta = 0.3 * rng.standard_normal(model.dim)
+    p = model.probabilities(theta, xb)
+    k = model.num_classes
+    # Exact GGN via the pull-back of the output-space factors (diag p − p pᵀ = L Lᵀ).
+    ggn = np.zeros((model.dim, model.dim))
+    for i in range(xb.shape[0]):
+        w, v = np.linalg.eigh(np.diag(p[i]) - np.outer(p[i], p[i]))
+        for j in range(k):
+            delta = np.zeros((xb.shape[0], k))
+            delta[i] = np.sqrt(max(w[j], 0.0)) * v[:, j]
+            col = model.backward(theta, xb, delta)
+            ggn += np.outer(col, col)
+    ggn /= xb.shape[0]
+    draws = 4000
+    u = rng.random((draws, xb.shape[0], 1))
+    sampled = np.minimum((p.cumsum(axis=1)[None] < u).sum(axis=2), k - 1)
+    rows = np.stack([model.backward(theta, xb, np.eye(k)[s] - p) for s in sampled]) / np.sqrt(xb.shape[0])
+    emp = rows.T @ rows / draws
+    assert np.linalg.norm(emp - ggn) / np.linalg.norm(ggn) < 0.1
+
+
+def test_synthetic_streams():
+    s = synthetic_spectrum(50, "step", step_at=4, floor=1e-3)
+    assert s[:4].tolist() == [1.0] * 4
+    assert np.all(s[4:] == 1e-3)
+    np.testing.assert_allclose(synthetic_spectrum(5, "power", exponent=2.0), 1 / np.arange(1, 6) ** 2)
+    with pytest.raises(ValueError, match="kind"):
+        synthetic_spectrum(5, "flat")
+    rows = np.array([s.curvature for s in synthetic_stream("power", dim=20, steps=4000, seed=0)])
+    cov = rows.T @ rows / rows.shape[0]
+    np.testing.assert_allclose(np.linalg.eigvalsh(cov)[::-1][:3], synthetic_spectrum(20, "power")[:3], rtol=0.15)
+
+
+# ---------------------------------------------------------------- metrics against dense float64
+
+
+def _random_psd(rng, dim, kind="power"):
+    q = orthonormal(rng, dim, dim)
+    lam = spectrum(dim, kind)
+    return (q * lam) @ q.T
+
+
+def _spectrum(m):
+    lam, vec = np.linalg.eigh(m)
+    return ExactSpectrum(np.maximum(lam[::-1], 0), vec[:, ::-1], m)
+
+
+@pytest.mark.parametrize("dim", [40, DENSE_MAX + 20], ids=["dense", "lanczos"])
+@pytest.mark.parametrize("damping", [1e-4, 1e-2, 1.0])
+def test_oracle_inverse_error_is_the_eckart_young_bound(dim, damping):
+    """Best rank τ at damping γ: ‖G̃⁻¹ − G⁻¹‖ = 1/γ − 1/(γ + λ_{τ+1}); ‖G̃ − G‖ = λ_{τ+1} (Eckart–Young).
+
+    Relative to ‖G⁻¹‖ = 1/(γ + λ_min), which is 1/γ for a singular M: then λ_{τ+1}/(γ + λ_{τ+1}).
+    """
+    rng = np.random.default_rng(7)
+    m = _random_psd(rng, dim)
+    exact = _spectrum(m)
+    rank = 6
+    basis, eigvals = lg.best_rank_k(m, rank)
+    oracle = Structured(np.full(dim, damping), basis, eigvals)
+    lam = exact.eigvals
+    bound = (1 / damping - 1 / (damping + lam[rank])) * (damping + lam[-1])
+    assert spectral_error(oracle, exact, damping) == pytest.approx(bound, rel=1e-7)
+    assert spectral_error(oracle, exact, damping, inverse=False) == pytest.approx(
+        lam[rank] / (damping + lam[0]), rel=1e-7
+    )
+    # A singular M (rank < dim, as M_t for t < d): the relative error is λ_{τ+1}/(γ + λ_{τ+1}).
+    b12, e12 = lg.best_rank_k(m, 12)
+    low = (b12 * e12) @ b12.T
+    exact_low = _spectrum(low)
+    b2, e2 = lg.best_rank_k(low, rank)
+    lam2 = exact_low.eigvals
+    got = spectral_error(Structured(np.full(dim, damping), b2, e2), exact_low, damping)
+    assert got == pytest.approx(lam2[rank] / (damping + lam2[rank]), rel=1e-7)
+
+
+@pytest.mark.parametrize("dim", [30, DENSE_MAX + 20])
+def test_spectral_error_matches_dense(dim):
+    rng = np.random.default_rng(dim)
+    m = _random_psd(rng, dim)
+    exact = _spectrum(m)
+    damping = 1e-3
+    ref_inv = np.linalg.inv(damping * np.eye(dim) + m)
+    ref = damping * np.eye(dim) + m
+    for approx in (
+        Structured.from_lowrank(damping, rng.standard_normal((dim, 5)), np.diag(rng.random(5))),
+        Structured.from_lowrank(0.3, orthonormal(rng, dim, 3), np.diag([3.0, 1.0, 0.2])),
+        Structured(damping + rng.random(dim), np.zeros((dim, 0)), np.zeros(0)),  # diagonal
+    ):
+        dense = approx.dense()
+        want_inv = np.linalg.norm(np.linalg.inv(dense) - ref_inv, 2) / np.linalg.norm(ref_inv, 2)
+        want = np.linalg.norm(dense - ref, 2) / np.linalg.norm(ref, 2)
+        assert spectral_error(approx, exact, damping) == pytest.approx(want_inv, rel=1e-7)
+        assert spectral_error(approx, exact, damping, inverse=False) == pytest.approx(want, rel=1e-7)
+
+
+def _diag_lowrank_cases(rng):
+    for trial in range(6):
+        dim = int(rng.integers(DENSE_MAX + 10, DENSE_MAX + 80))
+        k = int(rng.integers(1, 12))
+        if trial % 3 == 0:  # a tight cluster at the top (Ginger's inverse error at small γ)
+            delta = 1e4 - 1 / (1e-4 + rng.exponential(size=dim))
+        elif trial % 3 == 1:
+            delta = rng.standard_normal(dim)
+        else:
+            delta = np.where(rng.random(dim) < 0.5, 1.0, -1.0) * (1 + 1e-9 * rng.random(dim))
+        yield delta, orthonormal(rng, dim, k), rng.standard_normal(k) * rng.choice([1.0, 1e3])
+
+
+def test_diag_lowrank_norm_and_bisection_match_dense():
+    rng = np.random.default_rng(11)
+    for delta, b, c in _diag_lowrank_cases(rng):
+        w = np.linalg.eigvalsh(np.diag(delta) + (b * c) @ b.T)
+        scale = np.abs(w).max()
+        assert diag_lowrank_norm(delta, b, c) == pytest.approx(scale, rel=1e-7)
+        (lo1, hi1), (lo2, hi2) = _eigen_brackets(delta, c)
+        assert lo1 <= w[-1] + 1e-12 * scale
+        assert w[-1] <= hi1 + 1e-12 * scale
+        assert lo2 <= w[0] + 1e-12 * scale
+        assert w[0] <= hi2 + 1e-12 * scale
+        # Bisection on inertia counts is exact.
+        assert _largest_eigenvalue(delta, b, c, lo1, hi1) == pytest.approx(w[-1], abs=1e-12 * scale)
+        assert -_largest_eigenvalue(-delta, b, -c, -hi2, -lo2) == pytest.approx(w[0], abs=1e-12 * scale)
+        mid = 0.5 * (w[len(w) // 2] + w[len(w) // 2 + 1])
+        assert _count_above(mid, delta, b, c) == int((w > mid).sum())
+
+
+def test_small_metrics_match_dense():
+    rng = np.random.default_rng(5)
+    dim, rank, damping = 25, 4, 0.05
+    m = _random_psd(rng, dim, "step")
+    exact = _spectrum(m)
+    g = rng.standard_normal((dim, 3))
+    opt = np.linalg.solve(damping * np.eye(dim) + m, g)
+    np.testing.assert_allclose(exact.solve(g, damping), opt, rtol=1e-10)
+    np.testing.assert_allclose(cosine(opt, exact.solve(g, damping)), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(decrease_fraction(g, opt, exact, damping), 1.0, rtol=1e-10)
+    step = rng.standard_normal((dim, 3))
+    gm = damping * np.eye(dim) + m
+    want = [
+        (gi @ si - 0.5 * si @ gm @ si) / (0.5 * gi @ np.linalg.solve(gm, gi))
+        for gi, si in zip(g.T, step.T, strict=True)
+    ]
+    np.testing.assert_allclose(decrease_fraction(g, step, exact, damping), want, rtol=1e-10)
+    # A step −2G⁻¹g overshoots: decrease 0; −G⁻¹g/2 reaches 3/4 of the optimum.
+    np.testing.assert_allclose(decrease_fraction(g, 2 * opt, exact, damping), 0.0, atol=1e-10)
+    np.testing.assert_allclose(decrease_fraction(g, 0.5 * opt, exact, damping), 0.75, rtol=1e-10)
+    q = orthonormal(rng, dim, rank)
+    np.testing.assert_allclose(captured_share(exact, q), np.trace(q.T @ m @ q) / np.trace(m), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.sort(principal_angles(exact.top(rank), q)),
+        np.sort(scipy.linalg.subspace_angles(exact.top(rank), q)),
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(principal_angles(exact.top(rank), exact.top(rank)), 0.0, atol=1e-7)
+    a = Structured.from_lowrank(2.0, rng.standard_normal((dim, 3)), np.diag(rng.random(3)))
+    b = Structured.from_lowrank(2.0, rng.standard_normal((dim, 2)), np.diag(rng.random(2)))
+    want = np.linalg.norm(a.dense() - b.dense(), 2) / np.linalg.norm(b.dense(), 2)
+    assert relative_spectral_distance(a, b) == pytest.approx(want, rel=1e-10)
+    np.testing.assert_allclose(a.inverse().dense(), np.linalg.inv(a.dense()), rtol=1e-10, atol=1e-12)
+    x = rng.standard_normal((dim, 2))
+    np.testing.assert_allclose(a.matvec(x), a.dense() @ x, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- methods
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_method_runs_represent_their_states(dtype):
+    import array_api_compat.numpy as xp
+
+    rng = np.random.default_rng(2)
+    dim, rank, decay, damping = 30, 4, 0.9, 1e-2
+    data = stream(rng, 25, dim)
+    tol = 1e-10 if dtype == "float64" else 1e-4
+    common = {"dim": dim, "decay": decay, "xp": xp, "dtype": getattr(xp, dtype)}
+    ginger, sm, qng = (
+        GingerRun(rank=rank, **common),
+        GingerRun(rank=rank, path_damping=damping, **common),
+        QNGRun(rank=rank, **common),
+    )
+    diag, iso, ema = DiagonalRun(**common), IsotropicRun(**common), ExactEMA(dim, decay)
+    for d in data:
+        ema.update(d)
+        dd = xp.asarray(d, dtype=getattr(xp, dtype))
+        for run in (ginger, sm, qng, diag, iso):
+            run.step(dd, dd, damping)
+    m = ema.matrix
+    np.testing.assert_allclose(m, lg.ema_dense(data, decay=decay), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        ginger.structure(damping).dense(), lg.ginger_dense(ginger.state, damping=damping), rtol=tol, atol=tol
+    )
+    np.testing.assert_allclose(
+        sm.structure(damping).dense(), ginger.structure(damping).dense(), rtol=100 * tol, atol=100 * tol
+    )
+    np.testing.assert_allclose(qng.structure().dense(), lg.qng_dense(qng.state), rtol=tol, atol=tol)
+    assert qng.implicit_damping == pytest.approx(decay**rank, rel=tol)
+    np.testing.assert_allclose(diag.structure(damping).diagonal, damping + np.diag(m), rtol=tol)
+    assert iso.structure(damping).diagonal[0] == pytest.approx(damping + np.trace(m) / dim, rel=tol)
+    # Tail-aware dampings from the tracked discarded mass ρ = tr M − Σσ.
+    rho = np.trace(m) - ginger.lowrank()[1].sum()
+    assert ginger.discarded == pytest.approx(rho, rel=1e-3 if dtype == "float32" else 1e-9)
+    assert ginger.tail_damping(damping, "tail") == pytest.approx(damping + ginger.discarded / (dim - rank))
+    assert ginger.tail_damping(damping, "fd") == pytest.approx(damping + ginger.discarded)
+    # Frequent-directions bound: (γ + ρ)I + UΣUᵀ ⪰ γI + M.
+    if dtype == "float64":
+        gap = ginger.structure(ginger.tail_damping(damping, "fd")).dense() - (damping * np.eye(dim) + m)
+        assert np.linalg.eigvalsh(gap).min() >= -1e-10
+    g = rng.standard_normal((dim, 2))
+    for run, s in ((ginger, ginger.structure(damping)), (qng, qng.structure()), (diag, diag.structure(damping))):
+        np.testing.assert_allclose(run.precondition(g, damping), np.linalg.solve(s.dense(), g), rtol=50 * tol, atol=tol)
+    assert ginger.time_per_step > 0
+
+
+# ---------------------------------------------------------------- end to end
+
+TINY = StudyConfig(
+    streams=("power", "digits-softmax"),
+    steps=24,
+    ranks=(2, 4),
+    decays=(0.9, 0.99),
+    dampings=(1e-2, 1e-1),
+    seeds=(0,),
+    rank=4,
+    decay=0.9,
+    damping=1e-2,
+    checkpoints=3,
+    num_gradients=3,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    return run_study(TINY, progress=False)
+
+
+def test_tiny_study_rows(tiny_result):
+    rows = tiny_result.rows
+    assert rows
+    assert all(set(r) == set(COLUMNS) for r in rows)
+    assert {r["method"] for r in rows} == set(METHODS)
+    assert {r["step"] for r in rows} == {8, 16, 24}
+    assert {r["dtype"] for r in rows if r["method"] == "ginger"} == {"float64", "float32"}
+    for r in rows:
+        if r["method"] == "exact":
+            assert r["cosine"] == pytest.approx(1.0, abs=1e-12)
+            assert r["decrease_fraction"] == pytest.approx(1.0, abs=1e-12)
+            assert r["inv_spectral_error"] == pytest.approx(0.0, abs=1e-12)
+        if r["method"] == "oracle":
+            assert r["inv_spectral_error"] == pytest.approx(r["eckart_young_bound"], rel=1e-7)
+            assert r["angle_max_deg"] == pytest.approx(0.0, abs=1e-6)
+        if r["method"] in {"ginger", "ginger-sm"} and r["dtype"] == "float64":
+            assert r["trace_gap"] < 1e-10
+            assert r["dev_from_ginger64"] < (1e-13 if r["method"] == "ginger" else 1e-7)
+        if r["method"] == "qng":
+            assert r["effective_damping"] == pytest.approx(r["decay"] ** min(r["rank"], r["step"]), rel=1e-5)
+        if r["method"] == "ginger" and r["damping_mode"] == "equal":
+            assert r["damping"] == pytest.approx(r["decay"] ** min(r["rank"], r["step"]))
+        for col in ("inv_spectral_error", "cosine", "decrease_fraction"):
+            assert math.isfinite(r[col]), (r["method"], col)
+        # Nothing beats the oracle's inverse error at the same damping (Eckart–Young).
+        if r["method"] in {"ginger", "ginger-sm", "qng"} and r["damping_mode"] == "equal":
+            assert r["inv_spectral_error"] >= r["eckart_young_bound"] * (1 - 1e-9)
+
+
+def test_tiny_study_outputs(tiny_result, tmp_path):
+    paths = write_outputs(tiny_result, tmp_path)
+    with paths["csv"].open() as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == COLUMNS
+        rows = list(reader)
+    assert len(rows) == len(tiny_result.rows)
+    text_columns = {"stream", "backend", "dtype", "method", "damping_mode", "rank"}
+    for row in rows:
+        for key in set(COLUMNS) - text_columns:
+            float(row[key])  # every number parses (no "np.float64(...)")
+        assert row["rank"] == "" or int(row["rank"]) > 0
+    assert float(rows[0]["dim"]) > 0
+    for name in (
+        "timeseries_equal",
+        "timeseries_fixed",
+        "sweep_rank",
+        "sweep_damping",
+        "sweep_decay",
+        "precision",
+        "spectra",
+    ):
+        png = tmp_path / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = paths["report"].read_text()
+    assert "equal-damping" in report
+    assert "| ginger |" in report
+    text = summary_table(tiny_result)
+    assert "Equal damping" in text
+    assert "qng" in text
+    h = headline(tiny_result)
+    assert len(h["lines"]) >= 5
+    assert 0.0 <= h["values"]["ginger_vs_qng_equal_inv_spectral_error"]["win_rate"] <= 1.0
+
+
+def test_parallel_study_gives_the_same_rows(tiny_result):
+    config = replace(TINY, streams=("power",), checkpoints=1)
+    one = run_study(config, progress=False)
+    two = run_study(replace(config, seeds=(0, 1)), progress=False, jobs=2)
+    timing = {"time_per_step_s", "time_vs_diag"}
+    first = [r for r in two.rows if r["seed"] == 0]
+    assert len(first) == len(one.rows)
+    for a, b in zip(one.rows, first, strict=True):
+        for key in COLUMNS:
+            if key not in timing:
+                assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key
+
+
+def test_cli_study(tmp_path, capsys):
+    from lowrank_ggn.cli import main
+
+    out = tmp_path / "study"
+    argv = ["study", "--quick", "--streams", "power", "--steps", "12", "--no-plots", "--jobs", "1", "--out", str(out)]
+    assert main([*argv, "--no-progress", "--dtype", "float64", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "Headline" in printed
+    assert (out / "study.csv").exists()
+    assert (out / "report.md").exists()
+    with (out / "study.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["seed"] for r in rows} == {"3"}
+    assert {r["dtype"] for r in rows} == {"float64"}
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="stream"):
+        run_study(replace(TINY, streams=("nope",)), progress=False)
+    with pytest.raises(ValueError, match="default rank"):
+        run_study(replace(TINY, rank=3), progress=False)
+    with pytest.raises(ValueError, match="rank"):
+        run_study(replace(TINY, ranks=(2, 4, 600), rank=4), progress=False)
+    with pytest.raises(ValueError, match="dtypes"):
+        run_study(replace(TINY, dtypes=("float16",)), progress=False)
+    with pytest.raises(ValueError, match="backend"):
+        run_study(replace(TINY, backend="tensorflow"), progress=False)
+    with pytest.raises(ValueError, match="jobs"):
+        run_study(TINY, progress=False, jobs=0)
