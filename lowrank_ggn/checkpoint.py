@@ -426,7 +426,8 @@ def _like_children(node: dict[str, Any], like: Any, path: str) -> list[tuple[str
         what = f"a {node['type']}"
     elif kind == "dict":
         keys = [k for _, k in node["keys"]]
-        ok = isinstance(like, Mapping) and list(like.keys()) == keys
+        # Key order is not structure (JAX sorts dict keys when it rebuilds a pytree); children go by key.
+        ok = isinstance(like, Mapping) and len(like) == len(keys) and all(k in like for k in keys)
         paths = [f"{path}[{k!r}]" for k in keys]
         what = f"a dict with keys {keys}"
     else:
@@ -434,7 +435,10 @@ def _like_children(node: dict[str, Any], like: Any, path: str) -> list[tuple[str
         paths = [f"{path}[{i}]" for i in range(len(items))]
         what = f"a {kind} of length {len(items)}"
     if not ok:
-        msg = f"structure mismatch at {path or 'the root'}: checkpoint has {what}, like has a {type(like).__name__}"
+        like_what = f"a {type(like).__name__}"
+        if isinstance(like, Mapping):
+            like_what += f" with keys {list(like.keys())}"
+        msg = f"structure mismatch at {path or 'the root'}: checkpoint has {what}, like has {like_what}"
         raise CheckpointError(msg)
     return list(zip(paths, items, strict=True))
 
