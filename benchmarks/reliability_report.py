@@ -45,7 +45,9 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:  # noqa: ARG001
     report = yield
     params = dict(item.callspec.params) if hasattr(item, "callspec") else {}
     doc = (getattr(item.function, "__doc__", None) or "").strip().splitlines()
-    info = {"params": {k: _jsonable(v) for k, v in params.items()}, "doc": doc[0] if doc else item.name}
+    # A callable parameter (a lambda editing a file, say) has no readable value; its neighbours name the case.
+    shown = {k: _jsonable(v) for k, v in params.items() if not callable(v)}
+    info = {"params": shown, "doc": doc[0] if doc else ""}
     report.user_properties.append(("reliability", json.dumps(info)))
     return report
 
@@ -99,6 +101,10 @@ def _backend(params: dict[str, Any]) -> str | None:
     return None
 
 
+def _symbol(recs: list[dict[str, Any]]) -> str:
+    return " ".join(sorted({_cell(r) for r in recs}))
+
+
 def _cell(rec: dict[str, Any]) -> str:
     if rec["outcome"] == "passed":
         return "✓"
@@ -111,6 +117,9 @@ def _cell(rec: dict[str, Any]) -> str:
 
 def _case_label(rec: dict[str, Any]) -> str:
     extra = {k: v for k, v in rec["params"].items() if k not in ("xp", "case")}
+    case = rec["params"].get("case")
+    if isinstance(case, list) and len(case) > 2:  # low precision: (backend, state dtype, input dtype)
+        extra = {"input": case[2], **extra}
     name = rec["nodeid"].split("::")[1].split("[")[0].removeprefix("test_").replace("_", " ")
     suffix = ", ".join(f"{k}={v}" for k, v in extra.items())
     return f"{name} ({suffix})" if suffix else name
@@ -127,6 +136,8 @@ def _measured(recs: list[dict[str, Any]]) -> str:
     if not parts:
         measured = [r["measured"] for r in recs if r["measured"]]
         parts = measured[:1]
+    if all(_backend(r["params"]) is None for r in recs):  # one run, not per backend
+        parts.insert(0, f"{_symbol(recs)} (one run, not per backend)")
     failed = [f"✗ {_backend(r['params'])}: {r['reason']}" for r in recs if r["outcome"] == "failed"]
     skipped = {r["reason"] for r in recs if _cell(r) == "n/a"}
     return "<br>".join(parts + failed + sorted(skipped)).replace("|", "\\|")
@@ -151,7 +162,7 @@ def _table(records: list[dict[str, Any]], title: str, intro: str) -> list[str]:
         for b in used:
             hits = [r for r in recs if _backend(r["params"]) == b]
             cells.append(" ".join(sorted({_cell(r) for r in hits})) if hits else "")
-        case = f"**{doc}**<br>{label}" if doc != last_doc else label
+        case = f"**{doc}**<br>{label}" if doc and doc != last_doc else label
         last_doc = doc
         lines.append(f"| {case} | " + " | ".join(cells) + f" | {_measured(recs)} |")
     lines.append("")
