@@ -169,6 +169,37 @@ def _table(records: list[dict[str, Any]], title: str, intro: str) -> list[str]:
     return lines
 
 
+_REPRODUCE = [
+    (
+        "python benchmarks/soak_float32.py",
+        (
+            "the long float32 run (10⁵ updates at d = 10⁴, τ = 16, α = 0.999) for several "
+            "re-orthonormalisation periods, against float64; writes `benchmarks/results/soak_float32.json`"
+        ),
+    ),
+    (
+        "python benchmarks/soak_float32.py --no-x64",
+        "the same on JAX without `jax_enable_x64`; writes `benchmarks/results/soak_float32_no_x64.json`",
+    ),
+    (
+        "python benchmarks/reorth_cost.py",
+        "the cost of one re-orthonormalisation as a ratio to one update (JAX, float32, d = 10⁴, τ = 16)",
+    ),
+    ("pytest -m slow tests/test_soak.py", "the long float32 run with the default settings, asserting the targets"),
+    (
+        "python benchmarks/reliability_report.py --slow -n 2",
+        "the adversarial, half-precision, fuzzing and checkpoint tests below (slow cases included), and this page",
+    ),
+]
+"""Commands that reproduce the page: (command, what it runs)."""
+
+
+def _reproduce() -> list[str]:
+    lines = ["**Reproduce.** Each command writes or checks the numbers of one part of this page:", ""]
+    lines += ["| command | what it runs |", "|---|---|"]
+    return [*lines, *(f"| `{cmd}` | {what} |" for cmd, what in _REPRODUCE), ""]
+
+
 _SOAK_INTRO = """
 Ginger (eigen path) on a power-law stream (covariance spectrum i^-1.5), float32 against a float64 run of the same
 vectors, measured every {every} steps (coprime with the re-orthonormalisation periods, so every phase of a period
@@ -273,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "from finite inputs."
         ),
         "",
+        *_reproduce(),
         *_soak_section(args.soak, args.soak_no_x64),
         *_table(
             by_file["tests/test_adversarial.py"],
