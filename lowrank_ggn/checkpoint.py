@@ -100,10 +100,10 @@ from lowrank_ggn.backends import (
     is_array,
     is_real_floating,
     is_traced,
-    namespace_by_name,
     resolve_namespace,
     to_host_exact,
 )
+from lowrank_ggn.backends._host import namespace_by_name
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -359,6 +359,17 @@ def _verify_leaf(path: Path, record: dict[str, Any], host: np.ndarray) -> None:
 
 def read_checkpoint_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and verify a checkpoint, and return its manifest (format, version, tree, leaves, metadata).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+
+    Returns
+    -------
+    dict
+        The manifest's JSON, after every stored array was checked against
+        its SHA-256 digest (the format is described in the module docstring).
 
     Raises
     ------

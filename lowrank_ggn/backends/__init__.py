@@ -29,7 +29,7 @@ from lowrank_ggn.backends._compat import (
     is_torch_namespace,
     namespace_from_module,
 )
-from lowrank_ggn.backends._host import dtype_name, from_host_exact, namespace_by_name, to_host_exact
+from lowrank_ggn.backends._host import dtype_name, from_host_exact, to_host_exact
 
 __all__ = [
     "array_namespace",
@@ -45,7 +45,6 @@ __all__ = [
     "is_low_precision_float",
     "is_real_floating",
     "is_traced",
-    "namespace_by_name",
     "namespace_from_module",
     "resolve_namespace",
     "same_device",
@@ -170,6 +169,18 @@ def is_real_floating(xp: ArrayNamespace, dtype: DType) -> bool:
 
     Unlike ``xp.isdtype``, never raises: dtypes that a namespace does not know
     (such as NumPy's extension ``bfloat16`` from ``ml_dtypes``) give False.
+
+    Parameters
+    ----------
+    xp : module
+        An array-API namespace.
+    dtype : dtype
+        Any object; a dtype of ``xp`` to be True.
+
+    Returns
+    -------
+    bool
+        Whether ``dtype`` is a real floating dtype of ``xp``.
     """
     try:
         return bool(xp.isdtype(dtype, "real floating"))
@@ -182,6 +193,18 @@ def is_low_precision_float(xp: ArrayNamespace, dtype: DType) -> bool:
 
     The library keeps its states in float32 or float64; vectors in these
     dtypes are promoted to the state's dtype on entry.
+
+    Parameters
+    ----------
+    xp : module
+        An array-API namespace.
+    dtype : dtype
+        Any object; a dtype of ``xp`` to be True.
+
+    Returns
+    -------
+    bool
+        Whether ``dtype`` is a real floating dtype of ``xp`` with fewer than 32 bits.
     """
     return is_real_floating(xp, dtype) and int(xp.finfo(dtype).bits) < 32
 
@@ -194,6 +217,11 @@ def floating_point_errors_ignored() -> Iterator[None]:
     (counting it in ``num_nonfinite``); NumPy's ``RuntimeWarning`` about the
     overflow would only repeat that. Other backends do not warn. Usable as a
     decorator.
+
+    Yields
+    ------
+    None
+        Inside the block, NumPy ignores overflow, invalid, divide and underflow.
     """
     import numpy as np
 
@@ -331,6 +359,18 @@ def widest_float_dtype(xp: ArrayNamespace, like: Array) -> DType:
     and these errors add up over many updates. float64 is unavailable on JAX
     without ``jax_enable_x64``, on TPUs, on Apple's MPS, and on
     array_api_strict's ``no_float64`` device.
+
+    Parameters
+    ----------
+    xp : module
+        The namespace of ``like``.
+    like : array
+        An array whose device (and dtype, the fallback) decide.
+
+    Returns
+    -------
+    dtype
+        ``xp.float64`` where available on that device, else ``like.dtype``.
     """
     traced = is_traced(like)
     device = None if traced or is_jax_namespace(xp) else device_of(like)

@@ -37,10 +37,21 @@ BACKEND_MODULES = {
 def namespace_by_name(name: str) -> ArrayNamespace:
     """Import a backend by its short name and return its array namespace.
 
+    Parameters
+    ----------
+    name : str
+        A key of ``BACKEND_MODULES`` (a name written by
+        :func:`lowrank_ggn.backends.backend_name`).
+
+    Returns
+    -------
+    module
+        The array-API namespace of that library.
+
     Raises
     ------
     ValueError
-        If the name is not one of :data:`BACKEND_MODULES`.
+        If the name is not a key of ``BACKEND_MODULES``.
     ImportError
         If the backend is not installed.
     """
@@ -51,12 +62,28 @@ def namespace_by_name(name: str) -> ArrayNamespace:
 
 
 def dtype_name(dtype: Any) -> str:
-    """Return the plain name of a dtype of any backend: ``float32``, ``bfloat16``, ``int32``, ``bool``."""
+    """Return the plain name of a dtype of any backend.
+
+    Parameters
+    ----------
+    dtype : dtype
+        A dtype of NumPy, JAX, PyTorch, CuPy or array_api_strict.
+
+    Returns
+    -------
+    str
+        ``"float32"``, ``"bfloat16"``, ``"int32"``, ``"bool"``, ...
+    """
     return str(dtype).rsplit(".", 1)[-1]
 
 
 def to_host_exact(x: Array) -> tuple[np.ndarray, str]:
     """Copy ``x`` to a NumPy array with the same bits.
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported backend, on any device.
 
     Returns
     -------
@@ -107,6 +134,11 @@ def from_host_exact(xp: ArrayNamespace, host: np.ndarray, name: str, *, device: 
         The dtype name of the result.
     device : device, optional
         Target device (the namespace's default when ``None``).
+
+    Returns
+    -------
+    array
+        An array of ``xp`` with dtype ``name`` and the bits of ``host``.
 
     Raises
     ------
