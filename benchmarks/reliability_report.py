@@ -101,6 +101,11 @@ def _backend(params: dict[str, Any]) -> str | None:
     return None
 
 
+def _md(text: str) -> str:
+    """Escape the characters that markdown would read as emphasis or a table cell's end (``decay**rank``)."""
+    return text.replace("*", "\\*").replace("|", "\\|")
+
+
 def _symbol(recs: list[dict[str, Any]]) -> str:
     return " ".join(sorted({_cell(r) for r in recs}))
 
@@ -140,7 +145,7 @@ def _measured(recs: list[dict[str, Any]]) -> str:
         parts.insert(0, f"{_symbol(recs)} (one run, not per backend)")
     failed = [f"✗ {_backend(r['params'])}: {r['reason']}" for r in recs if r["outcome"] == "failed"]
     skipped = {r["reason"] for r in recs if _cell(r) == "n/a"}
-    return "<br>".join(parts + failed + sorted(skipped)).replace("|", "\\|")
+    return _md("<br>".join(parts + failed + sorted(skipped)))
 
 
 def _table(records: list[dict[str, Any]], title: str, intro: str) -> list[str]:
@@ -162,7 +167,7 @@ def _table(records: list[dict[str, Any]], title: str, intro: str) -> list[str]:
         for b in used:
             hits = [r for r in recs if _backend(r["params"]) == b]
             cells.append(" ".join(sorted({_cell(r) for r in hits})) if hits else "")
-        case = f"**{doc}**<br>{label}" if doc and doc != last_doc else label
+        case = f"**{_md(doc)}**<br>{_md(label)}" if doc and doc != last_doc else _md(label)
         last_doc = doc
         lines.append(f"| {case} | " + " | ".join(cells) + f" | {_measured(recs)} |")
     lines.append("")
@@ -341,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines).rstrip() + "\n")
-    print(f"wrote {args.out.relative_to(ROOT)}: {dict(counts)}")
+    print(f"wrote {args.out}: {dict(counts)}")
     return int(code)
 
 

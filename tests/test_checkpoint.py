@@ -150,6 +150,7 @@ def test_restore_onto_namespace_device_and_dtype(tmp_path):
 
 
 def test_bfloat16_and_float16_leaves(tmp_path):
+    """bfloat16 and float16 leaves of torch, JAX and NumPy keep their dtype and bits (bfloat16 stored as uint16)."""
     torch = pytest.importorskip("torch")
     jnp = pytest.importorskip("jax.numpy")
     tree = {
@@ -195,6 +196,7 @@ def test_torch_optimizer_state_dict(tmp_path):
 
 
 def test_optax_state(tmp_path):
+    """An optax state (clip + Adam) restores to the same structure and gives bit-identical updates."""
     jax = pytest.importorskip("jax")
     jnp = pytest.importorskip("jax.numpy")
     optax = pytest.importorskip("optax")
@@ -226,6 +228,7 @@ def saved(tmp_path):
 
 
 def test_truncated_file(saved, record_property):
+    """A file cut at any length is a CheckpointError, never a partly restored state."""
     _, path = saved
     raw = path.read_bytes()
     for cut in sorted({0, 1, 10, 100, len(raw) // 3, len(raw) // 2, len(raw) - 22, len(raw) - 1}):
@@ -286,6 +289,7 @@ def _rewrite_manifest(path, edit):
     ],
 )
 def test_malformed_or_mismatched_manifest(saved, edit, match):
+    """A manifest that is edited (version, format, tree, shapes, dtypes, digests, members) is a CheckpointError."""
     _, path = saved
     _rewrite_manifest(path, edit)
     with pytest.raises(lg.CheckpointError, match=match):
@@ -293,6 +297,7 @@ def test_malformed_or_mismatched_manifest(saved, edit, match):
 
 
 def test_not_a_checkpoint(tmp_path):
+    """A plain .npz, a text file or an empty file is a CheckpointError; a missing path is FileNotFoundError."""
     plain = tmp_path / "plain.npz"
     np.savez(plain, x=np.ones(3))
     with pytest.raises(lg.CheckpointError, match="not a lowrank_ggn checkpoint"):
@@ -312,6 +317,7 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_like_mismatch(saved, record_property):
+    """like= of another shape, structure or dtype is a CheckpointError naming the first mismatch."""
     state, path = saved
     cases = [
         (lg.qng_init(11, 4), "shape mismatch"),
@@ -349,6 +355,7 @@ def test_write_is_atomic(saved, monkeypatch):
 
 
 def test_what_cannot_be_saved(tmp_path):
+    """Objects, tuple keys, non-JSON metadata and traced arrays are a TypeError, and no file is written."""
     with pytest.raises(TypeError, match="cannot checkpoint"):
         lg.save_checkpoint(tmp_path / "x.npz", {"f": object()})
     with pytest.raises(TypeError, match="dict keys"):

@@ -60,6 +60,7 @@ def _states(xp, rng, dim=12, rank=3):
 
 
 def test_init_refuses_half_precision(case):
+    """ginger_init/qng_init with float16 or bfloat16 are a TypeError that says vectors may be half precision."""
     xp, half = case
     for init in (lg.ginger_init, lg.qng_init):
         with pytest.raises(TypeError, match=r"float32 or float64.*accepted by the update and query"):
@@ -139,6 +140,7 @@ def test_half_precision_stream_matches_float64(case):
 
 
 def test_half_precision_under_jit():
+    """Under jax.jit a bfloat16 d updates a float32 state as eagerly, and the query returns bfloat16."""
     jax = pytest.importorskip("jax")
     jnp = pytest.importorskip("jax.numpy")
     state = lg.ginger_init(8, 2, xp=jnp, dtype=jnp.float32)
@@ -158,6 +160,7 @@ def test_float32_vector_into_float64_state_is_still_an_error():
 
 
 def test_numpy_bfloat16_extension_type_is_refused():
+    """NumPy's ml_dtypes bfloat16 (not an array-API dtype) is a TypeError naming d."""
     ml_dtypes = pytest.importorskip("ml_dtypes")
     state = lg.ginger_init(6, 2, dtype=np.float32)
     with pytest.raises(TypeError, match="d must have a real floating dtype"):
