@@ -14,6 +14,11 @@ After reading, the build fails (non-zero exit status) when
 * a public function, class or constant has no docstring of its own;
 * a field of a public ``NamedTuple`` has no attribute docstring.
 
+A class page lists the members the class inherits from a base class of the
+package (so that a method written once on a private base appears on every
+public subclass) but not those inherited from elsewhere (``tuple``,
+``torch.optim.Optimizer``): see :func:`skip_foreign_inherited`.
+
 A constant (data) is documented by a string literal after its assignment. A
 public module may re-export a constant from the private module that assigns
 it; the docstring is then read there (:func:`data_home`), both for the check
@@ -279,6 +284,30 @@ def reexported_data_docstring(  # noqa: PLR0917 - the signature of the event
         lines[:] = list(_attr_docs(home)[("", attr)])
 
 
+def skip_foreign_inherited(  # noqa: PLR0917 - the signature of the event
+    app: Sphinx,
+    what: str,
+    name: str,  # noqa: ARG001
+    obj: Any,
+    skip: bool,  # noqa: FBT001
+    options: Any,  # noqa: ARG001
+) -> bool | None:
+    """Leave out of a class page the methods defined outside the package (``autodoc-skip-member``).
+
+    The class template documents inherited members; this keeps those of the
+    package's own (private) base classes and drops the routines of ``tuple``,
+    ``object`` or a framework base class, whose ``__module__`` lies outside
+    the package. Returns None (no opinion) for everything else.
+    """
+    if what != "class" or skip or not inspect.isroutine(obj):
+        return None
+    package = app.config.api_package
+    module = getattr(obj, "__module__", None) or ""
+    if module == package or module.startswith(package + "."):
+        return None
+    return True
+
+
 def check_coverage(app: Sphinx, exception: Exception | None) -> None:
     """Fail the build when a public name is undocumented (run at ``build-finished``).
 
@@ -297,11 +326,12 @@ def check_coverage(app: Sphinx, exception: Exception | None) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the configuration values and the two event handlers."""
+    """Register the configuration values and the event handlers."""
     app.add_config_value("api_package", "", "env", types=[str])
     app.add_config_value("api_group_titles", {}, "env", types=[dict])
     app.add_config_value("api_group_order", [], "env", types=[list, tuple])
     app.connect("config-inited", generate_pages)
     app.connect("autodoc-process-docstring", reexported_data_docstring, priority=400)
+    app.connect("autodoc-skip-member", skip_foreign_inherited)
     app.connect("build-finished", check_coverage)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,37 +1,8 @@
 r"""Defaults and option checks shared by the optax and torch front-ends.
 
-The defaults were chosen by measurement on the small-scale reproduction of the
-paper's image-classification experiments (``python -m experiments.reproduce``:
-scikit-learn's digits with an MLP and a residual CNN, and the breast-cancer data
-with an MLP; the numbers are in ``experiments/RESULTS.md``). Accuracy there
-saturates near 98%, so the measurements rule out bad values more than they
-single out the best one.
-
-- ``DEFAULT_DAMPING = 1.0``: Ginger (τ = 4) was trained on the digits MLP and
-  CNN with γ ∈ {1e-3, 1e-2, 1e-1, 1}, the learning rate tuned over
-  {1, 5} × 10^{−1…−4} for each γ (one seed). γ = 1 had the best tuning-split
-  accuracy averaged over the two models (98.5% against 98.0–98.1%; the
-  differences are one or two tuning examples) and its best learning rate (0.1)
-  lies inside the grid, whereas γ = 1e-3 needed the grid's smallest rate. The
-  damping only matters relative to the scale of the curvature: with the
-  sampled-label gradient of Eq 8 and a mean negative log-likelihood, the top
-  eigenvalues per block were 1e-3…2 on the digits MLP, so γ = 1 shrinks only the
-  few directions with σ ≳ 1. Rescale γ with the Fisher of other models.
-- ``DEFAULT_RANK = 4``: across τ ∈ {1, 2, 4, 8, 16} no rank beat τ = 4 by more
-  than the spread over three seeds (best: τ = 16 on the digits CNN, 98.70 ±
-  0.42% against 98.33 ± 0.28%), while memory grows as O(dτ) and time as O(dτ²).
-- ``DEFAULT_DECAY = 0.99``: the paper's "second moment" coefficient (§4.1); in
-  the α × τ grid (α ∈ {0.9, 0.99, 0.999}, τ ∈ {2, 4, 8}, both digits models)
-  α = 0.99 was never worse than the best α by more than the seed spread.
-- ``DEFAULT_MOMENTUM = 0.9``: the paper's "first moment" coefficient, applied
-  as heavy-ball momentum on the preconditioned direction; not varied.
-- ``DEFAULT_LEARNING_RATE = 0.1`` (torch front-end only): the rate tuned for
-  Ginger at the default damping on all three dataset/model pairs, and for QNG
-  on two of the three (0.05 on the digits CNN).
-- ``DEFAULT_REORTHONORMALIZE_EVERY = 100``: re-orthonormalising every ~100
-  updates keeps the float32 drift of ``UᵀU − I`` near 4e-8 (it random-walks to
-  1.5e-5 after 20k updates otherwise, see the design notes), at an amortised
-  cost of about 1% of an update.
+The defaults were chosen by measurement on the small-scale reproduction
+(``python -m experiments.reproduce``); the docstring of :mod:`lowrank_ggn.optim`
+says how, value by value.
 """
 
 from __future__ import annotations

@@ -14,13 +14,16 @@ one vector-Jacobian product with the output-space cotangent ``c``. Because
 
 .. math:: \mathbb{E}[d d^\top] = \frac1N \sum_n J_n^\top H_n J_n .
 
-=============  ==========================  ===============================  ======================
-likelihood     natural parameter ``f``     ``∇_f log r(ŷ|f)``                ``H``
-=============  ==========================  ===============================  ======================
-categorical    logits (last axis)          ``onehot(ŷ) − softmax(f)``        ``diag(p) − p pᵀ``
-bernoulli      logits (elementwise)        ``ŷ − sigmoid(f)``                ``p (1 − p)``
-gaussian       mean, variance ``s²`` fixed ``(ŷ − f)/s² = ε/s``              ``I/s²``
-=============  ==========================  ===============================  ======================
+===========  ==============================  ==============================  =====================
+likelihood   natural parameter ``f``         ``∇_f log r(ŷ | f)``            ``H = −∇²_f log r``
+===========  ==============================  ==============================  =====================
+categorical  logits (classes on last axis)   ``onehot(ŷ) − softmax(f)``      ``diag(p) − p pᵀ``
+bernoulli    logits (elementwise)            ``ŷ − sigmoid(f)``              ``p (1 − p)``
+gaussian     mean (variance ``s²`` fixed)    ``(ŷ − f)/s² = ε/s``            ``I/s²``
+===========  ==============================  ==============================  =====================
+
+with ``p = softmax(f)`` (categorical) or ``sigmoid(f)`` (Bernoulli) and
+``ε ~ N(0, I)``.
 
 ``N`` (``normalizer``) is the count the loss divides by; by default the size of
 the leading (batch) axis, every other axis belonging to one example (their
@@ -47,6 +50,7 @@ __all__ = [
 
 Likelihood = Literal["categorical", "bernoulli", "gaussian"]
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
+"""The likelihoods the functions of this module accept (the ``likelihood`` argument)."""
 
 
 def _check(outputs: Any, likelihood: str, variance: Any, normalizer: Any) -> None:
@@ -83,8 +87,9 @@ def sample_labels(key: jax.Array, outputs: jax.Array, likelihood: Likelihood, *,
         Natural parameters ``f``: logits (categorical: classes on the last
         axis; Bernoulli: elementwise) or the Gaussian mean.
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
 
     Returns
     -------
@@ -130,16 +135,20 @@ def sampled_label_cotangent(
     outputs : array
         Natural parameters, leading axis the batch.
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
     normalizer : float, optional
-        N; default ``outputs.shape[0]``.
+        N, the count the loss divides by; default ``outputs.shape[0]``.
     labels : array, optional
         Use these labels instead of sampling (for tests and exact expectations).
 
     Returns
     -------
-    array, shape of ``outputs``
+    array
+        ``c``, of the shape and dtype of ``outputs``, with no gradient
+        flowing into ``outputs``. ``jax.vjp`` of the model with ``c`` gives
+        the curvature vector ``d = Jᵀ c``.
     """
     _check(outputs, likelihood, variance, normalizer)
     if labels is None:
@@ -172,17 +181,26 @@ def sampled_label_gradient(
     fn : callable
         ``params -> outputs``, the model on a fixed batch (close over the inputs).
     params : pytree
+        The parameters at which ``d`` is computed.
     key : jax.Array
-        PRNG key for the labels.
+        PRNG key for the labels; use a fresh one every step.
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
     normalizer : float, optional
-        N; default the batch size ``outputs.shape[0]``.
+        N, the count the loss divides by; default the batch size
+        ``outputs.shape[0]``.
 
     Returns
     -------
-    pytree of the structure of ``params``
+    pytree
+        ``d``, with the structure of ``params``: pass it as
+        ``update(grads, state, params, curvature=d)``.
+
+    See Also
+    --------
+    value_grad_and_curvature : The loss, its gradient and ``d`` from one forward pass.
 
     Examples
     --------
@@ -208,9 +226,24 @@ def negative_log_likelihood(
     ``outputs.shape[:-1]``; Bernoulli: binary cross-entropy with logits and
     0/1 ``targets``; Gaussian: ``‖y − f‖² / (2 s²)``.
 
+    Parameters
+    ----------
+    outputs : array
+        Natural parameters ``f``, leading axis the batch.
+    targets : array
+        Observed labels: class indices (categorical), 0/1 values
+        (Bernoulli) or real values of the shape of ``outputs`` (Gaussian).
+    likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
+    variance : float
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
+
     Returns
     -------
-    array, shape (batch,)
+    array
+        Shape ``(batch,)``: the negative log-likelihood of each example.
+        Its mean is the loss whose Fisher the sampled-label gradient
+        estimates.
     """
     _check(outputs, likelihood, variance, None)
     if likelihood == "categorical":
@@ -246,25 +279,38 @@ def value_grad_and_curvature(
     fn : callable
         ``params -> outputs`` on a fixed batch.
     params : pytree
+        The parameters at which everything is evaluated.
     targets : array
         Observed labels (see :func:`negative_log_likelihood`).
     key : jax.Array
-        PRNG key for the sampled labels.
+        PRNG key for the sampled labels; use a fresh one every step.
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
     normalizer : float, optional
-        N; default the batch size.
+        N, the count the loss divides by; default the batch size.
 
     Returns
     -------
-    loss : 0-d array
+    loss : jax.Array
+        0-d: the mean negative log-likelihood ``L``.
     grads : pytree
         ``∇_θ L``.
     curvature : pytree
         ``d``, to pass as ``update(grads, state, params, curvature=d)``.
     outputs : array
         The model outputs (for accuracy and the like).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from lowrank_ggn.optim.jax_likelihoods import value_grad_and_curvature
+    >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
+    >>> w = jnp.zeros((3, 4))
+    >>> loss, g, d, logits = value_grad_and_curvature(lambda w: x @ w, w, y, jax.random.key(0), "categorical")
+    >>> round(float(loss), 4)  # log 4
+    1.3863
     """
     outputs, vjp = jax.vjp(fn, params)
     n = _normalizer(outputs, normalizer)

@@ -2,7 +2,7 @@ r"""Ginger and QNG as optax gradient transformations.
 
 :func:`scale_by_ginger` and :func:`scale_by_qng` replace the gradient by its
 preconditioned version; :func:`ginger` and :func:`qng` chain them with momentum,
-decoupled weight decay and the learning rate, like :func:`optax.adamw`.
+decoupled weight decay and the learning rate, like ``optax.adamw``.
 
 The curvature vector ``d_t`` (Eq 8) is an extra argument of ``update``::
 
@@ -17,7 +17,8 @@ State layout: :class:`ScaleByGingerState` holds a step ``count`` and a tuple
 ``blocks`` with one :class:`lowrank_ggn.GingerState` per block (``None`` for a
 block of a single scalar), in the order of :func:`block_partition`. Each block
 state is a NamedTuple of arrays whose first axis is the flattened block, the
-natural axis for ``jax.sharding.NamedSharding``.
+natural axis for ``jax.sharding.NamedSharding``. The states are pytrees, so
+they checkpoint like any optax state.
 
 Everything is pure and runs under ``jax.jit``; the options (rank, decay,
 blocking, update period) are static, the damping may be a schedule of the step
@@ -63,7 +64,19 @@ Blocks = str | Callable[[Any], Any] | Any
 
 
 class ScaleByGingerState(NamedTuple):
-    """State of :func:`scale_by_ginger`."""
+    """State of :func:`scale_by_ginger`: a step counter and one Ginger state per block.
+
+    A NamedTuple of arrays, hence a pytree: it goes through ``jax.jit``,
+    ``jax.device_put`` and any pytree checkpointer (Orbax, or ``pickle`` of
+    ``jax.device_get(state)``) like the states of optax's own transformations.
+
+    Parameters
+    ----------
+    count : jax.Array
+        The step counter (see the attribute below).
+    blocks : tuple of lowrank_ggn.GingerState or None
+        The per-block curvature states (see the attribute below).
+    """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
     """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules)."""
@@ -72,7 +85,17 @@ class ScaleByGingerState(NamedTuple):
 
 
 class ScaleByQNGState(NamedTuple):
-    """State of :func:`scale_by_qng`."""
+    """State of :func:`scale_by_qng`: a step counter and one QNG window per block.
+
+    A NamedTuple of arrays, hence a pytree, like :class:`ScaleByGingerState`.
+
+    Parameters
+    ----------
+    count : jax.Array
+        The step counter (see the attribute below).
+    blocks : tuple of lowrank_ggn.QNGState or None
+        The per-block factor windows (see the attribute below).
+    """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
     """0-d int32: number of ``update`` calls (drives ``update_every``)."""
@@ -91,7 +114,7 @@ def block_partition(tree: Any, blocks: Blocks = "leaf") -> list[list[int]]:
         ``"leaf"``: one block per parameter array (the paper's choice);
         ``"model"``: the whole model as one vector; a pytree with the structure
         of ``tree`` whose leaves are hashable labels (leaves with equal labels
-        form one block, as in :func:`optax.multi_transform`); or a callable
+        form one block, as the labels of ``optax.multi_transform``); or a callable
         returning such a pytree from ``tree``.
 
     Returns
@@ -292,8 +315,8 @@ def scale_by_ginger(
         ``curvature`` is ``None`` the gradient is the curvature vector (the
         empirical Fisher). A non-finite curvature block leaves that block's
         state unchanged and increments its ``num_nonfinite`` (the
-        preconditioned gradient is still returned; wrap with
-        :func:`optax.apply_if_finite` to skip such steps entirely).
+        preconditioned gradient is still returned; wrap the optimiser in
+        ``optax.apply_if_finite`` to skip such steps entirely).
 
     Raises
     ------
@@ -303,13 +326,13 @@ def scale_by_ginger(
     Notes
     -----
     The defaults were chosen by measurement on the reproduction in
-    ``experiments/`` (see :mod:`lowrank_ggn.optim._options`).
+    ``experiments/``; :mod:`lowrank_ggn.optim` says how.
 
-    ``update`` is compiled with :func:`jax.jit` (also when called eagerly);
-    the values of a damping schedule are traced, so they are not checked:
-    a schedule must return positive values.
+    ``update`` is compiled with ``jax.jit`` (also when called eagerly); the
+    values of a damping schedule are traced, so they are not checked: a
+    schedule must return positive values.
 
-    Under :func:`jax.vmap` (several models trained at once) the periodic
+    Under ``jax.vmap`` (several models trained at once) the periodic
     re-orthonormalisation becomes a QR computed at every step, and on CPU
     with jaxlib 0.10 two batched QRs running at once were seen to deadlock
     XLA's thread pool; pass ``reorthonormalize_every=None`` there (runs of
@@ -550,37 +573,63 @@ def ginger(
        \theta_{t+1} = \theta_t - \eta_t\, (m_t + \lambda\, \theta_t),
 
     where :math:`U_t, \sigma_t` follow Eq 7 truncated to rank τ (see
-    :func:`scale_by_ginger`), μ is ``momentum`` (heavy ball, as
-    :func:`optax.sgd`; the paper's "first moment" 0.9) and λ is
-    ``weight_decay`` (masked by ``mask``, as :func:`optax.adamw`).
+    :func:`scale_by_ginger`), μ is ``momentum`` (heavy ball, as in
+    ``optax.sgd``; the paper's "first moment" 0.9) and λ is
+    ``weight_decay`` (masked by ``mask``, as in ``optax.adamw``).
 
     Parameters
     ----------
-    learning_rate : float or schedule
-        η, or an optax schedule of the step count.
-    rank, decay, damping, blocks, update_every, state_dtype, reorthonormalize_every, mesh, axis
-        See :func:`scale_by_ginger`.
+    learning_rate : float, jax.Array or callable
+        η, or an optax schedule ``count -> η``.
+    rank : int
+        τ ≥ 1, the rank of each block's curvature; a block of ``dim``
+        parameters uses ``min(rank, dim − 1)``.
+    decay : float
+        α ∈ (0, 1), the EMA decay of the curvature (Eq 7).
+    damping : float or callable
+        γ > 0, or a schedule ``count -> γ``. Its scale is that of the
+        curvature (see Notes); changing it costs nothing.
     momentum : float or None
         μ ∈ [0, 1); ``None`` or 0 disables momentum.
     nesterov : bool
-        Nesterov momentum.
+        Use Nesterov momentum instead of heavy ball.
     weight_decay : float
-        λ ≥ 0 (decoupled, applied after preconditioning).
+        λ ≥ 0, decoupled: added after preconditioning, so the curvature does
+        not rescale it.
     mask : pytree or callable, optional
-        Which parameters weight decay applies to (see :func:`optax.add_decayed_weights`).
+        Which parameters weight decay applies to, as the ``mask`` of
+        ``optax.add_decayed_weights`` (for example, not to biases).
+    blocks : {"leaf", "model"}, pytree or callable
+        How parameters are grouped into blocks, see :func:`block_partition`.
+    update_every : int
+        Fold a curvature vector into the state every this many steps; the
+        preconditioner is applied at every step.
+    state_dtype : dtype, optional
+        Dtype of the curvature state (``jnp.float32`` or ``jnp.float64``);
+        default the parameters' dtype, at least float32.
+    reorthonormalize_every : int or None
+        Re-orthonormalise each basis after every this many accepted
+        updates; ``None`` disables it (see :func:`scale_by_ginger`).
+    mesh, axis : optional
+        Split the states over a device mesh, as in :func:`scale_by_ginger`.
 
     Returns
     -------
     optax.GradientTransformationExtraArgs
-        Pass the sampled-label gradient as ``update(grads, state, params, curvature=d)``.
+        ``optax.chain`` of :func:`scale_by_ginger`, ``optax.trace``
+        (momentum), ``optax.add_decayed_weights`` (weight decay) and
+        ``optax.scale_by_learning_rate``. Pass the sampled-label gradient as
+        ``update(grads, state, params, curvature=d)``.
 
     Notes
     -----
     The defaults (τ = 4, α = 0.99, γ = 1, μ = 0.9, one block per parameter
-    array) were chosen by measurement on the reproduction in ``experiments/``
-    (see :mod:`lowrank_ggn.optim._options`); there the tuned learning rate
-    at these defaults was 0.1 for every model. γ is relative to the scale
-    of the curvature (the Fisher of a mean negative log-likelihood there).
+    array) were chosen by measurement on the reproduction in
+    ``experiments/`` (:mod:`lowrank_ggn.optim` says how); there the tuned
+    learning rate at these defaults was 0.1 for every model. γ is relative to
+    the scale of the curvature (the Fisher of a mean negative log-likelihood
+    there): it leaves directions whose curvature eigenvalue is well below γ
+    as plain gradient steps scaled by 1/γ.
 
     Examples
     --------
@@ -633,17 +682,52 @@ def qng(
 
     Parameters
     ----------
-    learning_rate : float or schedule
-        η.
-    rank, decay, blocks, update_every, state_dtype, mesh, axis
-        See :func:`scale_by_qng`.
-    momentum, nesterov, weight_decay, mask
-        See :func:`ginger`.
+    learning_rate : float, jax.Array or callable
+        η, or an optax schedule ``count -> η``.
+    rank : int
+        τ ≥ 1, the window length; a block of ``dim`` parameters uses
+        ``min(rank, dim − 1)``.
+    decay : float
+        α ∈ (0, 1).
+    momentum : float or None
+        μ ∈ [0, 1); ``None`` or 0 disables momentum.
+    nesterov : bool
+        Use Nesterov momentum instead of heavy ball.
+    weight_decay : float
+        λ ≥ 0, decoupled (added after preconditioning).
+    mask : pytree or callable, optional
+        Which parameters weight decay applies to, as the ``mask`` of
+        ``optax.add_decayed_weights``.
+    blocks : {"leaf", "model"}, pytree or callable
+        How parameters are grouped into blocks, see :func:`block_partition`.
+    update_every : int
+        Append a factor to the window every this many steps.
+    state_dtype : dtype, optional
+        Dtype of the window; default the parameters' dtype, at least float32.
+    mesh, axis : optional
+        Split the states over a device mesh, as in :func:`scale_by_ginger`.
 
     Returns
     -------
     optax.GradientTransformationExtraArgs
-        Pass the sampled-label gradient as ``update(grads, state, params, curvature=d)``.
+        ``optax.chain`` of :func:`scale_by_qng`, momentum, weight decay and
+        the learning rate, as for :func:`ginger`. Pass the sampled-label
+        gradient as ``update(grads, state, params, curvature=d)``.
+
+    Notes
+    -----
+    The learning rate tuned on the reproduction in ``experiments/`` (τ = 4,
+    α = 0.99, μ = 0.9) was 0.1 on the MLPs and 0.05 on the digits CNN.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from lowrank_ggn.optim.optax import qng
+    >>> tx = qng(0.1, rank=2)
+    >>> params = {"w": jnp.ones((4, 3))}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.full((4, 3), 0.1)}
+    >>> updates, state = tx.update(grads, state, params, curvature=grads)
     """
     core = scale_by_qng(
         rank=rank,

@@ -9,13 +9,16 @@ sampled from the model, ``ŷ_n ~ r(· | f_n)``,
 the Fisher = GGN (Eq 4–6) of the mean negative log-likelihood, computed as one
 extra backward pass from the outputs:
 
-=============  ==========================  ===============================  ======================
-likelihood     natural parameter ``f``     ``∇_f log r(ŷ|f)``                ``H``
-=============  ==========================  ===============================  ======================
-categorical    logits (last axis)          ``onehot(ŷ) − softmax(f)``        ``diag(p) − p pᵀ``
-bernoulli      logits (elementwise)        ``ŷ − sigmoid(f)``                ``p (1 − p)``
-gaussian       mean, variance ``s²`` fixed ``(ŷ − f)/s² = ε/s``              ``I/s²``
-=============  ==========================  ===============================  ======================
+===========  ==============================  ==============================  =====================
+likelihood   natural parameter ``f``         ``∇_f log r(ŷ | f)``            ``H = −∇²_f log r``
+===========  ==============================  ==============================  =====================
+categorical  logits (classes on last axis)   ``onehot(ŷ) − softmax(f)``      ``diag(p) − p pᵀ``
+bernoulli    logits (elementwise)            ``ŷ − sigmoid(f)``              ``p (1 − p)``
+gaussian     mean (variance ``s²`` fixed)    ``(ŷ − f)/s² = ε/s``            ``I/s²``
+===========  ==============================  ==============================  =====================
+
+with ``p = softmax(f)`` (categorical) or ``sigmoid(f)`` (Bernoulli) and
+``ε ~ N(0, I)``.
 
 ``N`` (``normalizer``) defaults to the batch size ``outputs.shape[0]``; every
 other axis belongs to one example. Use it with the optimisers of
@@ -39,6 +42,7 @@ __all__ = ["LIKELIHOODS", "sample_labels", "sampled_label_cotangent", "sampled_l
 
 Likelihood = Literal["categorical", "bernoulli", "gaussian"]
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
+"""The likelihoods the functions of this module accept (the ``likelihood`` argument)."""
 
 
 def _check(outputs: torch.Tensor, likelihood: str, variance: float, normalizer: float | None) -> None:
@@ -78,8 +82,9 @@ def sample_labels(
         Natural parameters: logits (categorical: classes on the last axis;
         Bernoulli: elementwise) or the Gaussian mean.
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
     generator : torch.Generator, optional
         Source of randomness, for reproducible draws.
 
@@ -116,10 +121,11 @@ def sampled_label_cotangent(
     outputs : torch.Tensor
         Natural parameters, leading axis the batch.
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
     normalizer : float, optional
-        N; default ``outputs.shape[0]``.
+        N, the count the loss divides by; default ``outputs.shape[0]``.
     generator : torch.Generator, optional
         Source of randomness.
     labels : torch.Tensor, optional
@@ -128,7 +134,9 @@ def sampled_label_cotangent(
     Returns
     -------
     torch.Tensor
-        Detached, the shape of ``outputs``.
+        ``c``, detached, of the shape and dtype of ``outputs``;
+        ``torch.autograd.grad(outputs, params, grad_outputs=c)`` gives the
+        curvature vector ``d = Jᵀ c``.
     """
     _check(outputs, likelihood, variance, normalizer)
     if labels is None:
@@ -172,10 +180,11 @@ def sampled_label_gradient(
         Parameters to differentiate (in the optimiser's order, to pass the
         result as ``step(curvature=...)``).
     likelihood : {"categorical", "bernoulli", "gaussian"}
+        The model's likelihood ``r(y | f)`` (see the module's table).
     variance : float
-        Gaussian variance ``s²``.
+        Gaussian variance ``s²`` (ignored by the other likelihoods).
     normalizer : float, optional
-        N; default the batch size.
+        N, the count the loss divides by; default the batch size.
     generator : torch.Generator, optional
         Source of randomness.
     retain_graph : bool
@@ -184,7 +193,18 @@ def sampled_label_gradient(
     Returns
     -------
     list of torch.Tensor
-        ``d`` split by parameter; zeros for parameters the outputs do not depend on.
+        ``d`` split by parameter; zeros for parameters the outputs do not
+        depend on. Pass it as ``optimizer.step(curvature=d)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from lowrank_ggn.optim.torch_likelihoods import sampled_label_gradient
+    >>> model = torch.nn.Linear(3, 4)
+    >>> outputs = model(torch.ones(8, 3))
+    >>> d = sampled_label_gradient(outputs, list(model.parameters()), "categorical")
+    >>> [tuple(t.shape) for t in d]
+    [(4, 3), (4,)]
     """
     params = list(params)
     cot = sampled_label_cotangent(outputs, likelihood, variance=variance, normalizer=normalizer, generator=generator)
