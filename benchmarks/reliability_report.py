@@ -187,8 +187,11 @@ _REPRODUCE = [
         "the same on JAX without `jax_enable_x64`; writes `benchmarks/results/soak_float32_no_x64.json`",
     ),
     (
-        "python benchmarks/reorth_cost.py",
-        "the cost of one re-orthonormalisation as a ratio to one update (JAX, float32, d = 10⁴, τ = 16)",
+        "OPENBLAS_NUM_THREADS=1 python benchmarks/reorth_cost.py",
+        (
+            "the cost of one re-orthonormalisation as a ratio to one update (JAX, float32, d = 10⁴, τ = 16; one "
+            "BLAS thread, as a multithreaded QR on an oversubscribed CPU is tens of times slower)"
+        ),
     ),
     ("pytest -m slow tests/test_soak.py", "the long float32 run with the default settings, asserting the targets"),
     (
