@@ -216,7 +216,7 @@ def _init_blocks(
 ) -> tuple:
     leaves = jax.tree.leaves(params)
     kind = "ginger" if init is lg.ginger_init else "qng"
-    states = []
+    states: list[Any] = []
     for idx in block_partition(params, blocks):
         dim = sum(int(leaves[i].size) for i in idx)
         r = block_rank(dim, rank)
@@ -380,7 +380,7 @@ def scale_by_ginger(
                 new_blocks.append(None)
                 continue
             dtype = block.basis.dtype
-            if _sharded.split(placement, leaves, idx):
+            if placement is not None and _sharded.split(placement, leaves, idx):
                 new_block, ys = _sharded.ginger_step(
                     placement,
                     block,
@@ -489,7 +489,7 @@ def scale_by_qng(
                 new_blocks.append(None)
                 continue
             dtype = block.factors.dtype
-            if _sharded.split(placement, leaves, idx):
+            if placement is not None and _sharded.split(placement, leaves, idx):
                 new_block, ys = _sharded.qng_step(
                     placement,
                     block,
