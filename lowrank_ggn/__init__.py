@@ -47,10 +47,12 @@ from lowrank_ggn._qng import (
 )
 from lowrank_ggn._reference import best_rank_k, damped_inverse_dense, ema_dense, ema_update_dense
 from lowrank_ggn._sherman_morrison import ShermanMorrisonStep, sherman_morrison_step
+from lowrank_ggn.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_manifest, save_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "GingerProductState",
     "GingerState",
     "QNGState",
@@ -79,6 +81,7 @@ __all__ = [
     "ginger_update",
     "ginger_update_precondition",
     "kappa_from_sigma",
+    "load_checkpoint",
     "lowrank_eigh_update",
     "qng_dense",
     "qng_factor_matvec",
@@ -86,7 +89,9 @@ __all__ = [
     "qng_init",
     "qng_precondition",
     "qng_update",
+    "read_checkpoint_manifest",
     "reorthonormalize",
+    "save_checkpoint",
     "sherman_morrison_step",
     "sigma_from_kappa",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_damping, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
 from lowrank_ggn.backends._kernels import apply
 
@@ -41,7 +41,7 @@ def _check_lowrank(basis: Array, eigvals: Array) -> ArrayNamespace:
 
 def _check_rhs(g: Array, name: str, basis: Array) -> ArrayNamespace:
     dim = basis.shape[0]
-    return check_like(g, name, basis, shapes=((dim,), (dim, -1)))
+    return check_like(g, name, basis, shapes=((dim,), (dim, -1)), promote=True)
 
 
 def kappa_from_sigma(eigvals: Array, damping: Any) -> Array:
@@ -66,9 +66,10 @@ def kappa_from_sigma(eigvals: Array, damping: Any) -> Array:
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite.
+        If ``damping`` is not positive and finite, or ``γ²`` is outside the
+        normal range of the dtype (``γ(γ + σ)`` would underflow to 0).
     """
-    check_damping(damping)
+    check_damping(damping, like=eigvals, squared=True)
     xp = array_namespace(eigvals)
     gamma = _scalar(xp, damping, eigvals)
     return eigvals / (gamma * (gamma + eigvals))
@@ -100,9 +101,10 @@ def sigma_from_kappa(kappa: Array, damping: Any) -> Array:
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite.
+        If ``damping`` is not positive and finite, or ``γ²`` is outside the
+        normal range of the dtype.
     """
-    check_damping(damping)
+    check_damping(damping, like=kappa, squared=True)
     xp = array_namespace(kappa)
     return _sigma_from_kappa(xp, kappa, _scalar(xp, damping, kappa))
 
@@ -146,15 +148,16 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite, or a shape is wrong.
+        If ``damping`` is not positive and finite (or outside the normal range
+        of the dtype), or a shape is wrong.
     TypeError
         If the arrays come from different namespaces or have different or
         non-real-floating dtypes.
     """
     xp = _check_lowrank(basis, eigvals)
     _check_rhs(g, "g", basis)
-    check_damping(damping)
-    return _solve(xp, basis, eigvals, g, _scalar(xp, damping, basis))
+    check_damping(damping, like=basis)
+    return cast_like(xp, _solve(xp, basis, eigvals, cast_like(xp, g, basis), _scalar(xp, damping, basis)), g)
 
 
 def _solve(
@@ -166,7 +169,7 @@ def _solve(
         # y = g/γ + U z, z = c/(γ+σ) − c/γ = −σc/(γ(γ+σ)). Two reads of U and
         # O(dim) vector work; the same rounding as (g − Uc)/γ + U c/(γ+σ).
         c = reduce.sum(g @ basis)
-        return apply(xp, basis, -(eigvals * c) / (gamma * (gamma + eigvals)), g, 1 / gamma)
+        return apply(xp, basis, -(c / gamma) * (eigvals / (gamma + eigvals)), g, 1 / gamma)
     g2 = g
     k = g2.shape[1]
     c = reduce.sum(basis.T @ g2)
@@ -197,17 +200,19 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     Raises
     ------
     ValueError
-        If ``damping`` is not positive and finite, or a shape is wrong.
+        If ``damping`` is not positive and finite (or outside the normal range
+        of the dtype), or a shape is wrong.
     TypeError
         If the arrays come from different namespaces or have different dtypes.
     """
     xp = _check_lowrank(basis, eigvals)
     _check_rhs(v, "v", basis)
-    check_damping(damping)
+    check_damping(damping, like=basis)
     gamma = _scalar(xp, damping, basis)
-    c = basis.T @ v
+    w = cast_like(xp, v, basis)
+    c = basis.T @ w
     scaled = eigvals * c if v.ndim == 1 else eigvals[:, None] * c
-    return gamma * v + basis @ scaled
+    return cast_like(xp, gamma * w + basis @ scaled, v)
 
 
 def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
@@ -236,7 +241,7 @@ def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
     """
     xp = _check_lowrank(basis, eigvals)
     if not (is_array(damping) or float(damping) == 0.0):
-        check_damping(damping)
+        check_damping(damping, like=basis)
     dim = basis.shape[0]
     eye = xp.eye(dim, dtype=basis.dtype, device=device_of(basis))
     return _scalar(xp, damping, basis) * eye + (basis * eigvals) @ basis.T

@@ -406,10 +406,10 @@ def ginger_product_precondition(state: GingerProductState, g: Array, *, damping:
     if g.ndim == 1:
         c_w, _ = project(xp, live, (g,), rows=True)
         c = coords.T @ c_w[:, 0]
-        z = -(c * sigma) / (gamma * (gamma + sigma))
+        z = -(c / gamma) * (sigma / (gamma + sigma))
         return apply(xp, live, coords @ z, g, 1 / gamma, rows=True)
     c = coords.T @ (live @ g)
-    z = -(c * sigma[:, None]) / (gamma * (gamma + sigma[:, None]))
+    z = -(c / gamma) * (sigma[:, None] / (gamma + sigma[:, None]))
     return ((coords @ z).T @ live).T + g / gamma
 
 
@@ -543,7 +543,7 @@ def _fused_query(
     vec_dot = xp.where(ok, split.vec_dot, xp.zeros_like(split.vec_dot))
     p_g = (vec_dot - xp.sum(split.shift * g_w)) * inv_r
     c_new = coords.T @ (g_w + p_g * new_row)
-    z = -(c_new * sigma) / (gamma * (gamma + sigma))
+    z = -(c_new / gamma) * (sigma / (gamma + sigma))
     zeta = coords @ z
     zeta_p = xp.sum(zeta * new_row)
     zeta_w = xp.where(in_use, zeta, xp.zeros_like(zeta))

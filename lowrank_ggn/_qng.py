@@ -24,13 +24,29 @@ change under ``jax.jit``); an empty slot holds the identity factor
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_decay, check_dim_rank, check_like, has_fields
-from lowrank_ggn.backends import array_namespace, canonical_float_dtype, cond, device_of, is_array, resolve_namespace
+from lowrank_ggn._validation import (
+    cast_like,
+    check_decay,
+    check_dim_rank,
+    check_like,
+    concrete_float,
+    has_fields,
+)
+from lowrank_ggn.backends import (
+    array_namespace,
+    canonical_float_dtype,
+    cond,
+    device_of,
+    floating_point_errors_ignored,
+    is_array,
+    resolve_namespace,
+)
 
 __all__ = [
     "QNGState",
@@ -65,10 +81,11 @@ class QNGState(NamedTuple):
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
-    """0-d int32: number of updates rejected as non-finite.
+    """0-d int32: number of updates rejected.
 
     An update is rejected when the curvature vector (or the new factor) is not
-    finite; it leaves the state unchanged."""
+    finite, or the factor vector is out of range (see :func:`qng_update`); it
+    leaves the state unchanged."""
 
 
 def qng_init(
@@ -143,7 +160,7 @@ def _check_state(state: Any) -> ArrayNamespace:
 
 def _check_vectors(state: QNGState, v: Array, name: str) -> None:
     dim = state.factors.shape[1]
-    check_like(v, name, state.factors, shapes=((dim,), (dim, -1)))
+    check_like(v, name, state.factors, shapes=((dim,), (dim, -1)), promote=True)
 
 
 def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool, reduce: Reduction = LOCAL) -> Array:
@@ -190,9 +207,9 @@ def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> 
     array, same shape as ``v``
         ``Â v`` or ``Âᵀ v``.
     """
-    _check_state(state)
+    xp = _check_state(state)
     _check_vectors(state, v, "v")
-    return _product(state, v, inverse=False, transpose=transpose)
+    return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=False, transpose=transpose), v)
 
 
 def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> Array:
@@ -215,11 +232,12 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     array, same shape as ``v``
         ``Â⁻¹ v`` or ``Â⁻ᵀ v``.
     """
-    _check_state(state)
+    xp = _check_state(state)
     _check_vectors(state, v, "v")
-    return _product(state, v, inverse=True, transpose=transpose)
+    return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=True, transpose=transpose), v)
 
 
+@floating_point_errors_ignored()
 def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     r"""Append the factor of a new curvature vector and drop the oldest one.
 
@@ -233,28 +251,36 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     state : QNGState
         The current window of factors.
     d : array, shape (dim,)
-        Curvature vector (Eq 8).
+        Curvature vector (Eq 8), in the state's dtype or float16/bfloat16
+        (promoted exactly).
     decay : float or 0-d array
         α ∈ (0, 1).
 
     Returns
     -------
     QNGState
-        If ``d`` (or the new factor) is not finite, the state is returned
-        unchanged except ``num_nonfinite``, which is incremented (also under
-        ``jax.jit``).
+        If ``d`` (or the new factor) is not finite, or ``‖q‖²`` exceeds the
+        square root of the dtype's largest number (float32: 1.8e19), the state
+        is returned unchanged except ``num_nonfinite``, which is incremented
+        (also under ``jax.jit``). The bound keeps the products of a query,
+        ``qᵀv`` with ``‖v‖ ≤ ‖(ÂÂᵀ)⁻¹g‖``, inside the dtype's range.
 
     Raises
     ------
     ValueError
-        If ``decay`` ∉ (0, 1) or ``d`` has the wrong shape or device.
+        If ``decay`` ∉ (0, 1), ``decay**rank`` is below the square root of
+        the dtype's smallest normal number (the factors would overflow:
+        float32 needs ``decay**rank ≥ 1.1e-19``), or ``d`` has the wrong shape
+        or device.
     TypeError
         If ``d`` is not a real floating array of the state's namespace and dtype.
     """
     xp = _check_state(state)
     factors = state.factors
-    check_like(d, "d", factors, shapes=((factors.shape[1],),))
-    check_decay(decay)
+    check_like(d, "d", factors, shapes=((factors.shape[1],),), promote=True)
+    d = cast_like(xp, d, factors)
+    check_decay(decay, like=factors)
+    _check_decay_range(xp, decay, factors)
     return _qng_update(xp, state, d, decay=decay)
 
 
@@ -268,7 +294,9 @@ def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, re
     sqnorm = reduce.sum(xp.sum(q * q))
     sqrt_alpha = xp.sqrt(alpha)
     beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
-    ok = finite & xp.isfinite(sqnorm) & xp.isfinite(beta)
+    # ‖q‖² beyond √max would let the products qᵀv of a query (~ ‖q‖·‖(ÂÂᵀ)⁻¹g‖) overflow.
+    limit = float(xp.finfo(factors.dtype).max) ** 0.5
+    ok = finite & (sqnorm <= limit) & xp.isfinite(beta)
 
     def push(old: Array, new: Array) -> Array:
         return xp.concat([old[1:, ...], new[None, ...]], axis=0)
@@ -289,6 +317,28 @@ def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, re
     )
 
 
+def _check_decay_range(xp: ArrayNamespace, decay: Any, factors: Array) -> None:
+    """Refuse a decay whose ``decay**rank`` leaves the dtype no range for the data.
+
+    The factor vectors grow like ``α^{-τ/2}‖d‖`` and the preconditioner like
+    ``α^{-τ}`` (its smallest eigenvalue is ``α^k``); half of the exponent range,
+    ``α^τ ≥ √(smallest normal)``, is reserved for them.
+    """
+    value = concrete_float(decay, "decay")
+    if value is None:
+        return
+    rank = factors.shape[0]
+    floor = math.sqrt(float(xp.finfo(factors.dtype).smallest_normal))
+    if rank * math.log(value) < math.log(floor):
+        msg = (
+            f"decay**rank = {value!r}**{rank} is below {floor:.3g}: QNG's factors grow like "
+            f"decay**(-rank/2) and its preconditioner like decay**(-rank), which would overflow "
+            f"{factors.dtype}; use a larger decay or a smaller rank"
+            + (" (or float64)" if xp.finfo(factors.dtype).bits < 64 else "")
+        )
+        raise ValueError(msg)
+
+
 def qng_precondition(state: QNGState, g: Array) -> Array:
     r"""Apply the inverse curvature: ``(ÂÂᵀ)⁻¹ g = Â⁻ᵀ Â⁻¹ g``.
 
@@ -300,16 +350,18 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     state : QNGState
         The window of factors.
     g : array, shape (dim,) or (dim, k)
-        Gradient(s), one per column.
+        Gradient(s), one per column, in the state's dtype, or float16/bfloat16
+        (promoted exactly; the result is rounded back once).
 
     Returns
     -------
-    array, same shape as ``g``
+    array, same shape and dtype as ``g``
         ``(ÂÂᵀ)⁻¹ g``.
     """
-    _check_state(state)
+    xp = _check_state(state)
     _check_vectors(state, g, "g")
-    return _product(state, _product(state, g, inverse=True, transpose=False), inverse=True, transpose=True)
+    v = _product(state, cast_like(xp, g, state.factors), inverse=True, transpose=False)
+    return cast_like(xp, _product(state, v, inverse=True, transpose=True), g)
 
 
 def qng_dense(state: QNGState) -> Array:

@@ -6,7 +6,7 @@ of operation:
 * **row-local** ones — the rotation ``U' = [U p] V``, ``v − Uc``, the factor
   products ``v − β (qᵀv) q`` — where each row needs only its own entries;
 * **reductions** over ``dim`` — ``c = Uᵀv``, ``‖v‖``, ``qᵀv``,
-  ``all(isfinite(d))`` — whose results are τ-vectors or scalars.
+  ``all(isfinite(d))``, ``max|v|`` — whose results are τ-vectors or scalars.
 
 Everything else, the (τ+1)×(τ+1) eigenproblem included, works on those small
 results. So when the rows of ``U`` (and the entries of every ``dim``-vector)
@@ -47,6 +47,10 @@ class Reduction:
         """Return the logical AND over all shards of a boolean ``partial``."""
         return partial
 
+    def max(self, partial: Array) -> Array:
+        """Return the elementwise maximum over all shards of ``partial``, a maximum over this shard's rows."""
+        return partial
+
     def norm(self, xp: ArrayNamespace, x: Array) -> Array:
         """Return the Euclidean norm of the (split) vector ``x``."""
         return xp.linalg.vector_norm(x)
@@ -66,11 +70,17 @@ class AllReduce(Reduction):
         (an all-reduce with SUM), returned on every shard.
     all_fn : callable
         Boolean array -> boolean array: the logical AND over all shards.
+    max_fn : callable
+        Array -> array: the elementwise maximum over all shards (an
+        all-reduce with MAX), returned on every shard.
     """
 
-    def __init__(self, sum_fn: Callable[[Array], Array], all_fn: Callable[[Array], Array]) -> None:
+    def __init__(
+        self, sum_fn: Callable[[Array], Array], all_fn: Callable[[Array], Array], max_fn: Callable[[Array], Array]
+    ) -> None:
         self._sum = sum_fn
         self._all = all_fn
+        self._max = max_fn
 
     def sum(self, partial: Array) -> Array:
         """Return the sum over all shards of ``partial`` (one all-reduce)."""
@@ -79,6 +89,10 @@ class AllReduce(Reduction):
     def all(self, partial: Array) -> Array:
         """Return the logical AND over all shards of ``partial`` (one all-reduce)."""
         return self._all(partial)
+
+    def max(self, partial: Array) -> Array:
+        """Return the elementwise maximum over all shards of ``partial`` (one all-reduce)."""
+        return self._max(partial)
 
     def norm(self, xp: ArrayNamespace, x: Array) -> Array:
         """Return ``sqrt(Σ_k ‖x_k‖²)`` (one all-reduce of a scalar)."""

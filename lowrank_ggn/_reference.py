@@ -11,7 +11,7 @@ from typing import Any
 
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_damping, check_decay, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
 
 __all__ = ["best_rank_k", "damped_inverse_dense", "ema_dense", "ema_update_dense"]
@@ -49,8 +49,9 @@ def ema_update_dense(m: Array, d: Array, *, decay: Any) -> Array:
         ``α M + (1 − α) d dᵀ``.
     """
     xp = _check_square(m, "m")
-    check_like(d, "d", m, shapes=((m.shape[0],),))
-    check_decay(decay)
+    check_like(d, "d", m, shapes=((m.shape[0],),), promote=True)
+    check_decay(decay, like=m)
+    d = cast_like(xp, d, m)
     alpha = _scalar(xp, decay, m)
     return alpha * m + (1 - alpha) * (d[:, None] * d[None, :])
 
@@ -78,7 +79,7 @@ def ema_dense(stream: Array, *, decay: Any, initial: Array | None = None) -> Arr
         msg = "stream must be a 2-d array (steps, dim)"
         raise ValueError(msg) if is_array(stream) else TypeError(msg)
     xp = array_namespace(stream)
-    check_decay(decay)
+    check_decay(decay, like=stream)
     dim = stream.shape[1]
     if initial is None:
         m = xp.zeros((dim, dim), dtype=stream.dtype, device=device_of(stream))
@@ -118,7 +119,7 @@ def damped_inverse_dense(m: Array, *, damping: Any) -> Array:
         ``(γI + M)⁻¹``, symmetric positive definite.
     """
     xp = _check_square(m, "m")
-    check_damping(damping)
+    check_damping(damping, like=m)
     gamma = _scalar(xp, damping, m)
     w, v = _sorted_eigh(xp, m)
     w = xp.where(w > 0, w, xp.zeros_like(w))

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._operator import _check_lowrank, _scalar, _solve
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import check_damping, check_decay, check_like
+from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_like
 from lowrank_ggn.backends import array_namespace
 
 __all__ = ["ShermanMorrisonStep", "sherman_morrison_step"]
@@ -75,15 +75,17 @@ def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any,
     Raises
     ------
     ValueError
-        If ``decay`` ∉ (0, 1), ``damping`` ≤ 0 or non-finite, or a shape is wrong.
+        If ``decay`` ∉ (0, 1), ``damping`` ≤ 0, non-finite or with ``γ²``
+        outside the dtype's normal range, or a shape is wrong.
     TypeError
         If the arrays come from different namespaces or have different dtypes.
     """
     _check_lowrank(basis, eigvals)
-    check_like(d, "d", basis, shapes=((basis.shape[0],),))
-    check_decay(decay)
-    check_damping(damping)
-    return _step(array_namespace(basis, d), basis, eigvals, d, decay=decay, damping=damping)
+    check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
+    check_decay(decay, like=basis)
+    check_damping(damping, like=basis, squared=True)
+    xp = array_namespace(basis, d)
+    return _step(xp, basis, eigvals, cast_like(xp, d, basis), decay=decay, damping=damping)
 
 
 def _step(

@@ -14,9 +14,17 @@ import numbers
 from typing import Any
 
 from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn.backends import array_namespace, is_array, is_traced, same_device
+from lowrank_ggn.backends import (
+    array_namespace,
+    is_array,
+    is_low_precision_float,
+    is_real_floating,
+    is_traced,
+    same_device,
+)
 
 __all__ = [
+    "cast_like",
     "check_damping",
     "check_decay",
     "check_dim_rank",
@@ -65,32 +73,72 @@ def check_scalar(value: Any, name: str) -> None:
     concrete_float(value, name)
 
 
-def check_decay(decay: Any, name: str = "decay") -> None:
-    """Check ``decay`` ∈ (0, 1).
+def check_decay(decay: Any, name: str = "decay", *, like: Array | None = None) -> None:
+    """Check ``decay`` ∈ (0, 1), also after rounding to the dtype of ``like``.
+
+    A decay within ``eps/4`` of 1 rounds to exactly 1 in the computation's
+    dtype (float32: ``decay > 1 − 3e-8``), so that ``1 − α = 0`` and the EMA
+    would silently never change; one below the smallest normal number rounds
+    to 0 or a subnormal. Both are rejected when ``like`` is given.
 
     Raises
     ------
     ValueError
-        If the (concrete) value is not in the open interval (0, 1), NaN included.
+        If the (concrete) value is not in the open interval (0, 1), NaN
+        included, or rounds to 0 or 1 in the dtype of ``like``.
     """
     value = concrete_float(decay, name)
-    if value is not None and not (0.0 < value < 1.0):
+    if value is None:
+        return
+    if not (0.0 < value < 1.0):
         msg = f"{name} must lie in the open interval (0, 1), got {value!r}"
         raise ValueError(msg)
+    if like is not None:
+        info = array_namespace(like).finfo(like.dtype)
+        if 1.0 - value <= float(info.eps) / 4:
+            msg = (
+                f"{name}={value!r} rounds to 1 in {like.dtype}, so 1 - {name} = 0 and the EMA would never "
+                f"change; the largest usable value in {like.dtype} is 1 - eps/2 = {1.0 - float(info.eps) / 2!r}"
+            )
+            raise ValueError(msg)
+        if value < float(info.smallest_normal):
+            msg = (
+                f"{name}={value!r} is below the smallest normal {like.dtype} number "
+                f"({float(info.smallest_normal)!r}) and would round to 0 or a subnormal"
+            )
+            raise ValueError(msg)
 
 
-def check_damping(damping: Any, name: str = "damping") -> None:
-    """Check ``damping`` > 0 and finite.
+def check_damping(damping: Any, name: str = "damping", *, like: Array | None = None, squared: bool = False) -> None:
+    """Check ``damping`` > 0 and finite, also after rounding to the dtype of ``like``.
+
+    A damping below the smallest normal number of the computation's dtype
+    (float32: 1.2e-38) rounds to 0 or a subnormal, and ``1/γ`` overflows: the
+    queries would return NaN. One above the largest number rounds to inf.
+    Both are rejected when ``like`` is given. With ``squared=True`` (for
+    formulas that use γ², such as Eq 16 and Eq 18) the range is the square root
+    of the normal range (float32: [1.1e-19, 1.8e19]).
 
     Raises
     ------
     ValueError
-        If the (concrete) value is not a finite positive number.
+        If the (concrete) value is not a finite positive number, or is outside
+        the (square root of the) normal range of the dtype of ``like``.
     """
     value = concrete_float(damping, name)
-    if value is not None and not (math.isfinite(value) and value > 0.0):
+    if value is None:
+        return
+    if not (math.isfinite(value) and value > 0.0):
         msg = f"{name} must be positive and finite, got {value!r}"
         raise ValueError(msg)
+    if like is not None:
+        info = array_namespace(like).finfo(like.dtype)
+        power = 0.5 if squared else 1.0
+        low, high = float(info.smallest_normal) ** power, float(info.max) ** power
+        if not low <= value <= high:
+            what = "the square root of the normal range" if squared else "the normal range"
+            msg = f"{name}={value!r} is outside {what} of {like.dtype}: [{low:.3g}, {high:.3g}]"
+            raise ValueError(msg)
 
 
 def check_dim_rank(dim: Any, rank: Any) -> tuple[int, int]:
@@ -123,11 +171,14 @@ def check_like(
     like: Array,
     *,
     shapes: tuple[tuple[int, ...], ...],
+    promote: bool = False,
 ) -> ArrayNamespace:
     """Check that ``x`` is an array compatible with ``like``.
 
     Compatible means: same namespace, same dtype, same device, and a shape
-    among ``shapes`` (``-1`` matches any length).
+    among ``shapes`` (``-1`` matches any length). With ``promote=True`` a
+    float16 or bfloat16 ``x`` is also accepted (the caller promotes it with
+    :func:`cast_like`).
 
     Returns
     -------
@@ -153,10 +204,10 @@ def check_like(
             f"{type(like).__module__}.{type(like).__name__} arrays; use one namespace"
         )
         raise TypeError(msg) from err
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not is_real_floating(xp, x.dtype):
         msg = f"{name} must have a real floating dtype, got {x.dtype}"
         raise TypeError(msg)
-    if x.dtype != like.dtype:
+    if x.dtype != like.dtype and not (promote and is_low_precision_float(xp, x.dtype)):
         msg = f"{name} has dtype {x.dtype} but the state has dtype {like.dtype}; cast it first"
         raise TypeError(msg)
     shape = tuple(x.shape)
@@ -172,3 +223,12 @@ def check_like(
 
 def _shape_matches(shape: tuple[int, ...], pattern: tuple[int, ...]) -> bool:
     return len(shape) == len(pattern) and all(p < 0 or p == n for n, p in zip(shape, pattern, strict=True))
+
+
+def cast_like(xp: ArrayNamespace, x: Array, like: Array) -> Array:
+    """Return ``x`` in the dtype of ``like`` (a no-op when they already agree).
+
+    Used for float16/bfloat16 vectors accepted by ``check_like(..., promote=True)``:
+    the conversion to float32/float64 is exact.
+    """
+    return x if x.dtype == like.dtype else xp.astype(x, like.dtype)

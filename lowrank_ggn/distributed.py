@@ -48,7 +48,7 @@ import torch.distributed as dist
 
 from lowrank_ggn._ginger import GingerState, _check_state, _ginger_update, _reorth_state
 from lowrank_ggn._operator import _scalar, _solve
-from lowrank_ggn._qng import QNGState, _product, _qng_update
+from lowrank_ggn._qng import QNGState, _check_decay_range, _product, _qng_update
 from lowrank_ggn._qng import _check_state as _check_qng_state
 from lowrank_ggn._reduction import AllReduce
 from lowrank_ggn._typing import Array, Device, DType
@@ -84,7 +84,13 @@ def _all_reduce(group: Group) -> AllReduce:
             dist.all_reduce(y, op=dist.ReduceOp.MIN, group=group)
         return y.to(torch.bool)
 
-    return AllReduce(total, all_true)
+    def largest(x: Array) -> Array:
+        with torch.no_grad():
+            y = x.clone(memory_format=torch.contiguous_format)
+            dist.all_reduce(y, op=dist.ReduceOp.MAX, group=group)
+        return y
+
+    return AllReduce(total, all_true, largest)
 
 
 def _check_torch(x: Any, name: str) -> None:
@@ -271,7 +277,7 @@ def ginger_update(
     xp = _check_ginger(state)
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),))
-    check_decay(decay)
+    check_decay(decay, like=basis)
     if reorthonormalize_every is not None and (
         isinstance(reorthonormalize_every, bool)
         or not isinstance(reorthonormalize_every, int)
@@ -453,7 +459,8 @@ def qng_update(state: QNGState, d: Array, *, decay: Any, group: Group = None) ->
     """
     xp = _check_qng(state)
     check_like(d, "d", state.factors, shapes=((state.factors.shape[1],),))
-    check_decay(decay)
+    check_decay(decay, like=state.factors)
+    _check_decay_range(xp, decay, state.factors)
     _check_initialized()
     return _qng_update(xp, state, d, decay=decay, reduce=_all_reduce(group))
 

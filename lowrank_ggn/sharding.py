@@ -68,7 +68,7 @@ from lowrank_ggn._ginger import GingerState, _check_state, _ginger_update, _reor
 from lowrank_ggn._ginger import ginger_init as _ginger_init
 from lowrank_ggn._hlo import Collective, collectives
 from lowrank_ggn._operator import _solve
-from lowrank_ggn._qng import QNGState, _product, _qng_update
+from lowrank_ggn._qng import QNGState, _check_decay_range, _product, _qng_update
 from lowrank_ggn._qng import _check_state as _check_qng_state
 from lowrank_ggn._qng import qng_init as _qng_init
 from lowrank_ggn._reduction import AllReduce
@@ -353,7 +353,10 @@ def _psum(axis: AxisName) -> AllReduce:
     def all_true(x: Array) -> Array:
         return jax.lax.psum(jnp.logical_not(x).astype(jnp.int32), axis) == 0
 
-    return AllReduce(total, all_true)
+    def largest(x: Array) -> Array:
+        return jax.lax.pmax(x, axis)
+
+    return AllReduce(total, all_true, largest)
 
 
 def _scalar_arg(value: Any, like: Array) -> Array:
@@ -378,8 +381,8 @@ def ginger_update(
     .. math:: \alpha\, U \operatorname{diag}(\sigma) U^\top + (1 - \alpha)\, d d^\top ,
 
     computed with ``U`` and ``d`` split along ``dim``. Each device reads and
-    rewrites only its rows of ``U``; the reductions ``Uᵀd``, ``‖d‖`` and
-    ``‖d − Uc‖`` (and ``Uᵀp̃`` when a second Gram–Schmidt pass is needed) are
+    rewrites only its rows of ``U``; the reductions ``max|dᵢ|``, ``Uᵀd``,
+    ``‖d‖`` and ``‖d − Uc‖`` (and ``Uᵀp̃`` when a second Gram–Schmidt pass is needed) are
     all-reduces of at most τ numbers, and the (τ+1)×(τ+1) eigenproblem is
     solved, identically, on every device.
 
@@ -417,7 +420,7 @@ def ginger_update(
     _check_jax_state(state, _check_state, "basis")
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),))
-    check_decay(decay)
+    check_decay(decay, like=basis)
     _check_dim(basis.shape[0], mesh, axis, "state.basis")
     if reorthonormalize_every is not None and (
         isinstance(reorthonormalize_every, bool)
@@ -568,7 +571,8 @@ def qng_update(state: QNGState, d: Array, *, decay: Any, mesh: Mesh, axis: AxisN
     _check_jax_state(state, _check_qng_state, "factors")
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),))
-    check_decay(decay)
+    check_decay(decay, like=factors)
+    _check_decay_range(jnp, decay, factors)
     _check_dim(factors.shape[1], mesh, axis, "state.factors")
     reduce = _psum(axis)
 
@@ -746,7 +750,7 @@ def ginger_update_leaves(
     """
     _check_jax_state(state, _check_state, "basis")
     d_leaves = _check_leaves(d_leaves, "d_leaves", state.basis.shape[0], mesh, axis)
-    check_decay(decay)
+    check_decay(decay, like=state.basis)
     dtype = state.basis.dtype
     reduce = _psum(axis)
 
@@ -853,7 +857,8 @@ def qng_update_leaves(state: QNGState, d_leaves: list[Array], *, decay: Any, mes
     """
     _check_jax_state(state, _check_qng_state, "factors")
     d_leaves = _check_leaves(d_leaves, "d_leaves", state.factors.shape[1], mesh, axis)
-    check_decay(decay)
+    check_decay(decay, like=state.factors)
+    _check_decay_range(jnp, decay, state.factors)
     dtype = state.factors.dtype
     reduce = _psum(axis)
 

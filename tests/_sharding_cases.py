@@ -343,8 +343,8 @@ def _programs(dim, mesh, dtype=jnp.float32):
 
 # The most numbers one step may all-reduce: a few τ-vectors and scalars; τ² for the Gram matrix.
 _BUDGET = {
-    "ginger_update": 2 * RANK + 4,
-    "ginger_update_reorth": RANK * RANK + 2 * RANK + 4,
+    "ginger_update": 2 * RANK + 5,
+    "ginger_update_reorth": RANK * RANK + 2 * RANK + 5,
     "ginger_precondition": RANK,
     "qng_update": RANK + 2,
     "qng_precondition": 2 * RANK,

@@ -26,6 +26,7 @@ from lowrank_ggn._ginger import _ginger_update
 from lowrank_ggn._operator import _solve
 from lowrank_ggn._qng import _product, _qng_update
 from lowrank_ggn._reduction import LOCAL, AllReduce
+from lowrank_ggn.backends import array_namespace
 from tests._streams import orthonormal
 
 BLOCKS = (5, 8, 6)  # uneven blocks of dim = 19
@@ -51,7 +52,9 @@ class ThreadGroup:
 
     def reduction(self, k: int) -> AllReduce:
         return AllReduce(
-            lambda x: self._combine(k, x, lambda a, b: a + b), lambda x: self._combine(k, x, lambda a, b: a & b)
+            lambda x: self._combine(k, x, lambda a, b: a + b),
+            lambda x: self._combine(k, x, lambda a, b: a & b),
+            lambda x: self._combine(k, x, lambda a, b: array_namespace(a).maximum(a, b)),
         )
 
 

@@ -12,7 +12,8 @@ Supported namespaces: NumPy (reference), JAX (``jax.numpy``), PyTorch, CuPy and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
@@ -28,6 +29,7 @@ from lowrank_ggn.backends._compat import (
     is_torch_namespace,
     namespace_from_module,
 )
+from lowrank_ggn.backends._host import dtype_name, from_host_exact, to_host_exact
 
 __all__ = [
     "array_namespace",
@@ -36,12 +38,19 @@ __all__ = [
     "cond",
     "default_float_dtype",
     "device_of",
+    "dtype_name",
+    "floating_point_errors_ignored",
+    "from_host_exact",
     "is_array",
+    "is_low_precision_float",
+    "is_real_floating",
     "is_traced",
     "namespace_from_module",
     "resolve_namespace",
     "same_device",
+    "to_host_exact",
     "to_numpy",
+    "widest_float_dtype",
 ]
 
 
@@ -144,8 +153,80 @@ def canonical_float_dtype(xp: ArrayNamespace, dtype: DType | None, *, name: str 
         if _equal_dtypes(dtype, candidate):
             _check_available(xp, candidate)
             return candidate
+    if is_low_precision_float(xp, dtype):
+        msg = (
+            f"{name} must be float32 or float64, got {dtype!r}: states are kept in float32 or float64; "
+            "float16 and bfloat16 curvature vectors and gradients are accepted by the update and query "
+            "functions, which compute in the state's dtype"
+        )
+        raise TypeError(msg)
     msg = f"{name} must be float32 or float64, got {dtype!r}"
     raise TypeError(msg)
+
+
+def is_real_floating(xp: ArrayNamespace, dtype: DType) -> bool:
+    """Return True when ``dtype`` is a real floating dtype of ``xp``.
+
+    Unlike ``xp.isdtype``, never raises: dtypes that a namespace does not know
+    (such as NumPy's extension ``bfloat16`` from ``ml_dtypes``) give False.
+
+    Parameters
+    ----------
+    xp : module
+        An array-API namespace.
+    dtype : dtype
+        Any object; a dtype of ``xp`` to be True.
+
+    Returns
+    -------
+    bool
+        Whether ``dtype`` is a real floating dtype of ``xp``.
+    """
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except (TypeError, ValueError):
+        return False
+
+
+def is_low_precision_float(xp: ArrayNamespace, dtype: DType) -> bool:
+    """Return True for real floating dtypes narrower than float32 (float16, bfloat16).
+
+    The library keeps its states in float32 or float64; vectors in these
+    dtypes are promoted to the state's dtype on entry.
+
+    Parameters
+    ----------
+    xp : module
+        An array-API namespace.
+    dtype : dtype
+        Any object; a dtype of ``xp`` to be True.
+
+    Returns
+    -------
+    bool
+        Whether ``dtype`` is a real floating dtype of ``xp`` with fewer than 32 bits.
+    """
+    return is_real_floating(xp, dtype) and int(xp.finfo(dtype).bits) < 32
+
+
+@contextlib.contextmanager
+def floating_point_errors_ignored() -> Iterator[None]:
+    """Silence NumPy's floating-point warnings inside a function that handles non-finite values itself.
+
+    The Ginger and QNG updates detect an overflowing update and reject it
+    (counting it in ``num_nonfinite``); NumPy's ``RuntimeWarning`` about the
+    overflow would only repeat that. Other backends do not warn. Usable as a
+    decorator.
+
+    Yields
+    ------
+    None
+        Inside the block, NumPy ignores overflow, invalid, divide and underflow.
+    """
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        yield
 
 
 def _equal_dtypes(a: DType, b: DType) -> bool:
@@ -239,6 +320,9 @@ def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *
 def to_numpy(x: Array) -> Any:
     """Copy an array of any supported backend to a NumPy ``ndarray`` on the host.
 
+    A PyTorch ``bfloat16`` tensor becomes ``float32`` (exactly); see
+    :func:`to_host_exact` for a bit-exact copy.
+
     Parameters
     ----------
     x : array
@@ -255,7 +339,8 @@ def to_numpy(x: Array) -> Any:
     if isinstance(x, np.ndarray | np.generic):
         return np.asarray(x)
     if is_torch_array(x):
-        return x.detach().cpu().numpy()
+        t = x.detach().cpu()
+        return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()  # NumPy has no bfloat16
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get()
     if is_jax_array(x):
@@ -264,3 +349,42 @@ def to_numpy(x: Array) -> Any:
         return np.from_dlpack(x)
     except (TypeError, RuntimeError, BufferError, AttributeError):
         return np.asarray(x)
+
+
+def widest_float_dtype(xp: ArrayNamespace, like: Array) -> DType:
+    """Return float64 when ``xp`` can compute in it on ``like``'s device, else ``like.dtype``.
+
+    Used for small (rank × rank) factorisations of float32 states: LAPACK's
+    float32 eigensolvers return eigenvectors orthonormal to only about 1e-6,
+    and these errors add up over many updates. float64 is unavailable on JAX
+    without ``jax_enable_x64``, on TPUs, on Apple's MPS, and on
+    array_api_strict's ``no_float64`` device.
+
+    Parameters
+    ----------
+    xp : module
+        The namespace of ``like``.
+    like : array
+        An array whose device (and dtype, the fallback) decide.
+
+    Returns
+    -------
+    dtype
+        ``xp.float64`` where available on that device, else ``like.dtype``.
+    """
+    traced = is_traced(like)
+    device = None if traced or is_jax_namespace(xp) else device_of(like)
+    try:
+        available = xp.__array_namespace_info__().dtypes(kind="real floating", device=device)
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - namespaces without inspection
+        return like.dtype
+    if "float64" not in available:
+        return like.dtype
+    if is_torch_namespace(xp) and getattr(device, "type", None) == "mps":
+        return like.dtype
+    if is_jax_namespace(xp):
+        import jax
+
+        if jax.default_backend() == "tpu":
+            return like.dtype
+    return available["float64"]

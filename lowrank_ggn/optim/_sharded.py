@@ -95,15 +95,15 @@ def ginger_step(
     reorthonormalize_every: int | None,
 ) -> tuple[lg.GingerState, list[Any]]:
     """Update a split block's Ginger state with ``d`` and precondition ``g``, both given as arrays."""
-    where: dict[str, Any] = {"mesh": placement.mesh, "axis": placement.axis}
+    mesh, axis = placement.mesh, placement.axis
 
     def fold(state: lg.GingerState) -> lg.GingerState:
         return lgs.ginger_update_leaves(
-            state, d_leaves, decay=decay, reorthonormalize_every=reorthonormalize_every, **where
+            state, d_leaves, decay=decay, reorthonormalize_every=reorthonormalize_every, mesh=mesh, axis=axis
         )
 
     block = _maybe(due, fold, block, update_every)
-    return block, lgs.ginger_precondition_leaves(block, g_leaves, damping=damping, **where)
+    return block, lgs.ginger_precondition_leaves(block, g_leaves, damping=damping, mesh=mesh, axis=axis)
 
 
 def qng_step(
@@ -117,10 +117,10 @@ def qng_step(
     decay: Any,
 ) -> tuple[lg.QNGState, list[Any]]:
     """Append a split block's QNG factor from ``d`` and precondition ``g``, both given as arrays."""
-    where: dict[str, Any] = {"mesh": placement.mesh, "axis": placement.axis}
+    mesh, axis = placement.mesh, placement.axis
 
     def fold(state: lg.QNGState) -> lg.QNGState:
-        return lgs.qng_update_leaves(state, d_leaves, decay=decay, **where)
+        return lgs.qng_update_leaves(state, d_leaves, decay=decay, mesh=mesh, axis=axis)
 
     block = _maybe(due, fold, block, update_every)
-    return block, lgs.qng_precondition_leaves(block, g_leaves, **where)
+    return block, lgs.qng_precondition_leaves(block, g_leaves, mesh=mesh, axis=axis)

@@ -1,0 +1,1 @@
+"""Benchmarks and measurement scripts (run them as ``python benchmarks/<name>.py``)."""
