@@ -109,6 +109,7 @@ exclude_patterns = [
     "generated/proofs_report.md",  # included by verification.md
     "generated/study/*.md",  # the study's report, included by studies.md
     "generated/sharding_report.md",  # included by distributed.md
+    "benchmarks_results/*.md",  # tables of benchmarks/report.py, included in benchmarks.md
     "**.ipynb_checkpoints",
     "auto_examples/*.ipynb",
     "auto_examples/*.py",
@@ -139,6 +140,7 @@ mathjax3_config = {
 api_package = "lowrank_ggn"
 api_group_order = [
     "lowrank_ggn._ginger",
+    "lowrank_ggn._product",
     "lowrank_ggn._qng",
     "lowrank_ggn._operator",
     "lowrank_ggn._eigen_update",
@@ -163,6 +165,8 @@ api_group_titles = {
     "lowrank_ggn.checkpoint": "Checkpoints",
     "lowrank_ggn.backends._compat": "Namespaces, arrays and devices",
     "lowrank_ggn.backends": "Dtypes, devices and tracing",
+    "lowrank_ggn._product": "Ginger in product form",
+    "lowrank_ggn.backends._kernels": "Fused kernels over the basis",
     "lowrank_ggn.studies._streams": "Curvature streams",
     "lowrank_ggn.studies._methods": "Methods and the exact EMA",
     "lowrank_ggn.studies._metrics": "Metrics",

@@ -22,8 +22,20 @@ from lowrank_ggn._ginger import (
     ginger_precondition,
     ginger_reorthonormalize,
     ginger_update,
+    ginger_update_precondition,
 )
 from lowrank_ggn._operator import damped_dense, damped_matvec, damped_solve, kappa_from_sigma, sigma_from_kappa
+from lowrank_ggn._product import (
+    GingerProductState,
+    ginger_product_compress,
+    ginger_product_dense,
+    ginger_product_from_state,
+    ginger_product_init,
+    ginger_product_precondition,
+    ginger_product_to_state,
+    ginger_product_update,
+    ginger_product_update_precondition,
+)
 from lowrank_ggn._qng import (
     QNGState,
     qng_dense,
@@ -41,6 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "GingerProductState",
     "GingerState",
     "QNGState",
     "RankOneUpdate",
@@ -56,8 +69,17 @@ __all__ = [
     "ginger_dense",
     "ginger_init",
     "ginger_precondition",
+    "ginger_product_compress",
+    "ginger_product_dense",
+    "ginger_product_from_state",
+    "ginger_product_init",
+    "ginger_product_precondition",
+    "ginger_product_to_state",
+    "ginger_product_update",
+    "ginger_product_update_precondition",
     "ginger_reorthonormalize",
     "ginger_update",
+    "ginger_update_precondition",
     "kappa_from_sigma",
     "load_checkpoint",
     "lowrank_eigh_update",

@@ -26,6 +26,7 @@ from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import cast_like, check_like, check_scalar, concrete_float
 from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, widest_float_dtype
+from lowrank_ggn.backends._kernels import project, rotate
 
 __all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
 
@@ -55,20 +56,35 @@ class RankOneUpdate(NamedTuple):
 
 
 def _orthogonal_residual(
-    xp: ArrayNamespace, basis: Array, v: Array, reduce: Reduction = LOCAL
+    xp: ArrayNamespace,
+    basis: Array,
+    v: Array,
+    reduce: Reduction = LOCAL,
+    *,
+    c: Array | None = None,
+    norm_v: Array | None = None,
 ) -> tuple[Array, Array, Array]:
-    """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``."""
-    c = reduce.sum(basis.T @ v)
+    """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``.
+
+    ``c`` and ``norm_v`` may be passed in when they are already known (``c``
+    saves one read of ``U``, both save an all-reduce); ``reduce`` completes
+    the sums over rows.
+    """
+    # ``v @ U`` rather than ``Uᵀ @ v``: the same product, with U in the layout
+    # that XLA's dot emitters take without copying it.
+    if c is None:
+        c = reduce.sum(v @ basis)
     resid = v - basis @ c
 
     def again(c: Array, resid: Array) -> tuple[Array, Array]:
-        c2 = reduce.sum(basis.T @ resid)
+        c2 = reduce.sum(resid @ basis)
         return c + c2, resid - basis @ c2
 
     def keep(c: Array, resid: Array) -> tuple[Array, Array]:
         return c, resid
 
-    norm_v = reduce.norm(xp, v)
+    if norm_v is None:
+        norm_v = reduce.norm(xp, v)
     norm_r = reduce.norm(xp, resid)
     c, resid = cond(norm_r < _DGKS * norm_v, again, keep, c, resid)
     return c, resid, norm_v
@@ -152,31 +168,82 @@ def lowrank_eigh_update(
     return _update(xp, basis, eigvals, cast_like(xp, v, basis), weight=weight, scale=scale)
 
 
-def _update(
+class _Plan(NamedTuple):
+    r"""One rank-one update, planned on small arrays before ``U`` is touched a second time.
+
+    The new basis is ``U' = U·rot + vec ⊗ vrot`` (see :func:`_rotate`).
+    """
+
+    rot: Array
+    """(rank, rank): coefficients of the old basis."""
+    vec: Array
+    """(dim,): the vector added to the basis: ``v`` itself on the one-pass path,
+    the explicit residual ``p̃`` on the CGS2 path."""
+    vrot: Array
+    """(rank,): coefficients of ``vec``."""
+    eigvals: Array
+    """(rank,): the new eigenvalues, sorted descending, ≥ 0; NaN if the core overflowed."""
+    discarded: Array
+    """0-d: the largest eigenvalue dropped by the truncation (plus ``ρr²`` for a dropped residual)."""
+    vec_dot: Array | None
+    """0-d: ``vecᵀw`` for the vector ``w`` of ``dot_with`` (None without it)."""
+
+
+def _plan(
     xp: ArrayNamespace,
     basis: Array,
     eigvals: Array,
     v: Array,
     *,
-    weight: Any,
-    scale: Any,
+    c: Array,
+    vv: Array,
+    rho: Array,
+    s: Array,
+    dot_with: tuple[Array, Array] | None = None,
     reduce: Reduction = LOCAL,
-) -> RankOneUpdate:
-    """Unchecked core of :func:`lowrank_eigh_update` (``reduce`` completes the sums over rows)."""
-    dtype, dev = basis.dtype, device_of(basis)
-    rank = basis.shape[1]
-    rho = xp.asarray(weight, dtype=dtype, device=dev)
-    s = xp.asarray(scale, dtype=dtype, device=dev)
-    # Work with v / max|v| and fold max|v|² into the weight: the norms below are sums of squares,
-    # which lose digits (or vanish where subnormals are flushed to zero, as on JAX's CPU backend)
-    # for ‖v‖ below √(smallest normal), and a wrong ‖p̃‖ would make the new basis non-orthonormal.
-    v_max = reduce.max(xp.max(xp.abs(v)))
-    v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
-    v = v / v_scale
-    rho = rho * v_scale * v_scale
+) -> _Plan:
+    r"""Plan Brand's update from the reductions ``c = Uᵀv`` and ``vv = vᵀv`` (one read of ``U``).
 
-    c, resid, norm_v = _orthogonal_residual(xp, basis, v, reduce)
-    r = reduce.norm(xp, resid)
+    When ``v`` is far from ``span U`` — ``r² = ‖v‖² − ‖c‖² ≥ ‖v‖²/2``, the DGKS
+    criterion for not re-orthogonalising — the residual is never formed: the
+    new basis is ``U (V₁ − c bᵀ) + v bᵀ`` with ``b = V₂/r``, which is
+    ``[U p] V`` with ``p = (v − Uc)/r``, evaluated in the single pass that
+    rotates ``U``. Otherwise (cancellation) the residual is formed explicitly
+    and re-orthogonalised (CGS2), at the cost of further reads of ``U``.
+
+    ``dot_with = (w, vᵀw)`` also returns ``vecᵀw`` (for the fused query).
+    ``c`` and ``vv`` must already be complete sums over all rows; ``reduce``
+    completes those of the CGS2 path (``Uᵀp̃`` and the test norm ``‖p̃‖``, then
+    ``‖p̃‖`` with ``p̃ᵀw`` in one all-reduce).
+    """
+    dtype = basis.dtype
+    rank = basis.shape[1]
+    cc = xp.sum(c * c)
+    # r² = ‖v‖² − ‖c‖²; the one-pass test r ≥ ‖v‖/√2 is ‖c‖² ≤ ‖v‖²/2 (false for NaN).
+    one_pass = cc <= (1 - _DGKS * _DGKS) * vv
+    finite = xp.isfinite(vv)
+    r2 = xp.where(finite, vv, xp.zeros_like(vv)) - xp.where(finite, cc, xp.zeros_like(cc))
+
+    w, vw = dot_with if dot_with is not None else (v, vv)
+
+    def direct(c: Array) -> tuple[Array, Array, Array, Array]:
+        return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw
+
+    def cgs2(c: Array) -> tuple[Array, Array, Array, Array]:
+        if reduce is LOCAL:
+            c, resid, _ = _orthogonal_residual(xp, basis, v, c=c)
+            resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
+            return c, resid, xp.linalg.vector_norm(resid), xp.sum(resid * w)
+        # Split rows: ‖v‖ is known; ‖p̃‖ and p̃ᵀw share one all-reduce (‖p̃‖ alone without w).
+        c, resid, _ = _orthogonal_residual(xp, basis, v, reduce, c=c, norm_v=xp.sqrt(vv))
+        resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
+        if dot_with is None:
+            return c, resid, reduce.norm(xp, resid), vw
+        rr, rw = reduce.sum_together(xp, xp.sum(resid * resid), xp.sum(resid * w))
+        return c, resid, xp.sqrt(rr), rw
+
+    c, vec, r, vec_dot = cond(one_pass, direct, cgs2, c)
+    norm_v = xp.sqrt(vv)
     # v counts as lying in span U when its residual is at the rounding level:
     # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
     # rounding level of the update itself), or r is in the subnormal range.
@@ -188,8 +255,6 @@ def _update(
     in_span = (r <= eps**0.5 * norm_v) | (r <= tiny)
     dropped = xp.where(in_span, rho * r * r, xp.zeros_like(r))
     r = xp.where(in_span, xp.zeros_like(r), r)
-    p = resid / xp.where(in_span, xp.ones_like(r), r)
-    p = xp.where(in_span, xp.zeros_like(p), p)
 
     block = _diag(xp, s * eigvals) + rho * (c[:, None] * c[None, :])
     side = rho * r * c
@@ -213,9 +278,57 @@ def _update(
     mu = xp.take(mu, order, axis=0)
     vecs = xp.take(vecs, order, axis=1)
     top = vecs[:, :rank]
-    new_basis = basis @ top[:rank, :] + p[:, None] * top[rank : rank + 1, :]
+    # b = V₂/r; zero when v is in span U (then vec ⊗ b vanishes and p is never needed).
+    vrot = xp.where(in_span, xp.zeros_like(top[rank, :]), top[rank, :] / xp.where(in_span, xp.ones_like(r), r))
+    shift = xp.where(one_pass, c, xp.zeros_like(c))
+    rot = top[:rank, :] - shift[:, None] * vrot[None, :]
     mu = xp.where(core_ok, xp.where(mu > 0, mu, xp.zeros_like(mu)), xp.full_like(mu, xp.nan))
-    return RankOneUpdate(new_basis, mu[:rank], mu[rank] + dropped)
+    return _Plan(rot, vec, vrot, mu[:rank], mu[rank] + dropped, vec_dot if dot_with is not None else None)
+
+
+def _reject(xp: ArrayNamespace, plan: _Plan, ok: Array) -> tuple[Array, Array]:
+    """``(rot, vrot)``, or the identity rotation when ``ok`` is false.
+
+    ``U·I + vec ⊗ 0`` is exactly ``U`` (``vec`` is finite), so a rejected
+    update leaves the basis bit-for-bit unchanged without an extra pass over it.
+    """
+    rank = plan.rot.shape[0]
+    eye = xp.eye(rank, dtype=plan.rot.dtype, device=device_of(plan.rot))
+    return xp.where(ok, plan.rot, eye), xp.where(ok, plan.vrot, xp.zeros_like(plan.vrot))
+
+
+def _update(
+    xp: ArrayNamespace,
+    basis: Array,
+    eigvals: Array,
+    v: Array,
+    *,
+    weight: Any,
+    scale: Any,
+    reduce: Reduction = LOCAL,
+) -> RankOneUpdate:
+    """Unchecked core of :func:`lowrank_eigh_update` (``reduce`` completes the sums over rows)."""
+    dtype, dev = basis.dtype, device_of(basis)
+    rho = xp.asarray(weight, dtype=dtype, device=dev)
+    s = xp.asarray(scale, dtype=dtype, device=dev)
+    v, rho = _unit_max(xp, v, rho, reduce)
+    c, dots = reduce.sum_together(xp, *project(xp, basis, (v,)))
+    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=dots[0], rho=rho, s=s, reduce=reduce)
+    new_basis, _ = rotate(xp, basis, plan.rot, plan.vec, plan.vrot)
+    return RankOneUpdate(new_basis, plan.eigvals, plan.discarded)
+
+
+def _unit_max(xp: ArrayNamespace, v: Array, rho: Array, reduce: Reduction = LOCAL) -> tuple[Array, Array]:
+    """Return ``v / max|v|`` and ``ρ·max|v|²``: the same term ``ρ v vᵀ``.
+
+    The norms of the update are sums of squares, which lose digits (or vanish
+    where subnormals are flushed to zero, as on JAX's CPU backend) for ``‖v‖``
+    below √(smallest normal); a wrong ``‖p̃‖`` would make the new basis
+    non-orthonormal. One O(dim) pass over ``v`` and one all-reduce of a scalar.
+    """
+    v_max = reduce.max(xp.max(xp.abs(v)))
+    v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
+    return v / v_scale, rho * v_scale * v_scale
 
 
 def _eigh_small(xp: ArrayNamespace, m: Array) -> tuple[Array, Array]:

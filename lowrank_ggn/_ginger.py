@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import _reorthonormalize, _reorthonormalize_gram, _update
+from lowrank_ggn._eigen_update import _plan, _reject, _reorthonormalize, _reorthonormalize_gram, _unit_max
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._sherman_morrison import _step
@@ -29,6 +29,7 @@ from lowrank_ggn.backends import (
     is_array,
     resolve_namespace,
 )
+from lowrank_ggn.backends._kernels import can_overwrite, project, rotate
 
 __all__ = [
     "GingerState",
@@ -37,6 +38,7 @@ __all__ = [
     "ginger_precondition",
     "ginger_reorthonormalize",
     "ginger_update",
+    "ginger_update_precondition",
 ]
 
 _METHODS = ("eigen", "sherman-morrison")
@@ -165,6 +167,7 @@ def ginger_update(
     damping: Any = None,
     method: Literal["eigen", "sherman-morrison"] = "eigen",
     reorthonormalize_every: int | Literal["auto"] | None = "auto",
+    donate: bool = False,
 ) -> GingerState:
     r"""Fold one curvature vector into the state (Eq 7, truncated to rank τ).
 
@@ -210,6 +213,12 @@ def ginger_update(
         re-orthonormalisation costs about two updates, so every 100 costs
         about 2% (``benchmarks/reorth_cost.py``). float64 drifts by about
         1e-16 per update and needs none.
+    donate : bool, default False
+        Opt-in buffer reuse on NumPy and PyTorch (CPU): the caller gives up
+        ``state`` and the new basis is written into the memory of the old
+        one, block by block, instead of a new d×τ array (the old state must
+        not be used afterwards). Ignored elsewhere; on JAX, donate the state
+        to ``jax.jit`` instead (``donate_argnums``).
 
     Returns
     -------
@@ -255,8 +264,16 @@ def ginger_update(
     ):
         msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {reorthonormalize_every!r}"
         raise ValueError(msg)
+    _check_donate(donate)
     return _ginger_update(
-        xp, state, d, decay=decay, damping=damping, method=method, reorthonormalize_every=reorthonormalize_every
+        xp,
+        state,
+        d,
+        decay=decay,
+        damping=damping,
+        method=method,
+        reorthonormalize_every=reorthonormalize_every,
+        donate=donate,
     )
 
 
@@ -270,33 +287,102 @@ def _ginger_update(
     method: str,
     reorthonormalize_every: int | None,
     reduce: Reduction = LOCAL,
+    donate: bool = False,
 ) -> GingerState:
     """Unchecked core of :func:`ginger_update` (``reduce`` completes the sums over rows)."""
-    basis = state.basis
+    new, _, ok = _advance(
+        xp, state, d, None, decay=decay, method=method, damping=damping, gamma=None, donate=donate, reduce=reduce
+    )
+    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce)
+
+
+def _check_donate(donate: Any) -> None:
+    if not isinstance(donate, bool):
+        msg = f"donate must be a bool, got {type(donate).__name__}"
+        raise TypeError(msg)
+
+
+def _maybe_reorthonormalize(
+    xp: ArrayNamespace, new: GingerState, ok: Array, every: int | None, reduce: Reduction = LOCAL
+) -> GingerState:
+    if every is None:
+        return new
+    due = ok & (new.step % every == 0)
+    return cond(due, lambda s: _reorth_state(xp, s, reduce), lambda s: s, new)
+
+
+def _advance(
+    xp: ArrayNamespace,
+    state: GingerState,
+    d: Array,
+    g: Array | None,
+    *,
+    decay: Any,
+    method: str,
+    damping: Any,
+    gamma: Any,
+    donate: bool,
+    reduce: Reduction = LOCAL,
+) -> tuple[GingerState, Array | None, Array]:
+    r"""One update (and, when ``g`` is given, the query of the new state) in two reads of ``U``.
+
+    Pass 1 reads ``U`` for the reductions ``Uᵀ[d, g]``; everything else is
+    planned on (τ+1)×(τ+1) arrays; pass 2 reads ``U`` and writes
+    ``U' = U·rot + v ⊗ b`` together with ``y = g/γ + U'z``, which expands to
+    ``g/γ + U(rot·z) + v (b·z)`` and so needs no third pass. A rejected
+    update (non-finite ``d`` or result) rotates by the identity instead of
+    selecting between two bases.
+
+    ``reduce`` completes the sums over rows of a row-split state: one
+    all-reduce for the finiteness of ``d``, one for ``Uᵀ[d, g]`` together with
+    ``dᵀd`` and ``dᵀg``, and one for ``‖p̃‖`` and ``p̃ᵀg`` on the
+    (re-orthogonalising) CGS2 path. The Sherman–Morrison method
+    (``method="sherman-morrison"``) supports only the local reduction.
+    """
+    basis, eigvals = state.basis, state.eigvals
     alpha = _scalar(xp, decay, basis)
     finite = reduce.all(xp.all(xp.isfinite(d)))
-    d_safe = xp.where(finite, d, xp.zeros_like(d))
+    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
     if method == "eigen":
-        upd = _update(xp, basis, state.eigvals, d_safe, weight=1 - alpha, scale=alpha, reduce=reduce)
-        new_eigvals, dropped = upd.eigvals, upd.discarded
+        v, rho, scale, base = d_safe, 1 - alpha, alpha, eigvals
     else:
-        gamma = _scalar(xp, damping, basis)
-        sm = _step(xp, basis, state.eigvals, d_safe, decay=alpha, damping=gamma)
-        upd = _update(xp, basis, sm.kappa, sm.h, weight=sm.beta, scale=1.0)
-        new_eigvals = _sigma_from_kappa(xp, upd.eigvals, gamma)
-        dropped = _sigma_from_kappa(xp, upd.discarded, gamma)
+        gamma_sm = _scalar(xp, damping, basis)
+        sm = _step(xp, basis, eigvals, d_safe, decay=alpha, damping=gamma_sm)
+        v, rho, scale, base = sm.h, sm.beta, xp.ones_like(alpha), sm.kappa
+    v, rho = _unit_max(xp, v, rho, reduce)
+    # The Sherman–Morrison vector h can overflow for a finite d: the update is then rejected,
+    # and the identity rotation U·I + v ⊗ 0 leaves U exactly unchanged only for a finite v.
+    v = xp.where(xp.isfinite(v), v, xp.zeros_like(v))
+    coef, dots = reduce.sum_together(xp, *project(xp, basis, (v,) if g is None else (v, g)))
+    vg = None if g is None else (g, dots[1])
+    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=dots[0], rho=rho, s=scale, dot_with=vg, reduce=reduce)
+    if method == "eigen":
+        new_eigvals, dropped = plan.eigvals, plan.discarded
+    else:
+        new_eigvals = _sigma_from_kappa(xp, plan.eigvals, gamma_sm)
+        dropped = _sigma_from_kappa(xp, plan.discarded, gamma_sm)
     ok = finite & xp.all(xp.isfinite(new_eigvals)) & xp.isfinite(dropped)
+    rot, vrot = _reject(xp, plan, ok)
+    new_eigvals = xp.where(ok, new_eigvals, eigvals)
+    query = None
+    if g is not None:
+        gam = _scalar(xp, gamma, basis)
+        # U'ᵀg = rotᵀ(Uᵀg) + b·(vecᵀg): no further pass over U.
+        vec_dot = xp.where(ok, plan.vec_dot, xp.zeros_like(plan.vec_dot))
+        c_new = rot.T @ coef[:, 1] + vrot * vec_dot
+
+        z = -(c_new / gam) * (new_eigvals / (gam + new_eigvals))
+        query = (rot @ z, xp.sum(vrot * z), g, 1 / gam)
+    out = basis if donate and can_overwrite(xp, basis) else None
+    new_basis, y = rotate(xp, basis, rot, plan.vec, vrot, query=query, out=out)
     new = GingerState(
-        basis=xp.where(ok, upd.basis, basis),
-        eigvals=xp.where(ok, new_eigvals, state.eigvals),
+        basis=new_basis,
+        eigvals=new_eigvals,
         discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
         step=state.step + xp.astype(ok, state.step.dtype),
         num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
     )
-    if reorthonormalize_every is None:
-        return new
-    due = ok & (new.step % reorthonormalize_every == 0)
-    return cond(due, lambda s: _reorth_state(xp, s, reduce), lambda s: s, new)
+    return new, y, ok
 
 
 def _reorth_state(xp: ArrayNamespace, state: GingerState, reduce: Reduction = LOCAL) -> GingerState:
@@ -368,6 +454,96 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     check_damping(damping, like=state.basis)
     y = _solve(xp, state.basis, state.eigvals, cast_like(xp, g, state.basis), _scalar(xp, damping, state.basis))
     return cast_like(xp, y, g)
+
+
+@floating_point_errors_ignored()
+def ginger_update_precondition(
+    state: GingerState,
+    d: Array,
+    g: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    reorthonormalize_every: int | Literal["auto"] | None = "auto",
+    donate: bool = False,
+) -> tuple[GingerState, Array]:
+    r"""Update the state with ``d`` and precondition ``g`` with the new state, in two reads of ``U``.
+
+    Equivalent to
+
+    .. code-block:: python
+
+        state = ginger_update(state, d, decay=decay)
+        y = ginger_precondition(state, g, damping=damping)
+
+    but cheaper: the reductions ``Uᵀd`` and ``Uᵀg`` share one read of ``U``,
+    and the query of the new state (Eq 16),
+
+    .. math::
+       y = \frac{g}{\gamma} + U' z, \qquad
+       z = -\frac{\sigma' \odot c'}{\gamma(\gamma + \sigma')}, \qquad
+       c' = U'^\top g = R^\top (U^\top g) + b\,(v^\top g),
+
+    is evaluated through the old basis (``U' = U R + v bᵀ``, so
+    ``U'z = U(Rz) + v (bᵀz)``) in the same pass that writes ``U'``. About three
+    passes over ``U`` in all — one read for the reductions, one read and one
+    write for the rotation — instead of five for the two calls.
+
+    Parameters
+    ----------
+    state : GingerState
+        The current state.
+    d : array, shape (dim,)
+        Curvature vector (Eq 8).
+    g : array, shape (dim,)
+        The gradient to precondition.
+    decay : float or 0-d array
+        α ∈ (0, 1).
+    damping : float or 0-d array
+        γ > 0 for the query; may be traced under ``jax.jit``.
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`ginger_update`. A step that re-orthonormalises returns
+        the query of the state before re-orthonormalisation; both represent
+        the same matrix.
+    donate : bool, default False
+        As in :func:`ginger_update`: opt-in reuse of the basis's memory on
+        NumPy and PyTorch; on JAX use ``jax.jit(..., donate_argnums=0)``.
+
+    Returns
+    -------
+    tuple
+        ``(new_state, y)`` with ``y = (γI + U' diag(σ') U'ᵀ)⁻¹ g``. A rejected
+        update (non-finite ``d``) leaves the state unchanged (except
+        ``num_nonfinite``) and ``y`` is the query of that state.
+
+    Raises
+    ------
+    ValueError
+        If ``decay`` ∉ (0, 1), ``damping`` is not positive and finite, or a
+        shape or device is wrong.
+    TypeError
+        If ``d`` or ``g`` is not a real floating array of the state's namespace and dtype.
+    """
+    xp = _check_state(state)
+    basis = state.basis
+    check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
+    check_like(g, "g", basis, shapes=((basis.shape[0],),), promote=True)
+    g_in = g
+    d, g = cast_like(xp, d, basis), cast_like(xp, g, basis)
+    check_decay(decay, like=basis)
+    check_damping(damping, like=basis)
+    if isinstance(reorthonormalize_every, str) and reorthonormalize_every == "auto":
+        reorthonormalize_every = _AUTO_REORTHONORMALIZE_FLOAT32 if xp.finfo(basis.dtype).bits < 64 else None
+    if reorthonormalize_every is not None and (
+        isinstance(reorthonormalize_every, bool)
+        or not isinstance(reorthonormalize_every, int)
+        or reorthonormalize_every < 1
+    ):
+        msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {reorthonormalize_every!r}"
+        raise ValueError(msg)
+    _check_donate(donate)
+    new, y, ok = _advance(xp, state, d, g, decay=decay, method="eigen", damping=None, gamma=damping, donate=donate)
+    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every), cast_like(xp, y, g_in)
 
 
 def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:

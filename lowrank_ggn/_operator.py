@@ -14,6 +14,7 @@ from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import cast_like, check_damping, check_like
 from lowrank_ggn.backends import array_namespace, device_of, is_array
+from lowrank_ggn.backends._kernels import apply
 
 __all__ = ["damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
 
@@ -163,13 +164,18 @@ def _solve(
     xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array, *, reduce: Reduction = LOCAL
 ) -> Array:
     """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array; ``reduce`` completes ``Uᵀg``)."""
-    g2 = g if g.ndim == 2 else g[:, None]
+    if g.ndim == 1:
+        # Eq 16 with the coefficients combined before touching U again:
+        # y = g/γ + U z, z = c/(γ+σ) − c/γ = −σc/(γ(γ+σ)). Two reads of U and
+        # O(dim) vector work; the same rounding as (g − Uc)/γ + U c/(γ+σ).
+        c = reduce.sum(g @ basis)
+        return apply(xp, basis, -(c / gamma) * (eigvals / (gamma + eigvals)), g, 1 / gamma)
+    g2 = g
     k = g2.shape[1]
     c = reduce.sum(basis.T @ g2)
     coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)
     both = basis @ coef
-    y = (g2 - both[:, :k]) / gamma + both[:, k:]
-    return y if g.ndim == 2 else y[:, 0]
+    return (g2 - both[:, :k]) / gamma + both[:, k:]
 
 
 def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Array:

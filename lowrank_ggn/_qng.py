@@ -41,6 +41,7 @@ from lowrank_ggn._validation import (
 from lowrank_ggn.backends import (
     array_namespace,
     canonical_float_dtype,
+    cond,
     device_of,
     floating_point_errors_ignored,
     is_array,
@@ -167,10 +168,11 @@ def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool, reduce: R
     q = state.factors[i, :]
     s, beta = state.scales[i], state.betas[i]
     qv = reduce.sum(q @ v)  # (k,)
+    # Scalars are combined with the (k,) coefficients first: one d×k temporary per term.
     if inverse:
         coef = beta / (s + beta * state.sqnorms[i])
-        return (v - coef * q[:, None] * qv[None, :]) / s
-    return s * v + beta * q[:, None] * qv[None, :]
+        return (v - q[:, None] * (coef * qv)[None, :]) * (1 / s)
+    return s * v + q[:, None] * (beta * qv)[None, :]
 
 
 def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool, reduce: Reduction = LOCAL) -> Array:
@@ -297,13 +299,19 @@ def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, re
     ok = finite & (sqnorm <= limit) & xp.isfinite(beta)
 
     def push(old: Array, new: Array) -> Array:
-        return xp.where(ok, xp.concat([old[1:, ...], new[None, ...]], axis=0), old)
+        return xp.concat([old[1:, ...], new[None, ...]], axis=0)
 
-    return QNGState(
-        factors=push(factors, q),
-        betas=push(state.betas, beta),
-        scales=push(state.scales, sqrt_alpha),
-        sqnorms=push(state.sqnorms, sqnorm),
+    def accept(st: QNGState) -> QNGState:
+        return st._replace(
+            factors=push(st.factors, q),
+            betas=push(st.betas, beta),
+            scales=push(st.scales, sqrt_alpha),
+            sqnorms=push(st.sqnorms, sqnorm),
+        )
+
+    # A branch rather than a select over the window: a rejected update costs no pass over it.
+    new = cond(ok, accept, lambda st: st, state)
+    return new._replace(
         step=state.step + xp.astype(ok, state.step.dtype),
         num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
     )

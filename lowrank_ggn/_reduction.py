@@ -28,6 +28,7 @@ and every branch on them is taken by all devices together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from lowrank_ggn._typing import Array, ArrayNamespace
@@ -53,6 +54,10 @@ class Reduction:
     def norm(self, xp: ArrayNamespace, x: Array) -> Array:
         """Return the Euclidean norm of the (split) vector ``x``."""
         return xp.linalg.vector_norm(x)
+
+    def sum_together(self, xp: ArrayNamespace, *partials: Array) -> tuple[Array, ...]:  # noqa: ARG002
+        """Return the sums over all shards of several ``partial`` arrays, in their shapes."""
+        return tuple(self.sum(p) for p in partials)
 
 
 class AllReduce(Reduction):
@@ -92,6 +97,20 @@ class AllReduce(Reduction):
     def norm(self, xp: ArrayNamespace, x: Array) -> Array:
         """Return ``sqrt(Σ_k ‖x_k‖²)`` (one all-reduce of a scalar)."""
         return xp.sqrt(self._sum(xp.sum(x * x)))
+
+    def sum_together(self, xp: ArrayNamespace, *partials: Array) -> tuple[Array, ...]:
+        """Return the sums over all shards of several same-dtype ``partial`` arrays: one all-reduce.
+
+        The arrays are flattened into one vector, summed, and split back into
+        their shapes (one collective instead of one per array).
+        """
+        sizes = [math.prod(p.shape) for p in partials]
+        total = self._sum(xp.concat([xp.reshape(p, (-1,)) for p in partials]))
+        out, start = [], 0
+        for p, n in zip(partials, sizes, strict=True):
+            out.append(xp.reshape(total[start : start + n], p.shape))
+            start += n
+        return tuple(out)
 
 
 LOCAL = Reduction()

@@ -1,0 +1,474 @@
+r"""Fused passes over a tall, skinny basis: the memory-bound loops of the Ginger update and query.
+
+Two primitives, each reading the ``dim × n`` basis ``U`` once:
+
+* :func:`project` — the reductions ``Uᵀ[v₁ … v_k]`` together with the
+  products ``v₁ᵀv_j`` (``‖v₁‖²`` first);
+* :func:`rotate` — ``U·R + v ⊗ b`` (a rotation of the basis plus a rank-one
+  term) and, optionally, a query column ``U·a + β v + η g``.
+
+The generic path is plain array-API code (JAX fuses it under ``jax.jit``).
+NumPy and PyTorch on the CPU get a blocked path instead: the rows are processed
+in blocks of a few MiB, so that every block of ``U`` is read from memory once
+and all the work on it is done while it is in cache, and no temporary of the
+size of ``U`` is allocated. The blocked path stores its results column-major
+(the transposed layout ``n × dim``, row-major), which makes every elementwise
+operation on a block a long contiguous loop; callers see an ordinary
+``dim × n`` array either way.
+On JAX with a single device, large bases are rotated block by block in a
+``lax.fori_loop`` that updates one buffer (in place when the caller donates it).
+
+All of these are local to the rows they are given: on a basis split by rows
+across devices, the partial results of :func:`project` are completed by one
+all-reduce (:meth:`lowrank_ggn._reduction.Reduction.sum_together`), and
+:func:`rotate` needs none.
+
+``out=`` (NumPy and PyTorch only) writes the rotated basis into an existing
+array, which may be ``U`` itself: each block is computed into a small scratch
+buffer and copied back, so the update happens in place. This is the buffer
+donation of :func:`lowrank_ggn.ginger_update_precondition` and friends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from lowrank_ggn._typing import Array, ArrayNamespace
+from lowrank_ggn.backends._compat import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
+
+__all__ = ["apply", "can_overwrite", "compress_rows", "fill_rows", "jax_blocking", "project", "rotate", "write_row"]
+
+# Bytes of one block of U: large enough that the per-block call overhead is a
+# few per cent of the block's memory traffic, small enough to stay in cache.
+_BLOCK_BYTES = 2**21
+# Below this many elements of U, the blocked path's loop overhead is not worth it.
+_MIN_BLOCKED = 2**16
+# Whether JAX programs traced now use the blocked loop (see jax_blocking).
+_JAX_BLOCKED = [True]
+
+
+@contextlib.contextmanager
+def jax_blocking(*, enabled: bool) -> Iterator[None]:
+    """Turn the blocked JAX path on or off for the programs traced inside the block.
+
+    The blocked path does the operations of the plain one inside a
+    ``lax.fori_loop``. XLA's cost analysis counts a loop body once, not once
+    per iteration, so operation counts of a program are taken with it off.
+    """
+    before = _JAX_BLOCKED[0]
+    _JAX_BLOCKED[0] = enabled
+    try:
+        yield
+    finally:
+        _JAX_BLOCKED[0] = before
+
+
+def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
+    """Return the blocked implementation to use for ``basis`` (``"numpy"``, ``"torch"``, ``"jax"``) or None."""
+    if basis.shape[0] * basis.shape[1] < _MIN_BLOCKED:
+        return None
+    if is_numpy_namespace(xp):
+        return "numpy"
+    if is_torch_namespace(xp) and basis.device.type == "cpu" and not basis.requires_grad:
+        return "torch"
+    if (
+        is_jax_namespace(xp)
+        and _JAX_BLOCKED[0]
+        and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1])
+        and _one_jax_device()
+    ):
+        return "jax"
+    return None
+
+
+def _one_jax_device() -> bool:
+    """Whether JAX sees a single device.
+
+    With several, a traced basis may be split across them by XLA's sharding
+    propagation, and the dynamic slices of the blocked loop would gather the
+    whole of it on every device; the plain path keeps the rows where they are.
+    (Under ``shard_map`` each device's rows are a local array, but a tracer
+    does not say which case it is in, so the plain path is taken in both.)
+    """
+    import jax
+
+    return jax.device_count() == 1
+
+
+def _block_rows(basis: Array, extra_columns: int = 0) -> int:
+    row_bytes = (basis.shape[1] + extra_columns + 2) * basis.dtype.itemsize
+    return max(256, _BLOCK_BYTES // row_bytes)
+
+
+def can_overwrite(xp: ArrayNamespace, basis: Array) -> bool:
+    """Whether :func:`rotate` can write its result into ``basis`` itself (``out=basis``).
+
+    True for writable NumPy arrays and CPU PyTorch tensors stored column-major
+    (as the blocked path produces them) and large enough for the blocked path.
+    """
+    kind = _blocked(xp, basis)
+    if kind == "numpy":
+        return bool(basis.T.flags.c_contiguous and basis.flags.writeable)
+    if kind == "torch":
+        return bool(basis.T.is_contiguous())
+    return False
+
+
+def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows: bool = False) -> tuple[Array, Array]:
+    r"""Return ``Uᵀ[v₁ … v_k]`` (shape ``(n, k)``) and the products ``v₁ᵀv_j`` (shape ``(k,)``).
+
+    One read of ``U``; the products with the first vector (``‖v₁‖²`` first)
+    come from the same pass on the blocked path. ``rows=True``: ``basis`` is
+    given as ``Uᵀ`` (shape ``(n, dim)``, one column of U per row).
+    """
+    columns = basis.T if rows else basis
+    kind = _blocked(xp, columns)
+    if kind == "numpy":
+        return _project_numpy(columns, vectors)
+    if kind == "torch":
+        return _project_torch(columns, vectors)
+    dots = xp.stack([xp.sum(vectors[0] * v) for v in vectors])
+    # Written so that both operands of the product are in the row-major layout
+    # XLA's dot emitters expect (a transposed operand would be copied first).
+    if rows:
+        return basis @ xp.stack(list(vectors), axis=1), dots
+    return (xp.stack(list(vectors), axis=0) @ basis).T, dots
+
+
+def rotate(
+    xp: ArrayNamespace,
+    basis: Array,
+    rot: Array,
+    vec: Array,
+    vrot: Array,
+    *,
+    query: tuple[Array, Array, Array, Array] | None = None,
+    out: Array | None = None,
+    rows: bool = False,
+) -> tuple[Array, Array | None]:
+    r"""Return ``U·rot + vec ⊗ vrot`` and, when ``query = (a, β, g, η)`` is given, ``U·a + β·vec + η·g``.
+
+    Parameters
+    ----------
+    xp : namespace
+    basis : array, shape (dim, n)
+        U (or ``Uᵀ``, shape (n, dim), with ``rows=True``).
+    rot : array, shape (n, m)
+    vec : array, shape (dim,)
+    vrot : array, shape (m,)
+    query : tuple, optional
+        ``(a, beta, g, eta)`` with ``a`` of shape (n,), ``g`` of shape (dim,)
+        and 0-d ``beta``, ``eta``.
+    out : array, optional
+        NumPy/PyTorch only (see :func:`can_overwrite`): where to write the
+        rotated basis, shape (dim, m); may be ``basis`` itself when ``m = n``.
+    rows : bool
+        ``basis`` is given as ``Uᵀ``.
+
+    Returns
+    -------
+    tuple
+        The rotated basis (dim, m) and the query column (dim,) or None.
+    """
+    columns = basis.T if rows else basis
+    kind = _blocked(xp, columns)
+    if kind == "numpy":
+        return _rotate_numpy(columns, rot, vec, vrot, query=query, out=out)
+    if kind == "torch":
+        return _rotate_torch(columns, rot, vec, vrot, query=query, out=out)
+    if out is not None:
+        msg = "out= is only supported by the NumPy and PyTorch CPU paths"
+        raise ValueError(msg)
+    if kind == "jax" and not rows and rot.shape[0] == rot.shape[1]:
+        return _rotate_jax(basis, rot, vec, vrot, query)
+    return _rotate_generic(xp, basis, rot, vec, vrot, query=query, rows=rows)
+
+
+def _rotate_generic(
+    xp: ArrayNamespace,
+    basis: Array,
+    rot: Array,
+    vec: Array,
+    vrot: Array,
+    *,
+    query: tuple[Array, Array, Array, Array] | None,
+    rows: bool,
+) -> tuple[Array, Array | None]:
+    m = rot.shape[1]
+    if rows:
+        # One product (m [+1]) × n by n × dim: a single read of Uᵀ, row-major operands.
+        coef = rot.T if query is None else xp.concat([rot.T, query[0][None, :]], axis=0)
+        both = coef @ basis
+        new = both[:m, ...].T + vec[:, None] * vrot[None, :]
+        if query is None:
+            return new, None
+        _, beta, g, eta = query
+        return new, both[m, ...] + beta * vec + eta * g
+    new = basis @ rot + vec[:, None] * vrot[None, :]
+    if query is None:
+        return new, None
+    a, beta, g, eta = query
+    return new, basis @ a + beta * vec + eta * g
+
+
+def apply(xp: ArrayNamespace, basis: Array, coef: Array, vec: Array, scale: Array, *, rows: bool = False) -> Array:
+    """Return ``U·coef + scale·vec`` (one read of ``U``; ``basis`` is ``Uᵀ`` when ``rows``)."""
+    del xp
+    if rows:
+        return (coef @ basis if coef.ndim == 1 else (coef.T @ basis).T) + scale * vec
+    return basis @ coef + scale * vec
+
+
+def write_row(xp: ArrayNamespace, a: Array, index: Array, row: Array, *, in_place: bool) -> Array:
+    """Return ``a`` with row ``index`` replaced by ``row``.
+
+    JAX: ``a.at[index].set(row)`` (in place when the caller donates ``a`` to
+    ``jax.jit``). Other backends: written into ``a`` itself when ``in_place``,
+    else into a copy.
+    """
+    if is_jax_namespace(xp):
+        return a.at[index].set(row)
+    out = a if in_place else _copy(xp, a)
+    out[int(index), ...] = row
+    return out
+
+
+def compress_rows(xp: ArrayNamespace, buffer: Array, count: int | None, coef: Array, *, in_place: bool) -> Array:
+    """Return the buffer with rows ``[:k]`` set to ``coefᵀ·buffer[:count]`` and the other rows zeroed.
+
+    ``coef`` has shape (count, k) (``count`` is the buffer's length when None).
+    With ``in_place`` on the blocked NumPy/PyTorch paths the product is written
+    block by block into the buffer itself (no temporary of k rows);
+    otherwise as :func:`fill_rows`.
+    """
+    live = buffer if count is None else buffer[:count, ...]
+    k = coef.shape[1]
+    if in_place and can_overwrite(xp, buffer.T):
+        dim = buffer.shape[1]
+        zero = xp.zeros((dim,), dtype=buffer.dtype, device=device_of(buffer))
+        rotate(
+            xp,
+            live,
+            coef,
+            zero,
+            xp.zeros((k,), dtype=buffer.dtype, device=device_of(buffer)),
+            out=buffer[:k, ...].T,
+            rows=True,
+        )
+        buffer[k:, ...] = 0
+        return buffer
+    return fill_rows(xp, buffer, coef.T @ live, in_place=in_place)
+
+
+def fill_rows(xp: ArrayNamespace, a: Array, rows: Array, *, in_place: bool) -> Array:
+    """Return ``a`` with its first ``k = rows.shape[0]`` rows replaced by ``rows`` and the others zeroed.
+
+    In place when ``in_place`` (NumPy, PyTorch, CuPy); otherwise a new array
+    (JAX reuses the buffer of a donated ``a``).
+    """
+    k = rows.shape[0]
+    if in_place and not is_jax_namespace(xp):
+        a[:k, ...] = rows
+        a[k:, ...] = 0
+        return a
+    zeros = xp.zeros((a.shape[0] - k, *a.shape[1:]), dtype=a.dtype, device=device_of(a))
+    return xp.concat([rows, zeros], axis=0)
+
+
+def _copy(xp: ArrayNamespace, a: Array) -> Array:
+    if is_torch_namespace(xp):
+        return a.clone()
+    return xp.asarray(a, copy=True)
+
+
+# -- NumPy ----------------------------------------------------------------------------------
+
+
+def _project_numpy(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array]:
+    import numpy as np
+
+    dim, n = basis.shape
+    k = len(vectors)
+    # Partial sums of each block are accumulated in float64: ‖v₁‖² in particular
+    # then carries the rounding error of one block, not of all of d.
+    coef = np.zeros((n, k))
+    dots = np.zeros(k)
+    step = _block_rows(basis)
+    for start in range(0, dim, step):
+        block = basis[start : start + step].T
+        first = vectors[0][start : start + step]
+        for j, v in enumerate(vectors):
+            piece = v[start : start + step]
+            coef[:, j] += block @ piece
+            dots[j] += np.dot(first, piece)
+    return coef.astype(basis.dtype), dots.astype(basis.dtype)
+
+
+def _rotate_numpy(
+    basis: Array,
+    rot: Array,
+    vec: Array,
+    vrot: Array,
+    *,
+    query: tuple[Array, Array, Array, Array] | None,
+    out: Array | None,
+) -> tuple[Array, Array | None]:
+    import numpy as np
+
+    dim = basis.shape[0]
+    m = rot.shape[1]
+    dtype = basis.dtype
+    # Column-major result: its transpose (m × dim) is row-major and each block a long loop.
+    out_t = np.empty((m, dim), dtype=dtype) if out is None else out.T
+    in_place = out is not None and np.may_share_memory(out, basis)
+    rot_t = np.ascontiguousarray(rot.T)
+    vrot_col = np.asarray(vrot, dtype=dtype)[:, None]
+    step = _block_rows(basis, m)
+    rank_one = np.empty((m, step), dtype=dtype)
+    work = np.empty((m, step), dtype=dtype) if in_place else None
+    y = None
+    if query is not None:
+        a, beta, g, eta = query
+        a = np.asarray(a, dtype=dtype)
+        beta, eta = dtype.type(beta), dtype.type(eta)
+        y = np.empty(dim, dtype=dtype)
+        piece = np.empty(step, dtype=dtype)
+    for start in range(0, dim, step):
+        stop = min(start + step, dim)
+        width = stop - start
+        block = basis[start:stop].T  # (n, width): read from memory once, then used from cache
+        v = vec[start:stop]
+        if y is not None:
+            yb = y[start:stop]
+            np.matmul(a, block, out=yb)
+            np.multiply(v, beta, out=piece[:width])
+            yb += piece[:width]
+            np.multiply(g[start:stop], eta, out=piece[:width])
+            yb += piece[:width]
+        target = work[:, :width] if work is not None else out_t[:, start:stop]
+        np.matmul(rot_t, block, out=target)
+        np.multiply(vrot_col, v, out=rank_one[:, :width])
+        target += rank_one[:, :width]
+        if work is not None:
+            out_t[:, start:stop] = target
+    return out_t.T, y
+
+
+# -- PyTorch --------------------------------------------------------------------------------
+
+
+def _project_torch(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array]:
+    import torch
+
+    dim, n = basis.shape
+    k = len(vectors)
+    coef = torch.zeros((n, k), dtype=torch.float64, device=basis.device)
+    dots = torch.zeros(k, dtype=torch.float64, device=basis.device)
+    step = _block_rows(basis)
+    for start in range(0, dim, step):
+        block = basis[start : start + step].T
+        first = vectors[0][start : start + step]
+        for j, v in enumerate(vectors):
+            piece = v[start : start + step]
+            coef[:, j] += torch.mv(block, piece)
+            dots[j] += torch.dot(first, piece)
+    return coef.to(basis.dtype), dots.to(basis.dtype)
+
+
+def _rotate_torch(
+    basis: Array,
+    rot: Array,
+    vec: Array,
+    vrot: Array,
+    *,
+    query: tuple[Array, Array, Array, Array] | None,
+    out: Array | None,
+) -> tuple[Array, Array | None]:
+    import torch
+
+    dim = basis.shape[0]
+    m = rot.shape[1]
+    dtype, dev = basis.dtype, basis.device
+    out_t = torch.empty((m, dim), dtype=dtype, device=dev) if out is None else out.T
+    in_place = out is not None and out.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr()
+    rot_t = rot.T.contiguous()
+    step = _block_rows(basis, m)
+    work = torch.empty((m, step), dtype=dtype, device=dev) if in_place else None
+    y = None
+    if query is not None:
+        a, beta, g, eta = query
+        y = torch.empty(dim, dtype=dtype, device=dev)
+        beta, eta = float(beta), float(eta)
+    for start in range(0, dim, step):
+        stop = min(start + step, dim)
+        width = stop - start
+        block = basis[start:stop].T  # (n, width)
+        v = vec[start:stop]
+        if y is not None:
+            yb = y[start:stop]
+            torch.mv(block.T, a, out=yb)
+            yb.add_(v, alpha=beta).add_(g[start:stop], alpha=eta)
+        target = work[:, :width] if work is not None else out_t[:, start:stop]
+        torch.mm(rot_t, block, out=target)
+        target.addr_(vrot, v)
+        if work is not None:
+            out_t[:, start:stop].copy_(target)
+    return out_t.T, y
+
+
+# -- JAX ------------------------------------------------------------------------------------
+
+
+def _rotate_jax(
+    basis: Array,
+    rot: Array,
+    vec: Array,
+    vrot: Array,
+    query: tuple[Array, Array, Array, Array] | None,
+) -> tuple[Array, Array | None]:
+    """Rotate the basis block by block in a ``lax.fori_loop``, in place.
+
+    Each block is sliced, rotated and written back with ``dynamic_update_slice``,
+    so XLA keeps one buffer for the loop: no d×τ temporary, and when the caller
+    donates the basis to ``jax.jit`` the result is written into it.
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    dim = basis.shape[0]
+    step = _block_rows(basis, rot.shape[1])
+    full = dim // step
+
+    def rows(u: Array, v: Array, g: Array | None) -> tuple[Array, Array | None]:
+        new = u @ rot + v[:, None] * vrot[None, :]
+        if query is None:
+            return new, None
+        a, beta, _, eta = query
+        return new, u @ a + beta * v + eta * g
+
+    g_all = None if query is None else query[2]
+
+    def body(i: Array, carry: tuple[Array, Array | None]) -> tuple[Array, Array | None]:
+        u, y = carry
+        start = i * step
+        block = lax.dynamic_slice_in_dim(u, start, step, axis=0)
+        v = lax.dynamic_slice_in_dim(vec, start, step)
+        g = None if g_all is None else lax.dynamic_slice_in_dim(g_all, start, step)
+        new, yb = rows(block, v, g)
+        u = lax.dynamic_update_slice_in_dim(u, new, start, axis=0)
+        if yb is not None and y is not None:
+            y = lax.dynamic_update_slice_in_dim(y, yb, start, axis=0)
+        return u, y
+
+    y0 = None if query is None else jnp.zeros((dim,), dtype=basis.dtype)
+    u, y = lax.fori_loop(0, full, body, (basis, y0))
+    tail = full * step
+    if tail < dim:
+        # The loop left these rows alone: read them from the loop's buffer, not from
+        # `basis`, so that XLA can run the loop in the (donated) input buffer.
+        new, yb = rows(u[tail:], vec[tail:], None if g_all is None else g_all[tail:])
+        u = u.at[tail:].set(new)
+        if yb is not None:
+            y = y.at[tail:].set(yb)
+    return u, y

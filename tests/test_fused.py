@@ -1,0 +1,232 @@
+"""The fused update-and-query, buffer donation and the blocked kernels, against dense float64.
+
+The update reads ``U`` once for ``Uᵀ[d, g]`` and once more to rotate it; the
+query of the new state rides along. These tests check that the shortcuts give
+the results of the plain functions and of dense linear algebra: on the one-pass
+path (``d`` far from ``span U``), on the CGS2 path (``d`` nearly in ``span U``),
+for ``d ∈ span U`` (r = 0), on the blocked NumPy/PyTorch kernels (large ``d·τ``),
+in place (``donate=True``) and under ``jax.jit`` with donated buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lowrank_ggn as lg
+from lowrank_ggn.backends._kernels import can_overwrite, project, rotate
+from tests._streams import orthonormal, stream
+
+seeds = st.integers(0, 2**32 - 1)
+# Large enough for the blocked NumPy/PyTorch path (dim·rank ≥ 2¹⁶), small enough to be quick.
+BIG = 20_000
+
+
+def _invariants(xp, basis, eigvals, *, factor=20.0):
+    u, s = xp.to_numpy(basis), xp.to_numpy(eigvals)
+    assert np.all(np.isfinite(u))
+    assert np.all(np.isfinite(s))
+    assert np.abs(u.T @ u - np.eye(u.shape[1])).max() <= xp.tol(factor * np.sqrt(u.shape[0]))
+    assert np.all(s >= 0)
+    assert np.all(np.diff(s) <= 0)
+
+
+def _mixed_stream(rng, steps, dim, rank):
+    """Vectors alternately far from and close to the span of the previous ones (both update paths)."""
+    base = rng.standard_normal((rank + 1, dim))
+    out = []
+    for t in range(steps):
+        near = base[t % (rank + 1)] * 3.0
+        noise = rng.standard_normal(dim) * (1.0 if t % 3 == 0 else 1e-2)
+        out.append(near + noise)
+    return np.array(out)
+
+
+def _dense_query(basis, eigvals, g, gamma):
+    m = (basis * eigvals) @ basis.T
+    return np.linalg.solve(gamma * np.eye(basis.shape[0]) + m, g)
+
+
+@settings(max_examples=4)
+@given(seed=seeds, dim=st.integers(4, 30), data=st.data())
+def test_fused_equals_update_then_precondition(xp, seed, dim, data):
+    """``ginger_update_precondition`` = ``ginger_update`` then ``ginger_precondition``; y = G⁻¹g (dense)."""
+    rng = np.random.default_rng(seed)
+    rank = data.draw(st.integers(1, dim - 1), label="rank")
+    gamma = 10.0 ** data.draw(st.floats(-3, 0), label="log10 gamma")
+    d = xp.to_numpy(xp.asarray(_mixed_stream(rng, rank + 4, dim, rank)))
+    fused = xp.maybe_jit(lg.ginger_update_precondition)
+    plain = xp.maybe_jit(lg.ginger_update)
+    a = b = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)
+    for t, dt in enumerate(d):
+        g = xp.asarray(rng.standard_normal(dim))
+        a, y = fused(a, xp.asarray(dt), g, decay=0.9, damping=gamma)
+        b = plain(b, xp.asarray(dt), decay=0.9)
+        _invariants(xp, a.basis, a.eigvals, factor=20.0 * (t + 1))
+        ua, sa = xp.to_numpy(a.basis), xp.to_numpy(a.eigvals)
+        ub, sb = xp.to_numpy(b.basis), xp.to_numpy(b.eigvals)
+        np.testing.assert_allclose(sa, sb, atol=xp.tol(50) * max(sb[0], 1e-300))
+        np.testing.assert_allclose((ua * sa) @ ua.T, (ub * sb) @ ub.T, atol=xp.tol(100) * max(sb[0], 1e-300))
+        exact = _dense_query(ua, sa, xp.to_numpy(g), gamma)
+        err = np.linalg.norm(xp.to_numpy(y) - exact)
+        assert err <= xp.tol(200 * (1 + sa[0] / gamma)) * np.linalg.norm(exact)
+    for field in ("discarded", "step", "num_nonfinite"):
+        np.testing.assert_allclose(xp.to_numpy(getattr(a, field)), xp.to_numpy(getattr(b, field)), rtol=xp.tol(50))
+
+
+@pytest.mark.parametrize("kind", ["far", "near", "in_span"])
+def test_large_dim_paths_against_dense(xp, kind):
+    """Blocked kernels at d·τ ≥ 2¹⁶: one-pass, CGS2 and r = 0 updates are Eckart–Young of the dense update."""
+    rng = np.random.default_rng({"far": 0, "near": 1, "in_span": 2}[kind])
+    dim, rank = BIG, 4
+    u = orthonormal(rng, dim, rank)
+    lam = np.array([4.0, 2.0, 1.0, 0.5])
+    if kind == "far":
+        v = rng.standard_normal(dim)
+    elif kind == "near":
+        v = u @ rng.standard_normal(rank) * 10 + 1e-3 * rng.standard_normal(dim)
+    else:
+        v = u @ rng.standard_normal(rank)
+    g = rng.standard_normal(dim)
+    U, L, V, G = (xp.asarray(a) for a in (u, lam, v, g))
+    u, lam, v, g = (xp.to_numpy(a) for a in (U, L, V, G))
+    state = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)._replace(basis=U, eigvals=L)
+    new, y = xp.maybe_jit(lg.ginger_update_precondition)(state, V, G, decay=0.8, damping=0.1)
+    nb, nl = xp.to_numpy(new.basis), xp.to_numpy(new.eigvals)
+    _invariants(xp, new.basis, new.eigvals, factor=2.0)
+    # The best rank-τ approximation of 0.8·UΛUᵀ + 0.2·vvᵀ lives in span[U, v]: compare there.
+    q, _ = np.linalg.qr(np.column_stack([u, v]))
+    qu = q.T @ u
+    small = 0.8 * (qu * lam) @ qu.T + 0.2 * np.outer(q.T @ v, q.T @ v)
+    w = np.sort(np.linalg.eigvalsh(small))[::-1]
+    np.testing.assert_allclose(nl, w[:rank], atol=xp.tol(50) * w[0])
+    np.testing.assert_allclose(float(xp.to_numpy(new.discarded)), max(w[rank], 0), atol=xp.tol(50) * w[0])
+    rep = q.T @ ((nb * nl) @ (nb.T @ q))
+    best = np.linalg.eigh(small)
+    top = best[1][:, np.argsort(best[0])[::-1][:rank]]
+    np.testing.assert_allclose(rep, (top * w[:rank]) @ top.T, atol=xp.tol(200) * w[0])
+    # The fused query is the query of the new state.
+    y_ref = xp.to_numpy(xp.maybe_jit(lg.ginger_precondition)(new, G, damping=0.1))
+    np.testing.assert_allclose(xp.to_numpy(y), y_ref, atol=xp.tol(200 * (1 + nl[0] / 0.1)) * np.abs(y_ref).max())
+
+
+def test_donate_writes_in_place(xp):
+    """NumPy/PyTorch: ``donate=True`` reuses the basis's memory and gives the same state as the pure call."""
+    if xp.name not in ("numpy", "torch"):
+        pytest.skip("donate= is a NumPy/PyTorch opt-in; JAX donates through jax.jit")
+    rng = np.random.default_rng(3)
+    dim, rank = BIG, 4
+    data = stream(rng, 6, 40, "power")
+    d = [xp.asarray(np.tile(x, dim // 40)) for x in data]
+    g = xp.asarray(rng.standard_normal(dim))
+    pure = donated = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)
+    for dt in d:
+        pure, y_pure = lg.ginger_update_precondition(pure, dt, g, decay=0.9, damping=0.1)
+    donated, _ = lg.ginger_update_precondition(donated, d[0], g, decay=0.9, damping=0.1)
+    assert can_overwrite(xp.ns, donated.basis)
+    buffer = donated.basis
+    for dt in d[1:]:
+        donated, y_don = lg.ginger_update_precondition(donated, dt, g, decay=0.9, damping=0.1, donate=True)
+    assert _same_memory(xp, donated.basis, buffer)
+    np.testing.assert_allclose(xp.to_numpy(donated.basis), xp.to_numpy(pure.basis), atol=xp.tol(10))
+    np.testing.assert_allclose(xp.to_numpy(y_don), xp.to_numpy(y_pure), rtol=xp.tol(10), atol=xp.tol(10))
+    plain = lg.ginger_update(donated, d[0], decay=0.9, donate=True)
+    assert _same_memory(xp, plain.basis, buffer)
+
+
+def _same_memory(xp, a, b):
+    if xp.name == "torch":
+        return a.data_ptr() == b.data_ptr()
+    return np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("dim", [12, BIG])
+def test_rejected_update_is_bit_exact(xp, bad, dim):
+    """A non-finite d rotates U by the identity: the basis is unchanged bit for bit, also in place."""
+    rng = np.random.default_rng(4)
+    rank = 4
+    state = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)
+    update = xp.maybe_jit(lg.ginger_update)
+    for _ in range(5):
+        state = update(state, xp.asarray(rng.standard_normal(dim)), decay=0.9)
+    before = {f: xp.to_numpy(getattr(state, f)).copy() for f in ("basis", "eigvals", "discarded", "step")}
+    d = rng.standard_normal(dim)
+    d[dim // 2] = bad
+    g = xp.asarray(rng.standard_normal(dim))
+    fused = xp.maybe_jit(lg.ginger_update_precondition)
+    new, y = fused(state, xp.asarray(d), g, decay=0.9, damping=0.1)
+    for field, value in before.items():
+        np.testing.assert_array_equal(xp.to_numpy(getattr(new, field)), value)
+    assert int(xp.to_numpy(new.num_nonfinite)) == 1
+    y_ref = xp.to_numpy(xp.maybe_jit(lg.ginger_precondition)(state, g, damping=0.1))
+    np.testing.assert_allclose(xp.to_numpy(y), y_ref, rtol=xp.tol(100), atol=xp.tol(100) * np.abs(y_ref).max())
+    if xp.name in ("numpy", "torch"):
+        kept = lg.ginger_update(state, xp.asarray(d), decay=0.9, donate=True)
+        np.testing.assert_array_equal(xp.to_numpy(kept.basis), before["basis"])
+
+
+@settings(max_examples=6)
+@given(seed=seeds, rank=st.integers(1, 6), k=st.integers(1, 3), big=st.booleans())
+def test_kernels_against_dense(xp, seed, rank, k, big):
+    """``project`` and ``rotate`` (generic and blocked) against float64 matrix products."""
+    rng = np.random.default_rng(seed)
+    dim = 70_000 // rank + 11 if big else 50
+    u = rng.standard_normal((dim, rank))
+    vecs = rng.standard_normal((k, dim))
+    rot = rng.standard_normal((rank, rank))
+    b, a = rng.standard_normal(rank), rng.standard_normal(rank)
+    U, R, B, A = (xp.asarray(x) for x in (u, rot, b, a))
+    V = [xp.asarray(v) for v in vecs]
+    u, rot, b, a = (xp.to_numpy(x) for x in (U, R, B, A))
+    vecs = np.array([xp.to_numpy(v) for v in V])
+    coef, dots = project(xp.ns, U, V)
+    scale = np.abs(u).max() * np.abs(vecs).max() * dim
+    np.testing.assert_allclose(xp.to_numpy(coef), u.T @ vecs.T, atol=xp.tol(10) * scale)
+    np.testing.assert_allclose(xp.to_numpy(dots), vecs @ vecs[0], atol=xp.tol(10) * scale)
+    coef_rows, _ = project(xp.ns, xp.ns.asarray(U.T, copy=True), V, rows=True)
+    np.testing.assert_allclose(xp.to_numpy(coef_rows), u.T @ vecs.T, atol=xp.tol(10) * scale)
+    new, y = rotate(xp.ns, U, R, V[0], B, query=(A, 0.5, V[-1], 2.0))
+    np.testing.assert_allclose(xp.to_numpy(new), u @ rot + np.outer(vecs[0], b), atol=xp.tol(20) * rank * 10)
+    np.testing.assert_allclose(xp.to_numpy(y), u @ a + 0.5 * vecs[0] + 2.0 * vecs[-1], atol=xp.tol(20) * rank * 10)
+    if can_overwrite(xp.ns, new):
+        expected = xp.to_numpy(new) @ rot + np.outer(vecs[0], b)
+        same, _ = rotate(xp.ns, new, R, V[0], B, out=new)
+        assert _same_memory(xp, same, new)
+        np.testing.assert_allclose(xp.to_numpy(same), expected, atol=xp.tol(50) * rank * 100)
+
+
+def test_jax_donation():
+    """Under ``jax.jit(..., donate_argnums=0)`` the fused step runs in place and agrees with NumPy."""
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(5)
+    dim, rank = 300, 5
+    data = stream(rng, 12, dim, "power")
+    step = jax.jit(lambda s, d, g: lg.ginger_update_precondition(s, d, g, decay=0.9, damping=0.1), donate_argnums=0)
+    state = lg.ginger_init(dim, rank, xp=jnp, dtype=jnp.float64)
+    ref = lg.ginger_init(dim, rank)
+    g = rng.standard_normal(dim)
+    for d in data:
+        state, y = step(state, jnp.asarray(d), jnp.asarray(g))
+        ref, y_ref = lg.ginger_update_precondition(ref, d, g, decay=0.9, damping=0.1)
+    np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-10, atol=1e-12 * np.abs(y_ref).max())
+    np.testing.assert_allclose(np.asarray(lg.ginger_dense(state)), lg.ginger_dense(ref), atol=1e-12)
+
+
+def test_fused_validation():
+    state = lg.ginger_init(10, 2)
+    d = np.ones(10)
+    with pytest.raises(ValueError, match="damping"):
+        lg.ginger_update_precondition(state, d, d, decay=0.9, damping=0.0)
+    with pytest.raises(ValueError, match="decay"):
+        lg.ginger_update_precondition(state, d, d, decay=1.0, damping=1.0)
+    with pytest.raises(ValueError, match="g must have shape"):
+        lg.ginger_update_precondition(state, d, np.ones((10, 2)), decay=0.9, damping=1.0)
+    with pytest.raises(TypeError, match="g has dtype"):
+        lg.ginger_update_precondition(state, d, np.ones(10, np.float32), decay=0.9, damping=1.0)
+    with pytest.raises(TypeError, match="donate"):
+        lg.ginger_update(state, d, decay=0.9, donate=1)
