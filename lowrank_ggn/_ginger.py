@@ -158,6 +158,16 @@ def _check_state(state: Any) -> ArrayNamespace:
     return xp
 
 
+def _resolve_reorthonormalize_every(xp: Any, dtype: Any, every: Any) -> int | None:
+    """Check ``reorthonormalize_every`` and resolve ``"auto"`` for a state of ``dtype``."""
+    if isinstance(every, str) and every == "auto":
+        return _AUTO_REORTHONORMALIZE_FLOAT32 if xp.finfo(dtype).bits < 64 else None
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {every!r}"
+        raise ValueError(msg)
+    return every
+
+
 @floating_point_errors_ignored()
 def ginger_update(
     state: GingerState,
@@ -255,15 +265,7 @@ def ginger_update(
     elif damping is not None:
         msg = "damping is not used by method='eigen'; pass it to ginger_precondition"
         raise ValueError(msg)
-    if isinstance(reorthonormalize_every, str) and reorthonormalize_every == "auto":
-        reorthonormalize_every = _AUTO_REORTHONORMALIZE_FLOAT32 if xp.finfo(basis.dtype).bits < 64 else None
-    if reorthonormalize_every is not None and (
-        isinstance(reorthonormalize_every, bool)
-        or not isinstance(reorthonormalize_every, int)
-        or reorthonormalize_every < 1
-    ):
-        msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {reorthonormalize_every!r}"
-        raise ValueError(msg)
+    reorthonormalize_every = _resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     _check_donate(donate)
     return _ginger_update(
         xp,
@@ -532,15 +534,7 @@ def ginger_update_precondition(
     d, g = cast_like(xp, d, basis), cast_like(xp, g, basis)
     check_decay(decay, like=basis)
     check_damping(damping, like=basis)
-    if isinstance(reorthonormalize_every, str) and reorthonormalize_every == "auto":
-        reorthonormalize_every = _AUTO_REORTHONORMALIZE_FLOAT32 if xp.finfo(basis.dtype).bits < 64 else None
-    if reorthonormalize_every is not None and (
-        isinstance(reorthonormalize_every, bool)
-        or not isinstance(reorthonormalize_every, int)
-        or reorthonormalize_every < 1
-    ):
-        msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {reorthonormalize_every!r}"
-        raise ValueError(msg)
+    reorthonormalize_every = _resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     _check_donate(donate)
     new, y, ok = _advance(xp, state, d, g, decay=decay, method="eigen", damping=None, gamma=damping, donate=donate)
     return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every), cast_like(xp, y, g_in)
