@@ -139,6 +139,7 @@ class _LowRankOptimizer(torch.optim.Optimizer):
             dtype = torch.promote_types(dtype, p.dtype)
         return torch.promote_types(dtype, torch.float32)
 
+    # The five methods below are what a method supplies; Ginger and QNG implement them.
     def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> Any:
         raise NotImplementedError
 
