@@ -51,6 +51,15 @@ The variants:
 | product | `ginger_product_update_precondition` (U = WQ, default capacity 2τ), averaged over a compression cycle |
 | product, donated | the same, donating the state |
 | QNG update+query | `qng_update` then `qng_precondition` |
+| U·R alone (GEMM) | `U @ R` (R τ×τ) into a buffer allocated beforehand (memory floor: 2 passes) |
+| flops of U·R at peak (modelled) | not timed: 2dτ² flops at the rate of a 1024×1024 product measured in the same run |
+
+The last two are references for the rotation, the step's only O(dτ²) part.
+`U·R alone` is the backend's own matrix product on U in the layout the donated
+step keeps it in: what rotating U costs with that product, before any of the
+step's other work. `flops of U·R at peak` is the arithmetic floor of a dense
+τ×τ rotation on the thread count of the run: a step that rotates U cannot take
+fewer passes than this, whatever its memory traffic.
 
 "Before" is the library as it was before this work (the straightforward
 array-API implementation of the paper's algorithm), "after" the current one.

@@ -16,7 +16,15 @@ machine):
 * ``copy (fresh)``: the same copy into a new allocation (page faults included);
 * ``adam``: the backend's own Adam step on d parameters;
 * Ginger's update, query, update then query, the fused update-and-query (pure
-  and with buffer donation), the product form, and QNG's update and query.
+  and with buffer donation), the product form, and QNG's update and query;
+* ``rotate.gemm``: the backend's own matrix product ``U·R`` (R of size τ×τ)
+  alone, into a buffer allocated beforehand — what rotating U costs with the
+  backend's GEMM. Its memory floor is two passes; more means the product is
+  bound by arithmetic (or by the GEMM's efficiency on a d×τ by τ×τ shape);
+* ``rotate.flop-floor`` (modelled, not timed): the rotation's 2dτ² flops at
+  the rate of the backend's product of two 1024×1024 matrices measured in the
+  same run, as passes over U — the arithmetic floor of any step that rotates U
+  with a dense τ×τ matrix on that backend and thread count.
 
 Every time is reported as **passes over U** = ``t · B / bytes(U)`` (reading U
 once is one pass, a copy is two) and as a **ratio to the Adam step**; peak
@@ -204,6 +212,7 @@ class Case:
             fused_d = self._donating(lambda s, d, g, **kw: lg.ginger_update_precondition(s, d, g, **kw_u, **kw_q, **kw))
             donated = self._op("ginger.fused.donated", self.ginger_state, fused_d, state_rel=1, carry=True, fused=True)
             ops.append(donated)
+            ops.append(self._gemm_op(fused_d))
         if hasattr(lg, "ginger_product_init"):
             kw = {**kw_u, **kw_q}
             cap = int(self.product_state().columns.shape[0])
@@ -228,6 +237,37 @@ class Case:
         if self.args.ops is not None:
             ops = [o for o in ops if o.name in self.args.ops]
         return ops
+
+    def _gemm_op(self, fused_donated: Callable[..., Any]) -> Op:
+        """The backend's own product ``U·R`` (R τ×τ) alone: what rotating U costs with its matrix product.
+
+        U is taken in the layout the donated fused step keeps it in (column-major on
+        NumPy and PyTorch, row-major on JAX) and the product written into a buffer
+        allocated beforehand (JAX: a jitted product). Its memory floor is two passes
+        (one read of U, one write); where it measures more, the step is bounded by
+        the product's arithmetic, not by memory traffic.
+        """
+        ad, rank = self.ad, self.rank
+
+        def setup() -> Any:
+            state = fused_donated(self.ginger_state(), self.fresh_d(), self.g)[0]
+            q, _ = np.linalg.qr(np.random.default_rng(rank).standard_normal((rank, rank)))
+            return ad.sync(state.basis), ad.asarray(q), ad.empty_like(state.basis)
+
+        if ad.name == "jax":
+            product = ad.jit(lambda u, r: u @ r)
+
+            def step(c: Any, _d: Any, _g: Any) -> Any:
+                ad.sync(product(c[0], c[1]))
+                return c
+        else:
+            matmul = ad.module.matmul
+
+            def step(c: Any, _d: Any, _g: Any) -> Any:
+                ad.sync(matmul(c[0], c[1], out=c[2]))
+                return c
+
+        return Op("rotate.gemm", setup, step, state_rel=2.0)
 
     def _donating(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """JAX: jit with the state donated; NumPy/PyTorch: the library's ``donate=True``."""
@@ -400,7 +440,14 @@ def measure_op(ad: Any, case: Case, op: Op, args: argparse.Namespace, label: str
 
 
 def measure_case(
-    lg: Any, ad: Any, dim: int, rank: int, args: argparse.Namespace, label: str, peaks: dict[tuple[Any, ...], float]
+    lg: Any,
+    ad: Any,
+    dim: int,
+    rank: int,
+    args: argparse.Namespace,
+    label: str,
+    peaks: dict[tuple[Any, ...], float],
+    rates: dict[tuple[str, str], float],
 ) -> list[dict[str, Any]]:
     """Every op for one (backend, dtype, d, τ); one interleaved group per op, so that memory stays bounded."""
     case = Case(lg, ad, dim, rank, args)
@@ -429,7 +476,50 @@ def measure_case(
             peaks[ad.name, str(ad.dtype), rank, op.name] = float(got[0]["peak_rel"])
     # The reference rows: the fastest over all groups.
     rows.extend(min(found, key=lambda r: float(r["seconds"])) for found in refs.values() if found)
+    measured = [r for r in rows if r.get("copy_gbps")]
+    if measured and (args.ops is None or "rotate.flop-floor" in args.ops):
+        rows.append(_flop_floor_row(label, ad, case, measured, rates))
     return rows
+
+
+def _gemm_rate(ad: Any, n: int = 1024, rounds: int = 5) -> float:
+    """Flops per second of the backend's product of two n×n matrices (its best case), best of ``rounds``."""
+    a = ad.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    product = ad.jit(lambda x, y: x @ y)
+    ad.sync(product(a, a))
+    best = math.inf
+    for _ in range(rounds):
+        with ad.timer() as t:
+            ad.sync(product(a, a))
+        best = min(best, t.seconds)
+    return 2 * n**3 / best
+
+
+def _flop_floor_row(
+    label: str, ad: Any, case: Case, measured: list[dict[str, Any]], rates: dict[tuple[str, str], float]
+) -> dict[str, Any]:
+    """The rotation's arithmetic as passes over U: 2dτ² flops at the backend's square-GEMM rate (modelled).
+
+    The rate is measured once per backend and dtype in this run; the copy
+    bandwidth is the best seen in this case. A step that rotates U with a dense
+    τ×τ matrix cannot take fewer passes than this on the backend's GEMM.
+    """
+    key = (ad.name, str(ad.dtype))
+    if key not in rates:
+        rates[key] = _gemm_rate(ad)
+    bandwidth = max(float(r["copy_gbps"]) for r in measured) * 1e9
+    seconds = 2 * case.dim * case.rank**2 / rates[key]
+    t_adam = min(float(r["adam_seconds"]) for r in measured)
+    return _row(
+        label,
+        ad,
+        case,
+        "rotate.flop-floor",
+        seconds=f"{seconds:.6g}",
+        passes=f"{seconds * bandwidth / case.bytes_u:.3f}",
+        adam_ratio=f"{seconds / t_adam:.3f}",
+        note=f"modelled: 2dτ² flops at the square-GEMM rate measured in this run ({rates[key] / 1e9:.0f} GFLOP/s)",
+    )
 
 
 def _skip_row(label: str, backend: str, dtype: str, dim: int, rank: int, note: str) -> dict[str, Any]:
@@ -481,12 +571,13 @@ def main() -> int:
                 rows.append(_skip_row(args.label, backend, dtype, 0, 0, f"backend unavailable: {err}"))
                 continue
             peaks: dict[tuple[Any, ...], float] = {}
+            rates: dict[tuple[str, str], float] = {}
             for dim in args.dims:
                 for rank in args.ranks:
                     if rank >= dim:
                         continue
                     t0 = time.perf_counter()
-                    case_rows = measure_case(lg, ad, dim, rank, args, args.label, peaks)
+                    case_rows = measure_case(lg, ad, dim, rank, args, args.label, peaks, rates)
                     rows += case_rows
                     _write(rows, out)
                     summary = ", ".join(f"{r['op']}={r['passes']}" for r in case_rows if r["passes"])

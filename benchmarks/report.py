@@ -32,6 +32,8 @@ OPS = {
     "product.fused": "product",
     "product.fused.donated": "product, donated",
     "qng.update+query": "QNG update+query",
+    "rotate.gemm": "U·R alone (GEMM)",
+    "rotate.flop-floor": "flops of U·R at peak (modelled)",
 }
 BEST_AFTER = ("ginger.fused.donated", "product.fused.donated")
 

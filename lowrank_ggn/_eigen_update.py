@@ -318,17 +318,38 @@ def _update(
     return RankOneUpdate(new_basis, plan.eigvals, plan.discarded)
 
 
-def _unit_max(xp: ArrayNamespace, v: Array, rho: Array, reduce: Reduction = LOCAL) -> tuple[Array, Array]:
+def _unit_max(
+    xp: ArrayNamespace, v: Array, rho: Array, reduce: Reduction = LOCAL, *, v_max: Array | None = None
+) -> tuple[Array, Array]:
     """Return ``v / max|v|`` and ``ρ·max|v|²``: the same term ``ρ v vᵀ``.
 
     The norms of the update are sums of squares, which lose digits (or vanish
     where subnormals are flushed to zero, as on JAX's CPU backend) for ``‖v‖``
     below √(smallest normal); a wrong ``‖p̃‖`` would make the new basis
-    non-orthonormal. One O(dim) pass over ``v`` and one all-reduce of a scalar.
+    non-orthonormal. ``max|v|`` (complete over all rows) may be passed in when
+    it is already known; otherwise it costs two reads of ``v`` and one
+    all-reduce of a scalar. The division is one more O(dim) pass.
     """
-    v_max = reduce.max(xp.max(xp.abs(v)))
+    if v_max is None:
+        v_max = reduce.max(_max_abs(xp, v))
     v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
     return v / v_scale, rho * v_scale * v_scale
+
+
+def _max_abs(xp: ArrayNamespace, v: Array) -> Array:
+    """``max|v|`` as ``max(max v, −min v)``: two reads of ``v``, no temporary of its size; NaN propagates."""
+    return xp.maximum(xp.max(v), -xp.min(v))
+
+
+def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
+    """Return ``(all(isfinite(v)), max|v|)`` for this shard's rows, from ``max v`` and ``min v`` alone.
+
+    Both extremes are finite exactly when every entry is (a NaN propagates
+    through ``max`` and ``min``, an infinity is an extreme), so the finiteness
+    check needs no boolean array of the size of ``v``.
+    """
+    hi, lo = xp.max(v), xp.min(v)
+    return xp.isfinite(hi) & xp.isfinite(lo), xp.maximum(hi, -lo)
 
 
 def _eigh_small(xp: ArrayNamespace, m: Array) -> tuple[Array, Array]:

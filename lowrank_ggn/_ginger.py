@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import _plan, _reject, _reorthonormalize, _reorthonormalize_gram, _unit_max
+from lowrank_ggn._eigen_update import (
+    _plan,
+    _reject,
+    _reorthonormalize,
+    _reorthonormalize_gram,
+    _unit_max,
+    finite_max_abs,
+)
 from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._sherman_morrison import _step
@@ -343,18 +350,23 @@ def _advance(
     """
     basis, eigvals = state.basis, state.eigvals
     alpha = _scalar(xp, decay, basis)
-    finite = reduce.all(xp.all(xp.isfinite(d)))
+    # Finiteness and max|d| from max d and min d: no temporary of the size of d.
+    finite_here, d_max = finite_max_abs(xp, d)
+    finite = reduce.all(finite_here)
     d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
     if method == "eigen":
-        v, rho, scale, base = d_safe, 1 - alpha, alpha, eigvals
+        # v = d/max|d| is finite (|v| ≤ 1) whenever d is, and d_safe = 0 otherwise.
+        d_max = reduce.max(xp.where(finite, d_max, xp.zeros_like(d_max)))
+        v, rho = _unit_max(xp, d_safe, 1 - alpha, v_max=d_max)
+        scale, base = alpha, eigvals
     else:
         gamma_sm = _scalar(xp, damping, basis)
         sm = _step(xp, basis, eigvals, d_safe, decay=alpha, damping=gamma_sm)
-        v, rho, scale, base = sm.h, sm.beta, xp.ones_like(alpha), sm.kappa
-    v, rho = _unit_max(xp, v, rho, reduce)
-    # The Sherman–Morrison vector h can overflow for a finite d: the update is then rejected,
-    # and the identity rotation U·I + v ⊗ 0 leaves U exactly unchanged only for a finite v.
-    v = xp.where(xp.isfinite(v), v, xp.zeros_like(v))
+        v, rho = _unit_max(xp, sm.h, sm.beta, reduce)
+        scale, base = xp.ones_like(alpha), sm.kappa
+        # The Sherman–Morrison vector h can overflow for a finite d: the update is then rejected,
+        # and the identity rotation U·I + v ⊗ 0 leaves U exactly unchanged only for a finite v.
+        v = xp.where(xp.isfinite(v), v, xp.zeros_like(v))
     coef, dots = reduce.sum_together(xp, *project(xp, basis, (v,) if g is None else (v, g)))
     vg = None if g is None else (g, dots[1])
     plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=dots[0], rho=rho, s=scale, dot_with=vg, reduce=reduce)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_ggn._eigen_update import _plan, _reject
+from lowrank_ggn._eigen_update import _plan, _reject, finite_max_abs
 from lowrank_ggn._ginger import GingerState, _check_donate
 from lowrank_ggn._ginger import _check_state as _check_direct_state
 from lowrank_ggn._operator import _scalar, damped_dense
@@ -565,7 +565,7 @@ def _advance(
     capacity = coords.shape[0]
     alpha = _scalar(xp, decay, columns)
     rho = 1 - alpha
-    finite = xp.all(xp.isfinite(d))
+    finite = finite_max_abs(xp, d)[0]  # no boolean temporary of the size of d
     d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
     live, m = _live(state)  # Wᵀ: (count, dim) eagerly, (capacity, dim) under tracing
     n_live = live.shape[0]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from lowrank_ggn._eigen_update import finite_max_abs
 from lowrank_ggn._operator import _scalar
 from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
@@ -288,7 +289,7 @@ def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, re
     """Unchecked core of :func:`qng_update` (``reduce`` completes the sums over ``dim``)."""
     factors = state.factors
     alpha = _scalar(xp, decay, factors)
-    finite = reduce.all(xp.all(xp.isfinite(d)))
+    finite = reduce.all(finite_max_abs(xp, d)[0])  # no boolean temporary of the size of d
     d_safe = xp.where(finite, d, xp.zeros_like(d))
     q = _product(state, d_safe, inverse=True, transpose=False, reduce=reduce)
     sqnorm = reduce.sum(xp.sum(q * q))

@@ -230,3 +230,21 @@ def test_fused_validation():
         lg.ginger_update_precondition(state, d, np.ones(10, np.float32), decay=0.9, damping=1.0)
     with pytest.raises(TypeError, match="donate"):
         lg.ginger_update(state, d, decay=0.9, donate=1)
+
+
+@settings(max_examples=6)
+@given(seed=seeds, dim=st.integers(1, 40), data=st.data())
+def test_finite_max_abs_without_temporaries(xp, seed, dim, data):
+    """``finite_max_abs`` (from ``max v`` and ``min v`` alone) = ``(all(isfinite(v)), max|v|)``, NaN and ±inf included."""
+    from lowrank_ggn._eigen_update import finite_max_abs
+
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(dim) * 10.0 ** rng.uniform(-30, 30)
+    bad = data.draw(st.sampled_from([None, np.nan, np.inf, -np.inf]), label="bad value")
+    if bad is not None:
+        v[data.draw(st.integers(0, dim - 1), label="position")] = bad
+    v = v.astype(xp.np_dtype)
+    finite, vmax = finite_max_abs(xp.ns, xp.asarray(v))
+    assert bool(finite) == bool(np.all(np.isfinite(v)))
+    if bad is None:
+        assert float(vmax) == float(np.max(np.abs(v)))
