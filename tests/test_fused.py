@@ -235,7 +235,7 @@ def test_fused_validation():
 @settings(max_examples=6)
 @given(seed=seeds, dim=st.integers(1, 40), data=st.data())
 def test_finite_max_abs_without_temporaries(xp, seed, dim, data):
-    """``finite_max_abs`` (from ``max v`` and ``min v`` alone) = ``(all(isfinite(v)), max|v|)``, NaN and ±inf included."""
+    """``finite_max_abs`` (max v and min v alone) = ``(all(isfinite(v)), max|v|)``, NaN and ±inf included."""
     from lowrank_ggn._eigen_update import finite_max_abs
 
     rng = np.random.default_rng(seed)

@@ -133,6 +133,11 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
     # XLA's dot emitters expect (a transposed operand would be copied first).
     if rows:
         return basis @ xp.stack(list(vectors), axis=1), dots
+    if is_jax_namespace(xp):
+        from jax import lax
+
+        both = lax.dot_general(xp.stack(list(vectors), axis=1), basis, (((0,), (0,)), ((), ())))
+        return both.T, dots
     return (xp.stack(list(vectors), axis=0) @ basis).T, dots
 
 
