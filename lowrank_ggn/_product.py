@@ -602,7 +602,8 @@ def _advance(
         query = (a[:n_live], beta, g, 1 / gam)
     rot_p = -(inv_r * split.shift)[:n_live, None]
     vrot_p = xp.reshape(inv_r, (1,))
-    if donate and m is not None and can_overwrite(xp, columns.T):
+    # Both the buffer and the live rows must take the blocked path, which alone writes into `out`.
+    if donate and m is not None and can_overwrite(xp, columns.T) and can_overwrite(xp, live.T):
         # Write p straight into its row of the donated buffer.
         _, y = rotate(xp, live, rot_p, split.vec, vrot_p, query=query, out=columns[m : m + 1, ...].T, rows=True)
     else:
