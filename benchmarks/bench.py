@@ -243,7 +243,7 @@ class Case:
 
         U is taken in the layout the donated fused step keeps it in (column-major on
         NumPy and PyTorch, row-major on JAX) and the product written into a buffer
-        allocated beforehand (JAX: a jitted product). Its memory floor is two passes
+        allocated beforehand (JAX: a jitted product into a donated buffer). Its memory floor is two passes
         (one read of U, one write); where it measures more, the step is bounded by
         the product's arithmetic, not by memory traffic.
         """
@@ -255,11 +255,12 @@ class Case:
             return ad.sync(state.basis), ad.asarray(q), ad.empty_like(state.basis)
 
         if ad.name == "jax":
-            product = ad.jit(lambda u, r: u @ r)
+            # The output buffer is donated, so that XLA writes into it (as the donated step does).
+            # keep_unused: an unused argument would be pruned, and its buffer not donated.
+            product = ad.jax.jit(lambda u, r, out: u @ r, donate_argnums=2, keep_unused=True)  # noqa: ARG005
 
             def step(c: Any, _d: Any, _g: Any) -> Any:
-                ad.sync(product(c[0], c[1]))
-                return c
+                return c[0], c[1], ad.sync(product(c[0], c[1], c[2]))
         else:
             matmul = ad.module.matmul
 
