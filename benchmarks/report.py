@@ -110,8 +110,11 @@ def table_before_after(rows: list[dict[str, Any]], before: str, after: str) -> s
     """Update + query: the paper-style two calls before, the best variant after (passes, ×Adam, peak)."""
     idx = _index(rows)
     out = [
-        "| backend | dtype | d | τ | before: passes | ×Adam | peak/U | after: passes | ×Adam | peak/U | variant |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        (
+            "| backend | dtype | d | τ | before: passes | ×Adam | peak/U | after: passes | ×Adam | peak/U | variant "
+            "| U·R alone (GEMM) | flops of U·R at peak |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted(
         {(k[1], k[2], k[3], k[4]) for k in idx if k[0] == after},
@@ -125,11 +128,14 @@ def table_before_after(rows: list[dict[str, Any]], before: str, after: str) -> s
             continue
         best = min(cands, key=lambda r: float(r["passes"]))
         b_passes = None if b is None else _num(b["passes"])
+        refs = [idx.get((after, backend, dtype, dim, rank, op)) for op in ("rotate.gemm", "rotate.flop-floor")]
+        ref_cells = " | ".join(_fmt(None if r is None else _num(r["passes"])) for r in refs)
         out.append(
             f"| {backend} | {dtype} | {dim:.0e} | {rank} | {_fmt(b_passes)} | "
             f"{_fmt(None if b is None else _num(b['adam_ratio']))} | "
             f"{_fmt(None if b is None else _num(b['peak_rel']), 2)} | {_fmt(_num(best['passes']))} | "
-            f"{_fmt(_num(best['adam_ratio']))} | {_fmt(_num(best['peak_rel']), 2)} | {OPS[best['op']]} |"
+            f"{_fmt(_num(best['adam_ratio']))} | {_fmt(_num(best['peak_rel']), 2)} | {OPS[best['op']]} | "
+            f"{ref_cells} |"
         )
     return "\n".join(out) + "\n"
 
