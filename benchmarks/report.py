@@ -145,7 +145,7 @@ def exponents(rows: list[dict[str, Any]], label: str, min_dim: int = 100_000) ->
     series: dict[tuple[str, ...], list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
         t = _num(r.get("seconds", ""))
-        if r["label"] != label or t is None or int(r["dim"]) < min_dim:
+        if r["label"] != label or t is None or int(r["dim"]) < min_dim or r["op"] == "rotate.flop-floor":
             continue
         series[r["backend"], r["dtype"], r["rank"], r["op"]].append((math.log(int(r["dim"])), math.log(t)))
     slopes = {}
