@@ -99,7 +99,8 @@ def table_passes(rows: list[dict[str, Any]], label: str, field: str = "passes") 
                     r = idx.get((label, backend, dtype, dim, rank, op))
                     x = None if r is None else _num(r.get(field, ""))
                     any_value |= x is not None
-                    cells.append("skipped" if r is not None and x is None and r.get("note") else _fmt(x))
+                    skipped = r is not None and x is None and r.get("note", "").startswith("skipped")
+                    cells.append("skipped" if skipped else _fmt(x))
                 if any_value:
                     out.append(f"| {dim:.0e} | {rank} | " + " | ".join(cells) + " |")
         out.append("")
