@@ -131,20 +131,30 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
     if kind == "torch":
         return _project_torch(columns, vectors)
     dots = xp.stack([xp.sum(vectors[0] * v) for v in vectors])
-    # Written so that both operands of the product are in the row-major layout
-    # XLA's dot emitters expect (a transposed operand would be copied first).
+    if is_jax_namespace(xp):
+        return _project_jax(xp, basis, vectors, rows=rows), dots
+    # Both operands of the product in row-major layout (a transposed operand may be copied first).
     if rows:
         return basis @ xp.stack(list(vectors), axis=1), dots
-    if is_jax_namespace(xp):
-        # On XLA's CPU backend: one product per vector for one or two columns (3–10× faster
-        # there), otherwise one product contracting the stacked vectors' first axis with U.
-        if basis.shape[1] <= 2:
-            return xp.stack([v @ basis for v in vectors], axis=1), dots
-        from jax import lax
-
-        both = lax.dot_general(xp.stack(list(vectors), axis=1), basis, (((0,), (0,)), ((), ())))
-        return both.T, dots
     return (xp.stack(list(vectors), axis=0) @ basis).T, dots
+
+
+def _project_jax(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows: bool) -> Array:
+    """``Uᵀ[v₁ … v_k]`` in the forms XLA's CPU backend runs fastest (measured, d = 1e7, float32).
+
+    One or two columns: one matrix-vector product per vector (3–10× faster
+    than one product with the stacked vectors). More: one product contracting
+    the first axis of the vectors stacked as columns with U, which XLA takes
+    without a transposed copy (``Uᵀ`` given as rows: the plain product).
+    """
+    n = basis.shape[0] if rows else basis.shape[1]
+    if n <= 2:
+        return xp.stack([basis @ v if rows else v @ basis for v in vectors], axis=1)
+    if rows:
+        return basis @ xp.stack(list(vectors), axis=1)
+    from jax import lax
+
+    return lax.dot_general(xp.stack(list(vectors), axis=1), basis, (((0,), (0,)), ((), ()))).T
 
 
 def rotate(
