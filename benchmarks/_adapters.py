@@ -157,7 +157,11 @@ class JaxAdapter(NumpyAdapter):
         self.module = importlib.import_module("jax.numpy")
         self.dtype = np.dtype(dtype)
         self.device = jax.devices(device)[0] if device else jax.devices()[0]
-        self._copy = jax.jit(lambda x, s: x * s, donate_argnums=0)
+        # A copy of ``x`` into the donated buffer of ``dst`` (keep_unused: an unused argument
+        # would be pruned and its buffer not donated). Scaling ``dst`` in place instead would
+        # read and write the same lines, which costs less than a copy (no write-allocate
+        # traffic for a separate destination): about 1.7× the bandwidth of a copy on a CPU.
+        self._copy = jax.jit(lambda x, dst, s: x * s, donate_argnums=1, keep_unused=True)  # noqa: ARG005
         self._copy_fresh = jax.jit(lambda x, s: x * s)
         self._roll = jax.jit(self.module.roll)
         self._one = jax.device_put(np.asarray(1.0, self.dtype), self.device)
@@ -182,9 +186,8 @@ class JaxAdapter(NumpyAdapter):
         t.seconds = time.perf_counter() - t0
 
     def copy_warm(self, src: Any, dst: Any) -> Any:
-        # ``dst`` is donated and its buffer receives ``src · 1`` in place: one read, one write.
-        del src
-        return self.sync(self._copy(dst, self._one))
+        # ``dst`` is donated and its buffer receives ``src · 1``: one read of src, one write of dst.
+        return self.sync(self._copy(src, dst, self._one))
 
     def copy_fresh(self, src: Any) -> Any:
         return self.sync(self._copy_fresh(src, self._one))
