@@ -178,13 +178,6 @@ class JaxAdapter(NumpyAdapter):
     def sync(self, x: Any) -> Any:
         return self.jax.block_until_ready(x)
 
-    @contextlib.contextmanager
-    def timer(self) -> Iterator[_Timer]:
-        t = _Timer()
-        t0 = time.perf_counter()
-        yield t
-        t.seconds = time.perf_counter() - t0
-
     def copy_warm(self, src: Any, dst: Any) -> Any:
         # ``dst`` is donated and its buffer receives ``src · 1``: one read of src, one write of dst.
         return self.sync(self._copy(src, dst, self._one))

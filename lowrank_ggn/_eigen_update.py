@@ -331,19 +331,15 @@ def _unit_max(
     all-reduce of a scalar. The division is one more O(dim) pass.
     """
     if v_max is None:
-        v_max = reduce.max(_max_abs(xp, v))
+        v_max = reduce.max(finite_max_abs(xp, v)[1])
     v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
     return v / v_scale, rho * v_scale * v_scale
-
-
-def _max_abs(xp: ArrayNamespace, v: Array) -> Array:
-    """``max|v|`` as ``max(max v, −min v)``: two reads of ``v``, no temporary of its size; NaN propagates."""
-    return xp.maximum(xp.max(v), -xp.min(v))
 
 
 def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
     """Return ``(all(isfinite(v)), max|v|)`` for this shard's rows, from ``max v`` and ``min v`` alone.
 
+    ``max|v| = max(max v, −min v)`` needs no temporary of the size of ``v``.
     Both extremes are finite exactly when every entry is (a NaN propagates
     through ``max`` and ``min``, an infinity is an extreme), so the finiteness
     check needs no boolean array of the size of ``v``.
