@@ -26,7 +26,7 @@ from lowrank_ggn._reduction import LOCAL, Reduction
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn._validation import cast_like, check_like, check_scalar, concrete_float
 from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, widest_float_dtype
-from lowrank_ggn.backends._kernels import project, rotate
+from lowrank_ggn.backends._kernels import project, residual, rotate
 
 __all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
 
@@ -55,39 +55,29 @@ class RankOneUpdate(NamedTuple):
     ``ρr²`` when a rounding-level residual was dropped."""
 
 
-def _orthogonal_residual(
-    xp: ArrayNamespace,
-    basis: Array,
-    v: Array,
-    reduce: Reduction = LOCAL,
-    *,
-    c: Array | None = None,
-    norm_v: Array | None = None,
-) -> tuple[Array, Array, Array]:
-    """Return ``c = Uᵀv``, ``p̃ = v − Uc`` (re-orthogonalised when needed, CGS2) and ``‖v‖``.
+def _cgs2(
+    xp: ArrayNamespace, basis: Array, v: Array, c: Array, w: Array | None, *, reduce: Reduction, rows: bool = False
+) -> tuple[Array, Array, Array, Array, Array]:
+    r"""Classical Gram–Schmidt twice (CGS2) against ``U`` in one read of it, given ``c = Uᵀv``.
 
-    ``c`` and ``norm_v`` may be passed in when they are already known (``c``
-    saves one read of ``U``, both save an all-reduce); ``reduce`` completes
-    the sums over rows.
+    The first subtraction is explicit, ``p̃₁ = v − Uc``; its projection
+    ``c₂ = Uᵀp̃₁`` comes from the same pass (:func:`residual`), and the second
+    subtraction is left to the pass that rotates ``U``, which forms
+    ``p̃ = p̃₁ − Uc₂`` anyway (``shift = c₂``). Because ``p̃₁`` is orthogonal to
+    ``U`` up to rounding, ``‖p̃‖² = ‖p̃₁‖² − ‖c₂‖²`` has no cancellation
+    ("twice is enough"). Returns ``(c + c₂, p̃₁, ‖p̃‖, p̃₁ᵀw, c₂)`` (``p̃₁ᵀp̃₁``
+    without ``w``); ``reduce`` completes ``c₂`` and the two products in one
+    all-reduce. A non-finite ``p̃₁`` (an overflow) is replaced by zeros and its
+    norm by NaN, which rejects the update without touching ``U``.
+    ``rows=True``: ``basis`` is given as ``Uᵀ``.
     """
-    # ``v @ U`` rather than ``Uᵀ @ v``: the same product, with U in the layout
-    # that XLA's dot emitters take without copying it.
-    if c is None:
-        c = reduce.sum(v @ basis)
-    resid = v - basis @ c
-
-    def again(c: Array, resid: Array) -> tuple[Array, Array]:
-        c2 = reduce.sum(resid @ basis)
-        return c + c2, resid - basis @ c2
-
-    def keep(c: Array, resid: Array) -> tuple[Array, Array]:
-        return c, resid
-
-    if norm_v is None:
-        norm_v = reduce.norm(xp, v)
-    norm_r = reduce.norm(xp, resid)
-    c, resid = cond(norm_r < _DGKS * norm_v, again, keep, c, resid)
-    return c, resid, norm_v
+    resid, c2, dots = residual(xp, basis, v, c, w, rows=rows)
+    c2, dots = reduce.sum_together(xp, c2, dots)
+    fin = xp.isfinite(dots[0])  # NaN and ±inf in p̃₁ reach its sum of squares
+    resid = cond(fin, lambda p: p, xp.zeros_like, resid)
+    r2 = dots[0] - xp.sum(c2 * c2)
+    r = xp.where(fin, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), xp.full_like(r2, xp.nan))
+    return c + c2, resid, r, xp.where(fin, dots[1], xp.zeros_like(dots[1])), c2
 
 
 def lowrank_eigh_update(
@@ -178,7 +168,7 @@ class _Plan(NamedTuple):
     """(rank, rank): coefficients of the old basis."""
     vec: Array
     """(dim,): the vector added to the basis: ``v`` itself on the one-pass path,
-    the explicit residual ``p̃`` on the CGS2 path."""
+    the first Gram–Schmidt residual ``p̃₁ = v − Uc`` on the CGS2 path."""
     vrot: Array
     """(rank,): coefficients of ``vec``."""
     eigvals: Array
@@ -208,13 +198,15 @@ def _plan(
     criterion for not re-orthogonalising — the residual is never formed: the
     new basis is ``U (V₁ − c bᵀ) + v bᵀ`` with ``b = V₂/r``, which is
     ``[U p] V`` with ``p = (v − Uc)/r``, evaluated in the single pass that
-    rotates ``U``. Otherwise (cancellation) the residual is formed explicitly
-    and re-orthogonalised (CGS2), at the cost of further reads of ``U``.
+    rotates ``U``. Otherwise (cancellation) the residual ``p̃₁ = v − Uc`` is
+    formed and projected once more in one further read of ``U`` (CGS2, see
+    :func:`_cgs2`); the rotation pass then subtracts the second projection
+    the same way (``shift``).
 
     ``dot_with = (w, vᵀw)`` also returns ``vecᵀw`` (for the fused query).
     ``c`` and ``vv`` must already be complete sums over all rows; ``reduce``
-    completes those of the CGS2 path (``Uᵀp̃`` and the test norm ``‖p̃‖``, then
-    ``‖p̃‖`` with ``p̃ᵀw`` in one all-reduce).
+    completes those of the CGS2 path (``Uᵀp̃₁``, ``p̃₁ᵀp̃₁`` and ``p̃₁ᵀw``, in
+    one all-reduce).
     """
     dtype = basis.dtype
     rank = basis.shape[1]
@@ -226,23 +218,13 @@ def _plan(
 
     w, vw = dot_with if dot_with is not None else (v, vv)
 
-    def direct(c: Array) -> tuple[Array, Array, Array, Array]:
-        return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw
+    def direct(c: Array) -> tuple[Array, Array, Array, Array, Array]:
+        return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw, c
 
-    def cgs2(c: Array) -> tuple[Array, Array, Array, Array]:
-        if reduce is LOCAL:
-            c, resid, _ = _orthogonal_residual(xp, basis, v, c=c)
-            resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
-            return c, resid, xp.linalg.vector_norm(resid), xp.sum(resid * w)
-        # Split rows: ‖v‖ is known; ‖p̃‖ and p̃ᵀw share one all-reduce (‖p̃‖ alone without w).
-        c, resid, _ = _orthogonal_residual(xp, basis, v, reduce, c=c, norm_v=xp.sqrt(vv))
-        resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
-        if dot_with is None:
-            return c, resid, reduce.norm(xp, resid), vw
-        rr, rw = reduce.sum_together(xp, xp.sum(resid * resid), xp.sum(resid * w))
-        return c, resid, xp.sqrt(rr), rw
+    def cgs2(c: Array) -> tuple[Array, Array, Array, Array, Array]:
+        return _cgs2(xp, basis, v, c, None if dot_with is None else w, reduce=reduce)
 
-    c, vec, r, vec_dot = cond(one_pass, direct, cgs2, c)
+    c, vec, r, vec_dot, shift = cond(one_pass, direct, cgs2, c)
     norm_v = xp.sqrt(vv)
     # v counts as lying in span U when its residual is at the rounding level:
     # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
@@ -280,7 +262,6 @@ def _plan(
     top = vecs[:, :rank]
     # b = V₂/r; zero when v is in span U (then vec ⊗ b vanishes and p is never needed).
     vrot = xp.where(in_span, xp.zeros_like(top[rank, :]), top[rank, :] / xp.where(in_span, xp.ones_like(r), r))
-    shift = xp.where(one_pass, c, xp.zeros_like(c))
     rot = top[:rank, :] - shift[:, None] * vrot[None, :]
     mu = xp.where(core_ok, xp.where(mu > 0, mu, xp.zeros_like(mu)), xp.full_like(mu, xp.nan))
     return _Plan(rot, vec, vrot, mu[:rank], mu[rank] + dropped, vec_dot if dot_with is not None else None)

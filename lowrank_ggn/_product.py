@@ -43,10 +43,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_ggn._eigen_update import _plan, _reject, finite_max_abs
+from lowrank_ggn._eigen_update import _cgs2, _plan, _reject, finite_max_abs
 from lowrank_ggn._ginger import GingerState, _check_donate
 from lowrank_ggn._ginger import _check_state as _check_direct_state
 from lowrank_ggn._operator import _scalar, damped_dense
+from lowrank_ggn._reduction import LOCAL
 from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
 from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
 from lowrank_ggn.backends import (
@@ -481,7 +482,7 @@ def _split(
     in_use: Array,
     rho: Array,
 ) -> _Split:
-    """Split ``d`` against all of ``W``: implicit residual (DGKS) or explicit and re-orthogonalised (CGS2)."""
+    """Split ``d`` against all of ``W``: implicit residual (DGKS), or CGS2 with its second step implicit."""
     capacity, n_live = in_use.shape[0], live.shape[0]
     w, vv = coef[:, 0], dots[0]
     vg = dots[1] if g is not None else vv
@@ -490,35 +491,29 @@ def _split(
     fin = xp.isfinite(vv)
     r2 = xp.where(fin, vv, xp.zeros_like(vv)) - xp.where(fin, cc, xp.zeros_like(cc))
 
-    def direct(w: Array) -> tuple[Array, Array, Array, Array]:
-        return w, d, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vg
+    def direct(w: Array) -> tuple[Array, Array, Array, Array, Array]:
+        return w, d, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vg, w
 
-    def cgs2(w: Array) -> tuple[Array, Array, Array, Array]:
-        w_live, resid = _cgs2_rows(live, d, w[:n_live])
-        resid = xp.where(xp.isfinite(resid), resid, xp.zeros_like(resid))
-        w_new = _pad(xp, w_live[:, None], capacity)[:, 0]
-        w_new = xp.where(in_use, w_new, xp.zeros_like(w_new))
-        return w_new, resid, xp.linalg.vector_norm(resid), xp.sum(resid * (resid if g is None else g))
+    def cgs2(w: Array) -> tuple[Array, Array, Array, Array, Array]:
+        # One more read of W: p̃₁ = d − Ww with its projection w₂ = Wᵀp̃₁; the pass that
+        # writes the new column subtracts W·w₂ (shift) from p̃₁, as the direct path's W·w from d.
+        w_live, resid, r, vec_dot, w2 = _cgs2(xp, live, d, w[:n_live], g, reduce=LOCAL, rows=True)
+        w_new = xp.where(in_use, _pad(xp, w_live[:, None], capacity)[:, 0], xp.zeros_like(w))
+        shift = xp.where(in_use, _pad(xp, w2[:, None], capacity)[:, 0], xp.zeros_like(w))
+        return w_new, resid, r, vec_dot, shift
 
-    w, vec, r, vec_dot = cond(one_pass, direct, cgs2, w)
+    w, vec, r, vec_dot, shift = cond(one_pass, direct, cgs2, w)
     eps = xp.finfo(d.dtype).eps
     tiny = xp.finfo(d.dtype).smallest_normal / eps
     in_span = (r <= eps**0.5 * xp.sqrt(vv)) | (r <= tiny)
     return _Split(
         w=w,
         vec=vec,
-        shift=xp.where(one_pass, w, xp.zeros_like(w)),
+        shift=shift,
         r=xp.where(in_span, xp.zeros_like(r), r),
         vec_dot=vec_dot,
         dropped=xp.where(in_span, rho * r * r, xp.zeros_like(r)),
     )
-
-
-def _cgs2_rows(live: Array, d: Array, w: Array) -> tuple[Array, Array]:
-    """``(w, d − W w)`` re-orthogonalised once more (CGS2), with ``W`` given as its rows ``Wᵀ``."""
-    resid = d - w @ live
-    w2 = live @ resid
-    return w + w2, resid - w2 @ live
 
 
 def _fused_query(

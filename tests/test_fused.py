@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lowrank_ggn as lg
-from lowrank_ggn.backends._kernels import can_overwrite, project, rotate
+from lowrank_ggn.backends._kernels import can_overwrite, project, residual, rotate
 from tests._streams import orthonormal, stream
 
 seeds = st.integers(0, 2**32 - 1)
@@ -112,6 +112,44 @@ def test_large_dim_paths_against_dense(xp, kind):
     np.testing.assert_allclose(xp.to_numpy(y), y_ref, atol=xp.tol(200 * (1 + nl[0] / 0.1)) * np.abs(y_ref).max())
 
 
+@pytest.mark.parametrize("form", ["direct", "product"])
+@pytest.mark.parametrize("dim", [60, BIG])
+def test_cgs2_keeps_the_basis_orthonormal(xp, form, dim):
+    """A vector 1000× longer inside ``span U`` than outside it: the new direction is orthogonal to ``U`` to rounding.
+
+    One Gram–Schmidt step would leave ``p`` about ``eps·‖v‖/r = 1000·eps``
+    away from orthogonal; the second (the implicit one of the CGS2 path) must
+    bring it back to the rounding level. The product form stores ``p`` as a
+    column of ``W``, which shows this directly; in the direct form ``p``
+    enters ``U`` with a weight of about ``r/‖v‖``.
+    """
+    rng = np.random.default_rng(dim)
+    rank = 4
+    u = orthonormal(rng, dim, rank)
+    lam = np.array([4.0, 2.0, 1.0, 0.5])
+    inside = u @ rng.standard_normal(rank)
+    outside = rng.standard_normal(dim)
+    outside -= u @ (u.T @ outside)
+    v = inside / np.linalg.norm(inside) + 1e-3 * outside / np.linalg.norm(outside)
+    g = rng.standard_normal(dim)
+    U, L, V, G = (xp.asarray(a) for a in (u, lam, v, g))
+    state = lg.ginger_init(dim, rank, xp=xp.module, dtype=xp.dtype)._replace(basis=U, eigvals=L)
+    # The weight of v makes the new direction's eigenvalue the largest: it is kept.
+    kw = {"decay": 0.5, "damping": 0.1}
+    if form == "direct":
+        new, _ = xp.maybe_jit(lg.ginger_update_precondition)(state, V * 1e4, G, **kw)
+        basis = xp.to_numpy(new.basis)
+    else:
+        pstate = lg.ginger_product_from_state(state)
+        new, _ = xp.maybe_jit(lg.ginger_product_update_precondition)(pstate, V * 1e4, G, **kw)
+        basis = xp.to_numpy(lg.ginger_product_to_state(new).basis)
+        # p is stored as a column of W as it is: [W p] must be orthonormal, not only U = WQ.
+        assert int(xp.to_numpy(new.count)) == rank + 1
+        w = xp.to_numpy(new.columns)[: rank + 1].T
+        assert np.abs(w.T @ w - np.eye(rank + 1)).max() <= xp.tol(50)
+    assert np.abs(basis.T @ basis - np.eye(rank)).max() <= xp.tol(50)
+
+
 def test_donate_writes_in_place(xp):
     """NumPy/PyTorch: ``donate=True`` reuses the basis's memory and gives the same state as the pure call."""
     if xp.name not in ("numpy", "torch"):
@@ -171,7 +209,7 @@ def test_rejected_update_is_bit_exact(xp, bad, dim):
 @settings(max_examples=6)
 @given(seed=seeds, rank=st.integers(1, 6), k=st.integers(1, 3), big=st.booleans())
 def test_kernels_against_dense(xp, seed, rank, k, big):
-    """``project`` and ``rotate`` (generic and blocked) against float64 matrix products."""
+    """``project``, ``residual`` and ``rotate`` (generic and blocked) against float64 matrix products."""
     rng = np.random.default_rng(seed)
     dim = 70_000 // rank + 11 if big else 50
     u = rng.standard_normal((dim, rank))
@@ -188,6 +226,17 @@ def test_kernels_against_dense(xp, seed, rank, k, big):
     np.testing.assert_allclose(xp.to_numpy(dots), vecs @ vecs[0], atol=xp.tol(10) * scale)
     coef_rows, _ = project(xp.ns, xp.ns.asarray(U.T, copy=True), V, rows=True)
     np.testing.assert_allclose(xp.to_numpy(coef_rows), u.T @ vecs.T, atol=xp.tol(10) * scale)
+    # p̃ = v − U·a, Uᵀp̃ and [p̃ᵀp̃, p̃ᵀw], in both layouts of U, with and without w.
+    p_ref = vecs[0] - u @ a
+    for rows in (False, True):
+        basis = xp.ns.asarray(U.T, copy=True) if rows else U
+        for w in (None, V[-1]):
+            p, back, pdots = residual(xp.ns, basis, V[0], A, w, rows=rows)
+            pscale = scale * (1 + np.abs(a).max())
+            np.testing.assert_allclose(xp.to_numpy(p), p_ref, atol=xp.tol(10) * rank * np.abs(p_ref).max())
+            np.testing.assert_allclose(xp.to_numpy(back), u.T @ p_ref, atol=xp.tol(10) * pscale)
+            other = p_ref if w is None else vecs[-1]
+            np.testing.assert_allclose(xp.to_numpy(pdots), [p_ref @ p_ref, p_ref @ other], atol=xp.tol(10) * pscale)
     new, y = rotate(xp.ns, U, R, V[0], B, query=(A, 0.5, V[-1], 2.0))
     np.testing.assert_allclose(xp.to_numpy(new), u @ rot + np.outer(vecs[0], b), atol=xp.tol(20) * rank * 10)
     np.testing.assert_allclose(xp.to_numpy(y), u @ a + 0.5 * vecs[0] + 2.0 * vecs[-1], atol=xp.tol(20) * rank * 10)

@@ -1,9 +1,12 @@
 r"""Fused passes over a tall, skinny basis: the memory-bound loops of the Ginger update and query.
 
-Two primitives, each reading the ``dim × n`` basis ``U`` once:
+Three primitives, each reading the ``dim × n`` basis ``U`` once:
 
 * :func:`project` — the reductions ``Uᵀ[v₁ … v_k]`` together with the
   products ``v₁ᵀv_j`` (``‖v₁‖²`` first);
+* :func:`residual` — the Gram–Schmidt residual ``p̃ = v − U·c`` together
+  with its own projection ``Uᵀp̃`` and ``[p̃ᵀp̃, p̃ᵀw]``: both passes of
+  classical Gram–Schmidt twice (CGS2) in one read, the second one implicit;
 * :func:`rotate` — ``U·R + v ⊗ b`` (a rotation of the basis plus a rank-one
   term) and, optionally, a query column ``U·a + β v + η g``.
 
@@ -37,7 +40,17 @@ from collections.abc import Iterator, Sequence
 from lowrank_ggn._typing import Array, ArrayNamespace
 from lowrank_ggn.backends._compat import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
-__all__ = ["apply", "can_overwrite", "compress_rows", "fill_rows", "jax_blocking", "project", "rotate", "write_row"]
+__all__ = [
+    "apply",
+    "can_overwrite",
+    "compress_rows",
+    "fill_rows",
+    "jax_blocking",
+    "project",
+    "residual",
+    "rotate",
+    "write_row",
+]
 
 # Bytes of one block of U: large enough that the per-block call overhead is a
 # few per cent of the block's memory traffic, small enough to stay in cache.
@@ -155,6 +168,37 @@ def _project_jax(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, 
     from jax import lax
 
     return lax.dot_general(xp.stack(list(vectors), axis=1), basis, (((0,), (0,)), ((), ()))).T
+
+
+def residual(
+    xp: ArrayNamespace, basis: Array, v: Array, coef: Array, w: Array | None = None, *, rows: bool = False
+) -> tuple[Array, Array, Array]:
+    r"""Return ``p̃ = v − U·coef``, ``Uᵀp̃`` (shape ``(n,)``) and ``[p̃ᵀp̃, p̃ᵀw]`` (shape ``(2,)``).
+
+    One read of ``U`` and one write of ``p̃``: on the blocked paths each block
+    of ``p̃`` is projected back onto ``U`` while it is in cache. This is
+    classical Gram–Schmidt twice with the second subtraction left implicit:
+    ``p̃ − U(Uᵀp̃)`` is what the caller's rotation pass forms, and its squared
+    norm is ``p̃ᵀp̃ − ‖Uᵀp̃‖²`` without cancellation, because ``p̃`` is already
+    orthogonal to ``U`` up to rounding. Without ``w`` the second product is
+    ``p̃ᵀp̃`` again. The sums are over this array's rows (partial sums of a
+    row-split basis). ``rows=True``: ``basis`` is given as ``Uᵀ``.
+    """
+    columns = basis.T if rows else basis
+    kind = _blocked(xp, columns)
+    if kind == "numpy":
+        return _residual_numpy(columns, v, coef, w)
+    if kind == "torch":
+        return _residual_torch(columns, v, coef, w)
+    if rows:
+        resid = v - coef @ basis
+        back = basis @ resid
+    else:
+        # ``p̃ @ U`` rather than ``Uᵀ @ p̃``: the same product, in the layout XLA takes without a copy.
+        resid = v - basis @ coef
+        back = resid @ basis
+    rr = xp.sum(resid * resid)
+    return resid, back, xp.stack([rr, rr if w is None else xp.sum(resid * w)])
 
 
 def rotate(
@@ -326,6 +370,31 @@ def _project_numpy(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array
     return coef.astype(basis.dtype), dots.astype(basis.dtype)
 
 
+def _residual_numpy(basis: Array, v: Array, coef: Array, w: Array | None) -> tuple[Array, Array, Array]:
+    import numpy as np
+
+    dim, n = basis.shape
+    dtype = basis.dtype
+    coef = np.asarray(coef, dtype=dtype)
+    resid = np.empty(dim, dtype=dtype)
+    # As in _project_numpy: the partial sums of the blocks are accumulated in float64.
+    back = np.zeros(n)
+    dots = np.zeros(2)
+    step = _block_rows(basis)
+    for start in range(0, dim, step):
+        block = basis[start : start + step].T  # (n, width)
+        piece = resid[start : start + step]
+        np.matmul(coef, block, out=piece)
+        np.subtract(v[start : start + step], piece, out=piece)
+        back += block @ piece
+        dots[0] += np.dot(piece, piece)
+        if w is not None:
+            dots[1] += np.dot(piece, w[start : start + step])
+    if w is None:
+        dots[1] = dots[0]
+    return resid, back.astype(dtype), dots.astype(dtype)
+
+
 def _rotate_numpy(
     basis: Array,
     rot: Array,
@@ -395,6 +464,28 @@ def _project_torch(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array
             coef[:, j] += torch.mv(block, piece)
             dots[j] += torch.dot(first, piece)
     return coef.to(basis.dtype), dots.to(basis.dtype)
+
+
+def _residual_torch(basis: Array, v: Array, coef: Array, w: Array | None) -> tuple[Array, Array, Array]:
+    import torch
+
+    dim, n = basis.shape
+    resid = torch.empty(dim, dtype=basis.dtype, device=basis.device)
+    back = torch.zeros(n, dtype=torch.float64, device=basis.device)
+    dots = torch.zeros(2, dtype=torch.float64, device=basis.device)
+    step = _block_rows(basis)
+    for start in range(0, dim, step):
+        block = basis[start : start + step]  # (width, n)
+        piece = resid[start : start + step]
+        torch.mv(block, coef, out=piece)
+        torch.sub(v[start : start + step], piece, out=piece)
+        back += torch.mv(block.T, piece)
+        dots[0] += torch.dot(piece, piece)
+        if w is not None:
+            dots[1] += torch.dot(piece, w[start : start + step])
+    if w is None:
+        dots[1] = dots[0]
+    return resid, back.to(basis.dtype), dots.to(basis.dtype)
 
 
 def _rotate_torch(
