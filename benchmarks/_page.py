@@ -37,7 +37,11 @@ this page come from `benchmarks/bench.py`; the page itself from
   group, interleaved round by round with the copy and the Adam step; the
   minimum over the rounds is kept for every quantity. Every call gets a new
   curvature direction (the base vector rolled by a random shift), so the
-  measured path is the one-pass path of a vector far from span U.
+  measured path is the one-pass path of a vector far from span U — except in
+  the two "d near span U" columns, whose directions put nine tenths of their
+  squared norm inside the span of the current basis (`d = f + 3·√d·U a`, `f`
+  fresh, `a` a random unit vector), which takes the re-orthogonalising (CGS2)
+  path.
 
 The variants:
 
@@ -50,6 +54,8 @@ The variants:
 | fused, donated | the same with `donate=True` (NumPy, PyTorch) or under `jax.jit(..., donate_argnums=0)` |
 | product | `ginger_product_update_precondition` (U = WQ, default capacity 2τ), averaged over a compression cycle |
 | product, donated | the same, donating the state |
+| fused, donated, d near span U | fused, donated, with directions nearly in span U (the CGS2 path) |
+| product, donated, d near span U | product, donated, with directions nearly in span W |
 | QNG update+query | `qng_update` then `qng_precondition` |
 | U·R alone (GEMM) | `U @ R` (R τ×τ) into a buffer allocated beforehand (memory floor: 2 passes) |
 | flops of U·R at peak (modelled) | not timed: 2dτ² flops at the rate of a 1024×1024 product measured in the same run |

@@ -17,6 +17,11 @@ machine):
 * ``adam``: the backend's own Adam step on d parameters;
 * Ginger's update, query, update then query, the fused update-and-query (pure
   and with buffer donation), the product form, and QNG's update and query;
+* ``*.near.donated``: the donated fused step and product form fed directions
+  nine tenths of whose squared norm lies in the span of the current basis
+  (``d = f + 3·√d·U a`` with a fresh ``f`` and a unit ``a``): the
+  re-orthogonalising (CGS2) path that steps take when ``d`` is nearly in
+  ``span U``, which the fresh (nearly orthogonal) directions never reach;
 * ``rotate.gemm``: the backend's own matrix product ``U·R`` (R of size τ×τ)
   alone, into a buffer allocated beforehand — what rotating U costs with the
   backend's GEMM. Its memory floor is two passes; more means the product is
@@ -106,6 +111,7 @@ class Op:
     memory: Callable[[Any, Any, Any], int | None] | None = None
     state_rel: float = 1.0  # bytes of the op's state relative to bytes(U), for the memory budget
     donated: bool = False
+    direction: Callable[[Any], Any] | None = None  # carry -> d (untimed); None: a fresh direction
     carry: Any = None
     samples: list[float] = field(default_factory=list)
     calls: int = 0
@@ -170,6 +176,24 @@ class Case:
         """A new direction: the base vector rolled by a random shift (untimed)."""
         return self.ad.sync(self.ad.roll(self.base, int(self.shift_rng.integers(1, self.dim))))
 
+    def near_d(self, carry: Any) -> Any:
+        """A fresh direction plus ``3·√d`` times a unit combination of the state's basis (untimed).
+
+        Nine tenths of its squared norm lie in ``span U``: the CGS2 path.
+        """
+        ad, xp = self.ad, self.ad.module
+        if hasattr(carry, "basis"):
+            basis, n = carry.basis, carry.basis.shape[1]
+            live = n
+        else:  # product form: the live rows of the buffer Wᵀ
+            basis, n = carry.columns.T, carry.columns.shape[0]
+            live = int(carry.count)
+        a = np.zeros(n)
+        a[:live] = np.random.default_rng(int(self.shift_rng.integers(2**31))).standard_normal(live)
+        a *= 3 * math.sqrt(self.dim) / np.linalg.norm(a)
+        inside = xp.matmul(basis, ad.asarray(a))
+        return ad.sync(self.fresh_d() + inside)
+
     def ginger_state(self) -> Any:
         """A direct-form state with an orthonormal basis and σ ∈ [0.5, 2] (no warm-up needed)."""
         lg, ad = self.lg, self.ad
@@ -212,6 +236,17 @@ class Case:
             fused_d = self._donating(lambda s, d, g, **kw: lg.ginger_update_precondition(s, d, g, **kw_u, **kw_q, **kw))
             donated = self._op("ginger.fused.donated", self.ginger_state, fused_d, state_rel=1, carry=True, fused=True)
             ops.append(donated)
+            ops.append(
+                self._op(
+                    "ginger.fused.near.donated",
+                    self.ginger_state,
+                    fused_d,
+                    state_rel=1,
+                    carry=True,
+                    fused=True,
+                    direction=self.near_d,
+                )
+            )
             ops.append(self._gemm_op(fused_d))
         if hasattr(lg, "ginger_product_init"):
             kw = {**kw_u, **kw_q}
@@ -223,6 +258,18 @@ class Case:
             ops.append(self._op("product.fused", self.product_state, fused, rel, carry=True, fused=True, cycle=cycle))
             ops.append(
                 self._op("product.fused.donated", self.product_state, fused_d, rel, carry=True, fused=True, cycle=cycle)
+            )
+            ops.append(
+                self._op(
+                    "product.fused.near.donated",
+                    self.product_state,
+                    fused_d,
+                    rel,
+                    carry=True,
+                    fused=True,
+                    cycle=cycle,
+                    direction=self.near_d,
+                )
             )
         qupd = ad.jit(lambda q, d: lg.qng_update(q, d, **kw_u))
         qqry = ad.jit(lg.qng_precondition)
@@ -287,6 +334,7 @@ class Case:
         fused: bool = False,
         query: bool = False,
         cycle: int = 1,
+        direction: Callable[[Any], Any] | None = None,
     ) -> Op:
         """Wrap ``fn`` as an Op; ``carry``: feed the new state back (donated or product form)."""
         ad, g = self.ad, self.g
@@ -308,7 +356,16 @@ class Case:
                 return ad.memory_of(fn, *args)
             return ad.peak(lambda: call(s, d))
 
-        return Op(name, setup, step, cycle=cycle, memory=memory, state_rel=state_rel, donated=name.endswith("donated"))
+        return Op(
+            name,
+            setup,
+            step,
+            cycle=cycle,
+            memory=memory,
+            state_rel=state_rel,
+            donated=name.endswith("donated"),
+            direction=direction,
+        )
 
 
 def _time_op(ad: Any, op: Op, case: Case, reps: int) -> float:
@@ -316,7 +373,7 @@ def _time_op(ad: Any, op: Op, case: Case, reps: int) -> float:
     total = 0.0
     n = reps * op.cycle
     for _ in range(n):
-        d = case.fresh_d()
+        d = case.fresh_d() if op.direction is None else op.direction(op.carry)
         with ad.timer() as t:
             op.carry = op.step(op.carry, d, case.g)
         total += t.seconds
@@ -372,8 +429,9 @@ def measure_op(ad: Any, case: Case, op: Op, args: argparse.Namespace, label: str
         # Two warm-up calls (JAX may compile again for the state its first call
         # returns); the second one calibrates the number of calls per sample.
         o.carry = o.step(o.carry, case.fresh_d(), case.g)
+        d = case.fresh_d() if o.direction is None else o.direction(o.carry)
         t0 = time.perf_counter()
-        o.carry = o.step(o.carry, case.fresh_d(), case.g)
+        o.carry = o.step(o.carry, d, case.g)
         per_call = max(time.perf_counter() - t0, 1e-7)
         reps[o.name] = max(1, min(64, math.ceil(args.min_sample / (per_call * o.cycle))))
     note = ""

@@ -26,7 +26,7 @@ CASE_TIMEOUT=${CASE_TIMEOUT:-60}
 DIMS=${DIMS:-1e6,1e7,1e8}
 RANKS=${RANKS:-4,16,64}
 ROUNDS=${ROUNDS:-5}
-OPS=${OPS:-ginger.update,ginger.query,ginger.update+query,ginger.fused,ginger.fused.donated,product.fused.donated,qng.update+query,rotate.gemm,rotate.flop-floor}
+OPS=${OPS:-ginger.update,ginger.query,ginger.update+query,ginger.fused,ginger.fused.donated,product.fused.donated,ginger.fused.near.donated,product.fused.near.donated,qng.update+query,rotate.gemm,rotate.flop-floor}
 CHECK_BACKENDS=${CHECK_BACKENDS:-cupy,jax-gpu,torch-cuda}
 # backend:device pairs for bench.py
 BENCH=${BENCH:-"cupy: jax:gpu torch:cuda"}

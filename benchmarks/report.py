@@ -31,6 +31,8 @@ OPS = {
     "ginger.fused.donated": "fused, donated",
     "product.fused": "product",
     "product.fused.donated": "product, donated",
+    "ginger.fused.near.donated": "fused, donated, d near span U",
+    "product.fused.near.donated": "product, donated, d near span U",
     "qng.update+query": "QNG update+query",
     "rotate.gemm": "U·R alone (GEMM)",
     "rotate.flop-floor": "flops of U·R at peak (modelled)",
@@ -38,13 +40,19 @@ OPS = {
 BEST_AFTER = ("ginger.fused.donated", "product.fused.donated")
 
 
-def _read(paths: list[Path]) -> list[dict[str, Any]]:
+def _read(paths: list[Path], *, first_wins: bool = False) -> list[dict[str, Any]]:
+    """Rows of all files; a (label, backend, dtype, d, τ, op) measured twice keeps the later file's row.
+
+    ``first_wins``: the earlier file's row instead (a later run that repeated some
+    operations only as same-run references then adds just its new ones).
+    """
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for path in paths:
         with path.open() as f:
             for row in csv.DictReader(f):
                 key = (row["label"], row["backend"], row["dtype"], row["dim"], row["rank"], row["op"])
-                rows[key] = row
+                if not (first_wins and key in rows):
+                    rows[key] = row
     return list(rows.values())
 
 
@@ -254,8 +262,11 @@ def main() -> int:
     p.add_argument("--before", default="before")
     p.add_argument("--after", default="after")
     p.add_argument("--page", type=Path, default=None, help="write the documentation page here")
+    p.add_argument(
+        "--first-wins", action="store_true", help="a case measured in several files keeps its first file's row"
+    )
     args = p.parse_args()
-    rows = _read(args.results)
+    rows = _read(args.results, first_wins=args.first_wins)
     args.out.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0].keys())
     with (args.out / "results.csv").open("w", newline="") as f:
