@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import lowrank_ggn as lg  # noqa: E402
-from lowrank_ggn.backends._kernels import compress_rows, project, rotate  # noqa: E402
+from lowrank_ggn._core.kernels import compress_rows, project, rotate  # noqa: E402
 
 
 def _best(fn: Callable[[], object], rounds: int) -> float:

@@ -139,6 +139,7 @@ mathjax3_config = {
 
 api_package = "lowrank_ggn"
 api_group_order = [
+    "lowrank_ggn._approximation",
     "lowrank_ggn._ginger",
     "lowrank_ggn._product",
     "lowrank_ggn._qng",
@@ -148,6 +149,7 @@ api_group_order = [
     "lowrank_ggn._reference",
     "lowrank_ggn.checkpoint",
     "lowrank_ggn.backends._compat",
+    "lowrank_ggn.backends._select",
     "lowrank_ggn.backends",
     "lowrank_ggn.studies._streams",
     "lowrank_ggn.studies._methods",
@@ -156,6 +158,8 @@ api_group_order = [
     "lowrank_ggn.studies._report",
 ]
 api_group_titles = {
+    "lowrank_ggn._approximation": "The approximation protocol",
+    "lowrank_ggn.backends._select": "The backend table",
     "lowrank_ggn._ginger": "Ginger",
     "lowrank_ggn._qng": "QNG",
     "lowrank_ggn._operator": "The damped operator",
@@ -166,7 +170,6 @@ api_group_titles = {
     "lowrank_ggn.backends._compat": "Namespaces, arrays and devices",
     "lowrank_ggn.backends": "Dtypes, devices and tracing",
     "lowrank_ggn._product": "Ginger in product form",
-    "lowrank_ggn.backends._kernels": "Fused kernels over the basis",
     "lowrank_ggn.studies._streams": "Curvature streams",
     "lowrank_ggn.studies._methods": "Methods and the exact EMA",
     "lowrank_ggn.studies._metrics": "Metrics",

@@ -14,6 +14,7 @@ PyTorch, CuPy, array-api-strict) and runs under ``jax.jit``.
 >>> step = lg.ginger_precondition(state, d, damping=1e-3)
 """
 
+from lowrank_ggn._approximation import QNG, FactorProduct, Ginger, GingerProduct, ginger, ginger_product, qng
 from lowrank_ggn._eigen_update import RankOneUpdate, lowrank_eigh_update, reorthonormalize
 from lowrank_ggn._ginger import (
     GingerState,
@@ -24,7 +25,14 @@ from lowrank_ggn._ginger import (
     ginger_update,
     ginger_update_precondition,
 )
-from lowrank_ggn._operator import damped_dense, damped_matvec, damped_solve, kappa_from_sigma, sigma_from_kappa
+from lowrank_ggn._operator import (
+    DampedLowRank,
+    damped_dense,
+    damped_matvec,
+    damped_solve,
+    kappa_from_sigma,
+    sigma_from_kappa,
+)
 from lowrank_ggn._product import (
     GingerProductState,
     ginger_product_compress,
@@ -47,12 +55,16 @@ from lowrank_ggn._qng import (
 )
 from lowrank_ggn._reference import best_rank_k, damped_inverse_dense, ema_dense, ema_update_dense
 from lowrank_ggn._sherman_morrison import ShermanMorrisonStep, sherman_morrison_step
+from lowrank_ggn._version import __version__
 from lowrank_ggn.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_manifest, save_checkpoint
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "QNG",
     "CheckpointError",
+    "DampedLowRank",
+    "FactorProduct",
+    "Ginger",
+    "GingerProduct",
     "GingerProductState",
     "GingerState",
     "QNGState",
@@ -66,9 +78,11 @@ __all__ = [
     "damped_solve",
     "ema_dense",
     "ema_update_dense",
+    "ginger",
     "ginger_dense",
     "ginger_init",
     "ginger_precondition",
+    "ginger_product",
     "ginger_product_compress",
     "ginger_product_dense",
     "ginger_product_from_state",
@@ -83,6 +97,7 @@ __all__ = [
     "kappa_from_sigma",
     "load_checkpoint",
     "lowrank_eigh_update",
+    "qng",
     "qng_dense",
     "qng_factor_matvec",
     "qng_factor_solve",

@@ -22,17 +22,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_ggn._reduction import LOCAL, Reduction
-from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import cast_like, check_like, check_scalar, concrete_float
-from lowrank_ggn.backends import array_namespace, cond, device_of, is_array, widest_float_dtype
-from lowrank_ggn.backends._kernels import project, residual, rotate
+from lowrank_ggn._core.aliases import Array
+from lowrank_ggn._core.brand import rank_one_update, reorthonormalize_qr
+from lowrank_ggn._core.checks import cast_like, check_like, check_scalar, concrete_float
+from lowrank_ggn.backends import array_namespace, is_array
 
 __all__ = ["RankOneUpdate", "lowrank_eigh_update", "reorthonormalize"]
-
-# Daniel–Gragg–Kaufman–Stewart criterion: a second Gram–Schmidt pass is needed
-# only when the projection removed more than 1 − 1/√2 of the norm.
-_DGKS = 0.7071067811865476
 
 
 class RankOneUpdate(NamedTuple):
@@ -53,31 +48,6 @@ class RankOneUpdate(NamedTuple):
 
     It is the spectral-norm error of the truncation (Eckart–Young), plus
     ``ρr²`` when a rounding-level residual was dropped."""
-
-
-def _cgs2(
-    xp: ArrayNamespace, basis: Array, v: Array, c: Array, w: Array | None, *, reduce: Reduction, rows: bool = False
-) -> tuple[Array, Array, Array, Array, Array]:
-    r"""Classical Gram–Schmidt twice (CGS2) against ``U`` in one read of it, given ``c = Uᵀv``.
-
-    The first subtraction is explicit, ``p̃₁ = v − Uc``; its projection
-    ``c₂ = Uᵀp̃₁`` comes from the same pass (:func:`residual`), and the second
-    subtraction is left to the pass that rotates ``U``, which forms
-    ``p̃ = p̃₁ − Uc₂`` anyway (``shift = c₂``). Because ``p̃₁`` is orthogonal to
-    ``U`` up to rounding, ``‖p̃‖² = ‖p̃₁‖² − ‖c₂‖²`` has no cancellation
-    ("twice is enough"). Returns ``(c + c₂, p̃₁, ‖p̃‖, p̃₁ᵀw, c₂)`` (``p̃₁ᵀp̃₁``
-    without ``w``); ``reduce`` completes ``c₂`` and the two products in one
-    all-reduce. A non-finite ``p̃₁`` (an overflow) is replaced by zeros and its
-    norm by NaN, which rejects the update without touching ``U``.
-    ``rows=True``: ``basis`` is given as ``Uᵀ``.
-    """
-    resid, c2, dots = residual(xp, basis, v, c, w, rows=rows)
-    c2, dots = reduce.sum_together(xp, c2, dots)
-    fin = xp.isfinite(dots[0])  # NaN and ±inf in p̃₁ reach its sum of squares
-    resid = cond(fin, lambda p: p, xp.zeros_like, resid)
-    r2 = dots[0] - xp.sum(c2 * c2)
-    r = xp.where(fin, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), xp.full_like(r2, xp.nan))
-    return c + c2, resid, r, xp.where(fin, dots[1], xp.zeros_like(dots[1])), c2
 
 
 def lowrank_eigh_update(
@@ -155,201 +125,7 @@ def lowrank_eigh_update(
             msg = f"{name} must be non-negative, got {concrete!r}"
             raise ValueError(msg)
     xp = array_namespace(basis, eigvals, v)
-    return _update(xp, basis, eigvals, cast_like(xp, v, basis), weight=weight, scale=scale)
-
-
-class _Plan(NamedTuple):
-    r"""One rank-one update, planned on small arrays before ``U`` is touched a second time.
-
-    The new basis is ``U' = U·rot + vec ⊗ vrot`` (see :func:`_rotate`).
-    """
-
-    rot: Array
-    """(rank, rank): coefficients of the old basis."""
-    vec: Array
-    """(dim,): the vector added to the basis: ``v`` itself on the one-pass path,
-    the first Gram–Schmidt residual ``p̃₁ = v − Uc`` on the CGS2 path."""
-    vrot: Array
-    """(rank,): coefficients of ``vec``."""
-    eigvals: Array
-    """(rank,): the new eigenvalues, sorted descending, ≥ 0; NaN if the core overflowed."""
-    discarded: Array
-    """0-d: the largest eigenvalue dropped by the truncation (plus ``ρr²`` for a dropped residual)."""
-    vec_dot: Array | None
-    """0-d: ``vecᵀw`` for the vector ``w`` of ``dot_with`` (None without it)."""
-
-
-def _plan(
-    xp: ArrayNamespace,
-    basis: Array,
-    eigvals: Array,
-    v: Array,
-    *,
-    c: Array,
-    vv: Array,
-    rho: Array,
-    s: Array,
-    dot_with: tuple[Array, Array] | None = None,
-    reduce: Reduction = LOCAL,
-) -> _Plan:
-    r"""Plan Brand's update from the reductions ``c = Uᵀv`` and ``vv = vᵀv`` (one read of ``U``).
-
-    When ``v`` is far from ``span U`` — ``r² = ‖v‖² − ‖c‖² ≥ ‖v‖²/2``, the DGKS
-    criterion for not re-orthogonalising — the residual is never formed: the
-    new basis is ``U (V₁ − c bᵀ) + v bᵀ`` with ``b = V₂/r``, which is
-    ``[U p] V`` with ``p = (v − Uc)/r``, evaluated in the single pass that
-    rotates ``U``. Otherwise (cancellation) the residual ``p̃₁ = v − Uc`` is
-    formed and projected once more in one further read of ``U`` (CGS2, see
-    :func:`_cgs2`); the rotation pass then subtracts the second projection
-    the same way (``shift``).
-
-    ``dot_with = (w, vᵀw)`` also returns ``vecᵀw`` (for the fused query).
-    ``c`` and ``vv`` must already be complete sums over all rows; ``reduce``
-    completes those of the CGS2 path (``Uᵀp̃₁``, ``p̃₁ᵀp̃₁`` and ``p̃₁ᵀw``, in
-    one all-reduce).
-    """
-    dtype = basis.dtype
-    rank = basis.shape[1]
-    cc = xp.sum(c * c)
-    # r² = ‖v‖² − ‖c‖²; the one-pass test r ≥ ‖v‖/√2 is ‖c‖² ≤ ‖v‖²/2 (false for NaN).
-    one_pass = cc <= (1 - _DGKS * _DGKS) * vv
-    finite = xp.isfinite(vv)
-    r2 = xp.where(finite, vv, xp.zeros_like(vv)) - xp.where(finite, cc, xp.zeros_like(cc))
-
-    w, vw = dot_with if dot_with is not None else (v, vv)
-
-    def direct(c: Array) -> tuple[Array, Array, Array, Array, Array]:
-        return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw, c
-
-    def cgs2(c: Array) -> tuple[Array, Array, Array, Array, Array]:
-        return _cgs2(xp, basis, v, c, None if dot_with is None else w, reduce=reduce)
-
-    c, vec, r, vec_dot, shift = cond(one_pass, direct, cgs2, c)
-    norm_v = xp.sqrt(vv)
-    # v counts as lying in span U when its residual is at the rounding level:
-    # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
-    # rounding level of the update itself), or r is in the subnormal range.
-    # A residual that small is mostly rounding error and the non-orthogonality
-    # of U, divided by r; admitting it as a new direction would feed that error
-    # back into the basis, step after step.
-    eps = xp.finfo(dtype).eps
-    tiny = xp.finfo(dtype).smallest_normal / eps
-    in_span = (r <= eps**0.5 * norm_v) | (r <= tiny)
-    dropped = xp.where(in_span, rho * r * r, xp.zeros_like(r))
-    r = xp.where(in_span, xp.zeros_like(r), r)
-
-    block = _diag(xp, s * eigvals) + rho * (c[:, None] * c[None, :])
-    side = rho * r * c
-    corner = rho * r * r
-    # Sentinel: a strictly smallest eigenvalue for the (zero) extra direction when r = 0.
-    sentinel = -(xp.sum(xp.abs(s * eigvals)) + rho * xp.sum(c * c) + 1)
-    corner = xp.where(in_span, sentinel, corner)
-    core = xp.concat(
-        [
-            xp.concat([block, side[:, None]], axis=1),
-            xp.concat([side[None, :], xp.reshape(corner, (1, 1))], axis=1),
-        ],
-        axis=0,
-    )
-    # An overflowing core (huge v) must not reach eigh, which may raise on inf/NaN:
-    # decompose zeros instead and report NaN eigenvalues for the caller to reject.
-    core_ok = xp.all(xp.isfinite(core))
-    core = xp.where(core_ok, core, xp.zeros_like(core))
-    mu, vecs = _eigh_small(xp, core)
-    order = xp.argsort(mu, descending=True)
-    mu = xp.take(mu, order, axis=0)
-    vecs = xp.take(vecs, order, axis=1)
-    top = vecs[:, :rank]
-    # b = V₂/r; zero when v is in span U (then vec ⊗ b vanishes and p is never needed).
-    vrot = xp.where(in_span, xp.zeros_like(top[rank, :]), top[rank, :] / xp.where(in_span, xp.ones_like(r), r))
-    rot = top[:rank, :] - shift[:, None] * vrot[None, :]
-    mu = xp.where(core_ok, xp.where(mu > 0, mu, xp.zeros_like(mu)), xp.full_like(mu, xp.nan))
-    return _Plan(rot, vec, vrot, mu[:rank], mu[rank] + dropped, vec_dot if dot_with is not None else None)
-
-
-def _reject(xp: ArrayNamespace, plan: _Plan, ok: Array) -> tuple[Array, Array]:
-    """``(rot, vrot)``, or the identity rotation when ``ok`` is false.
-
-    ``U·I + vec ⊗ 0`` is exactly ``U`` (``vec`` is finite), so a rejected
-    update leaves the basis bit-for-bit unchanged without an extra pass over it.
-    """
-    rank = plan.rot.shape[0]
-    eye = xp.eye(rank, dtype=plan.rot.dtype, device=device_of(plan.rot))
-    return xp.where(ok, plan.rot, eye), xp.where(ok, plan.vrot, xp.zeros_like(plan.vrot))
-
-
-def _update(
-    xp: ArrayNamespace,
-    basis: Array,
-    eigvals: Array,
-    v: Array,
-    *,
-    weight: Any,
-    scale: Any,
-    reduce: Reduction = LOCAL,
-) -> RankOneUpdate:
-    """Unchecked core of :func:`lowrank_eigh_update` (``reduce`` completes the sums over rows)."""
-    dtype, dev = basis.dtype, device_of(basis)
-    rho = xp.asarray(weight, dtype=dtype, device=dev)
-    s = xp.asarray(scale, dtype=dtype, device=dev)
-    v, rho = _unit_max(xp, v, rho, reduce)
-    c, dots = reduce.sum_together(xp, *project(xp, basis, (v,)))
-    plan = _plan(xp, basis, eigvals, v, c=c[:, 0], vv=dots[0], rho=rho, s=s, reduce=reduce)
-    new_basis, _ = rotate(xp, basis, plan.rot, plan.vec, plan.vrot)
-    return RankOneUpdate(new_basis, plan.eigvals, plan.discarded)
-
-
-def _unit_max(
-    xp: ArrayNamespace, v: Array, rho: Array, reduce: Reduction = LOCAL, *, v_max: Array | None = None
-) -> tuple[Array, Array]:
-    """Return ``v / max|v|`` and ``ρ·max|v|²``: the same term ``ρ v vᵀ``.
-
-    The norms of the update are sums of squares, which lose digits (or vanish
-    where subnormals are flushed to zero, as on JAX's CPU backend) for ``‖v‖``
-    below √(smallest normal); a wrong ``‖p̃‖`` would make the new basis
-    non-orthonormal. ``max|v|`` (complete over all rows) may be passed in when
-    it is already known; otherwise it costs two reads of ``v`` and one
-    all-reduce of a scalar. The division is one more O(dim) pass.
-    """
-    if v_max is None:
-        v_max = reduce.max(finite_max_abs(xp, v)[1])
-    v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
-    return v / v_scale, rho * v_scale * v_scale
-
-
-def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
-    """Return ``(all(isfinite(v)), max|v|)`` for this shard's rows, from ``max v`` and ``min v`` alone.
-
-    ``max|v| = max(max v, −min v)`` needs no temporary of the size of ``v``.
-    Both extremes are finite exactly when every entry is (a NaN propagates
-    through ``max`` and ``min``, an infinity is an extreme), so the finiteness
-    check needs no boolean array of the size of ``v``.
-    """
-    hi, lo = xp.max(v), xp.min(v)
-    return xp.isfinite(hi) & xp.isfinite(lo), xp.maximum(hi, -lo)
-
-
-def _eigh_small(xp: ArrayNamespace, m: Array) -> tuple[Array, Array]:
-    """Eigendecomposition of a small symmetric matrix, computed in float64 when the backend has it.
-
-    In float32, LAPACK's eigenvectors are orthonormal to about 1e-6 (NumPy
-    hides this by computing its float32 linear algebra in float64); U is
-    multiplied by them at every update and the errors add up coherently, so
-    ``UᵀU − I`` drifted by about 1e-7 per update on JAX and PyTorch. In
-    float64 (O(rank³), negligible next to the O(dim · rank²) update) the drift
-    is about 10× smaller. Results are returned in ``m``'s dtype.
-    """
-    wide = widest_float_dtype(xp, m)
-    if wide == m.dtype:
-        return xp.linalg.eigh(m)
-    w, v = xp.linalg.eigh(xp.astype(m, wide))
-    return xp.astype(w, m.dtype), xp.astype(v, m.dtype)
-
-
-def _diag(xp: ArrayNamespace, x: Array) -> Array:
-    """Diagonal matrix from a vector (the standard has no ``diag``)."""
-    n = x.shape[0]
-    return xp.eye(n, dtype=x.dtype, device=device_of(x)) * x[None, :]
+    return RankOneUpdate(*rank_one_update(xp, basis, eigvals, cast_like(xp, v, basis), weight=weight, scale=scale))
 
 
 def reorthonormalize(basis: Array, eigvals: Array) -> tuple[Array, Array]:
@@ -377,43 +153,4 @@ def reorthonormalize(basis: Array, eigvals: Array) -> tuple[Array, Array]:
         raise ValueError(msg) if is_array(basis) else TypeError(msg)
     check_like(eigvals, "eigvals", basis, shapes=((basis.shape[1],),))
     xp = array_namespace(basis, eigvals)
-    return _reorthonormalize(xp, basis, eigvals)
-
-
-def _reorthonormalize(xp: ArrayNamespace, basis: Array, eigvals: Array) -> tuple[Array, Array]:
-    q, r = xp.linalg.qr(basis)
-    core = (r * eigvals[None, :]) @ r.T
-    core = (core + core.T) / 2
-    mu, w = _eigh_small(xp, core)
-    order = xp.argsort(mu, descending=True)
-    mu = xp.take(mu, order, axis=0)
-    w = xp.take(w, order, axis=1)
-    return q @ w, xp.where(mu > 0, mu, xp.zeros_like(mu))
-
-
-def _reorthonormalize_gram(xp: ArrayNamespace, basis: Array, eigvals: Array, reduce: Reduction) -> tuple[Array, Array]:
-    r""":func:`reorthonormalize` from the Gram matrix ``UᵀU``: one reduction of τ×τ numbers.
-
-    With ``G = UᵀU = Z diag(g) Zᵀ``, ``Q = U G^{-1/2}`` has orthonormal columns
-    and ``U Λ Uᵀ = Q (G^{1/2} Λ G^{1/2}) Qᵀ``; the eigendecomposition
-    ``G^{1/2} Λ G^{1/2} = W diag(μ) Wᵀ`` gives ``U' = U (G^{-1/2} W)`` and
-    ``λ' = μ``. Unlike a QR factorisation, this needs ``U`` only through ``UᵀU``
-    and a row-local product, so it runs unchanged on a row-split ``U``. Forming
-    ``UᵀU`` rounds at the level of the working precision: the result is
-    orthonormal to a few ulps (a thin QR reaches a fraction of one), which is
-    what the periodic re-orthonormalisation needs.
-    """
-    gram = reduce.sum(basis.T @ basis)
-    gram = (gram + gram.T) / 2
-    g, z = xp.linalg.eigh(gram)
-    tiny = xp.finfo(basis.dtype).smallest_normal
-    root = xp.sqrt(xp.where(g > tiny, g, xp.full_like(g, tiny)))
-    half = (z * root[None, :]) @ z.T
-    inv_half = (z / root[None, :]) @ z.T
-    core = (half * eigvals[None, :]) @ half
-    core = (core + core.T) / 2
-    mu, w = xp.linalg.eigh(core)
-    order = xp.argsort(mu, descending=True)
-    mu = xp.take(mu, order, axis=0)
-    w = xp.take(w, order, axis=1)
-    return basis @ (inv_half @ w), xp.where(mu > 0, mu, xp.zeros_like(mu))
+    return reorthonormalize_qr(xp, basis, eigvals)

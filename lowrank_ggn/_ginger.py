@@ -15,28 +15,19 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from lowrank_ggn._eigen_update import (
-    _plan,
-    _reject,
-    _reorthonormalize,
-    _reorthonormalize_gram,
-    _unit_max,
-    finite_max_abs,
+from lowrank_ggn._core import ginger as core
+from lowrank_ggn._core.aliases import Array, Device, DType
+from lowrank_ggn._core.checks import (
+    cast_like,
+    check_damping,
+    check_decay,
+    check_dim_rank,
+    check_ginger_state,
+    check_like,
 )
-from lowrank_ggn._operator import _scalar, _sigma_from_kappa, _solve, damped_dense
-from lowrank_ggn._reduction import LOCAL, Reduction
-from lowrank_ggn._sherman_morrison import _step
-from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_dim_rank, check_like, has_fields
-from lowrank_ggn.backends import (
-    array_namespace,
-    canonical_float_dtype,
-    cond,
-    floating_point_errors_ignored,
-    is_array,
-    resolve_namespace,
-)
-from lowrank_ggn.backends._kernels import can_overwrite, project, rotate
+from lowrank_ggn._core.operator import as_scalar, dense
+from lowrank_ggn._core.options import check_bool, resolve_reorthonormalize_every
+from lowrank_ggn.backends import canonical_float_dtype, floating_point_errors_ignored, is_array, resolve_namespace
 
 __all__ = [
     "GingerState",
@@ -49,9 +40,6 @@ __all__ = [
 ]
 
 _METHODS = ("eigen", "sherman-morrison")
-# Re-orthonormalisation period of reorthonormalize_every="auto" for float32 states (float64: never);
-# chosen from benchmarks/soak_float32.py and benchmarks/reorth_cost.py, see ginger_update.
-_AUTO_REORTHONORMALIZE_FLOAT32 = 100
 
 
 class GingerState(NamedTuple):
@@ -148,33 +136,6 @@ def ginger_init(
     )
 
 
-def _check_state(state: Any) -> ArrayNamespace:
-    if not has_fields(state, GingerState._fields):
-        msg = f"state must be a GingerState, got {type(state).__name__}"
-        raise TypeError(msg)
-    basis = state.basis
-    if not is_array(basis) or basis.ndim != 2:
-        msg = "state.basis must be a 2-d array (dim, rank)"
-        raise TypeError(msg)
-    xp = array_namespace(basis)
-    if not xp.isdtype(basis.dtype, "real floating"):
-        msg = f"state.basis must have a real floating dtype, got {basis.dtype}"
-        raise TypeError(msg)
-    check_like(state.eigvals, "state.eigvals", basis, shapes=((basis.shape[1],),))
-    check_like(state.discarded, "state.discarded", basis, shapes=((),))
-    return xp
-
-
-def _resolve_reorthonormalize_every(xp: Any, dtype: Any, every: Any) -> int | None:
-    """Check ``reorthonormalize_every`` and resolve ``"auto"`` for a state of ``dtype``."""
-    if isinstance(every, str) and every == "auto":
-        return _AUTO_REORTHONORMALIZE_FLOAT32 if xp.finfo(dtype).bits < 64 else None
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        msg = f"reorthonormalize_every must be a positive integer, 'auto' or None, got {every!r}"
-        raise ValueError(msg)
-    return every
-
-
 @floating_point_errors_ignored()
 def ginger_update(
     state: GingerState,
@@ -215,21 +176,11 @@ def ginger_update(
     method : {"eigen", "sherman-morrison"}
         Update path.
     reorthonormalize_every : int, "auto" or None, default "auto"
-        Re-orthonormalise the basis after every k-th accepted update (see
-        :func:`ginger_reorthonormalize`); ``None`` never does. ``"auto"``:
-        every 100 updates for a float32 state, never for float64. Measured
-        over 10⁵ float32 updates at d = 10⁴, τ = 16, α = 0.999 against a
-        float64 run (``benchmarks/soak_float32.py``, JAX): without
-        re-orthonormalisation ``‖UᵀU − I‖₂`` reaches 2.9e-4, and 5.6e-3 where
-        the small eigendecompositions cannot run in float64 (JAX without
-        ``jax_enable_x64``; the eigenvalue and direction errors then exceed
-        1e-3, as the query amplifies it by about σ/γ). Every 1000 updates it
-        stays below 5.9e-6, every 100 below 1.1e-6 (1.6e-5 without float64;
-        every 25: 8.5e-6), with eigenvalues within 9e-6 (1.1e-4) and
-        preconditioned directions within 8e-6 (3.2e-5) of float64. One
-        re-orthonormalisation costs about two updates, so every 100 costs
-        about 2% (``benchmarks/reorth_cost.py``). float64 drifts by about
-        1e-16 per update and needs none.
+        Re-orthonormalise the basis (see :func:`ginger_reorthonormalize`)
+        after every k-th accepted update; ``None`` never does. ``"auto"``:
+        every 100 updates for a float32 state, never for float64 (the
+        measurements behind this choice are on the reliability page).
+        Cost O(dim · rank²) per re-orthonormalisation, about two updates.
     donate : bool, default False
         Opt-in buffer reuse on NumPy and PyTorch (CPU): the caller gives up
         ``state`` and the new basis is written into the memory of the old
@@ -256,7 +207,7 @@ def ginger_update(
     TypeError
         If ``d`` is not a real floating array of the state's namespace and dtype.
     """
-    xp = _check_state(state)
+    xp = check_ginger_state(state)
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
     d = cast_like(xp, d, basis)
@@ -272,139 +223,13 @@ def ginger_update(
     elif damping is not None:
         msg = "damping is not used by method='eigen'; pass it to ginger_precondition"
         raise ValueError(msg)
-    reorthonormalize_every = _resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
-    _check_donate(donate)
-    return _ginger_update(
-        xp,
-        state,
-        d,
-        decay=decay,
-        damping=damping,
-        method=method,
-        reorthonormalize_every=reorthonormalize_every,
-        donate=donate,
-    )
-
-
-def _ginger_update(
-    xp: ArrayNamespace,
-    state: GingerState,
-    d: Array,
-    *,
-    decay: Any,
-    damping: Any,
-    method: str,
-    reorthonormalize_every: int | None,
-    reduce: Reduction = LOCAL,
-    donate: bool = False,
-) -> GingerState:
-    """Unchecked core of :func:`ginger_update` (``reduce`` completes the sums over rows)."""
-    new, _, ok = _advance(
-        xp, state, d, None, decay=decay, method=method, damping=damping, gamma=None, donate=donate, reduce=reduce
-    )
-    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce)
-
-
-def _check_donate(donate: Any) -> None:
-    if not isinstance(donate, bool):
-        msg = f"donate must be a bool, got {type(donate).__name__}"
-        raise TypeError(msg)
-
-
-def _maybe_reorthonormalize(
-    xp: ArrayNamespace, new: GingerState, ok: Array, every: int | None, reduce: Reduction = LOCAL
-) -> GingerState:
-    if every is None:
-        return new
-    due = ok & (new.step % every == 0)
-    return cond(due, lambda s: _reorth_state(xp, s, reduce), lambda s: s, new)
-
-
-def _advance(
-    xp: ArrayNamespace,
-    state: GingerState,
-    d: Array,
-    g: Array | None,
-    *,
-    decay: Any,
-    method: str,
-    damping: Any,
-    gamma: Any,
-    donate: bool,
-    reduce: Reduction = LOCAL,
-) -> tuple[GingerState, Array | None, Array]:
-    r"""One update (and, when ``g`` is given, the query of the new state) in two reads of ``U``.
-
-    Pass 1 reads ``U`` for the reductions ``Uᵀ[d, g]``; everything else is
-    planned on (τ+1)×(τ+1) arrays; pass 2 reads ``U`` and writes
-    ``U' = U·rot + v ⊗ b`` together with ``y = g/γ + U'z``, which expands to
-    ``g/γ + U(rot·z) + v (b·z)`` and so needs no third pass. A rejected
-    update (non-finite ``d`` or result) rotates by the identity instead of
-    selecting between two bases.
-
-    ``reduce`` completes the sums over rows of a row-split state: one
-    all-reduce for the finiteness of ``d``, one for ``Uᵀ[d, g]`` together with
-    ``dᵀd`` and ``dᵀg``, and one for ``‖p̃‖`` and ``p̃ᵀg`` on the
-    (re-orthogonalising) CGS2 path. The Sherman–Morrison method
-    (``method="sherman-morrison"``) supports only the local reduction.
-    """
-    basis, eigvals = state.basis, state.eigvals
-    alpha = _scalar(xp, decay, basis)
-    # Finiteness and max|d| from max d and min d: no temporary of the size of d.
-    finite_here, d_max = finite_max_abs(xp, d)
-    finite = reduce.all(finite_here)
-    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
-    if method == "eigen":
-        # v = d/max|d| is finite (|v| ≤ 1) whenever d is, and d_safe = 0 otherwise.
-        d_max = reduce.max(xp.where(finite, d_max, xp.zeros_like(d_max)))
-        v, rho = _unit_max(xp, d_safe, 1 - alpha, v_max=d_max)
-        scale, base = alpha, eigvals
-    else:
-        gamma_sm = _scalar(xp, damping, basis)
-        sm = _step(xp, basis, eigvals, d_safe, decay=alpha, damping=gamma_sm)
-        v, rho = _unit_max(xp, sm.h, sm.beta, reduce)
-        scale, base = xp.ones_like(alpha), sm.kappa
-        # The Sherman–Morrison vector h can overflow for a finite d: the update is then rejected,
-        # and the identity rotation U·I + v ⊗ 0 leaves U exactly unchanged only for a finite v.
-        v = xp.where(xp.isfinite(v), v, xp.zeros_like(v))
-    coef, dots = reduce.sum_together(xp, *project(xp, basis, (v,) if g is None else (v, g)))
-    vg = None if g is None else (g, dots[1])
-    plan = _plan(xp, basis, base, v, c=coef[:, 0], vv=dots[0], rho=rho, s=scale, dot_with=vg, reduce=reduce)
-    if method == "eigen":
-        new_eigvals, dropped = plan.eigvals, plan.discarded
-    else:
-        new_eigvals = _sigma_from_kappa(xp, plan.eigvals, gamma_sm)
-        dropped = _sigma_from_kappa(xp, plan.discarded, gamma_sm)
-    ok = finite & xp.all(xp.isfinite(new_eigvals)) & xp.isfinite(dropped)
-    rot, vrot = _reject(xp, plan, ok)
-    new_eigvals = xp.where(ok, new_eigvals, eigvals)
-    query = None
-    if g is not None:
-        gam = _scalar(xp, gamma, basis)
-        # U'ᵀg = rotᵀ(Uᵀg) + b·(vecᵀg): no further pass over U.
-        vec_dot = xp.where(ok, plan.vec_dot, xp.zeros_like(plan.vec_dot))
-        c_new = rot.T @ coef[:, 1] + vrot * vec_dot
-
-        z = -(c_new / gam) * (new_eigvals / (gam + new_eigvals))
-        query = (rot @ z, xp.sum(vrot * z), g, 1 / gam)
-    out = basis if donate and can_overwrite(xp, basis) else None
-    new_basis, y = rotate(xp, basis, rot, plan.vec, vrot, query=query, out=out)
-    new = GingerState(
-        basis=new_basis,
-        eigvals=new_eigvals,
-        discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
-    )
-    return new, y, ok
-
-
-def _reorth_state(xp: ArrayNamespace, state: GingerState, reduce: Reduction = LOCAL) -> GingerState:
-    if reduce is LOCAL:
-        basis, eigvals = _reorthonormalize(xp, state.basis, state.eigvals)
-    else:  # a row-split basis: no QR, only the τ×τ Gram matrix is reduced
-        basis, eigvals = _reorthonormalize_gram(xp, state.basis, state.eigvals, reduce)
-    return state._replace(basis=basis, eigvals=eigvals)
+    every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
+    check_bool(donate, "donate")
+    if method == "sherman-morrison":
+        return core.update_sherman_morrison(
+            xp, state, d, decay=decay, damping=damping, reorthonormalize_every=every, donate=donate
+        )
+    return core.update(xp, state, d, decay=decay, reorthonormalize_every=every, donate=donate)
 
 
 def ginger_reorthonormalize(state: GingerState) -> GingerState:
@@ -426,8 +251,8 @@ def ginger_reorthonormalize(state: GingerState) -> GingerState:
     GingerState
         Same ``step``, ``discarded`` and ``num_nonfinite``.
     """
-    xp = _check_state(state)
-    return _reorth_state(xp, state)
+    xp = check_ginger_state(state)
+    return core.reorthonormalize(xp, state)
 
 
 def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
@@ -462,12 +287,11 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     TypeError
         If ``g`` is not a real floating array of the state's namespace and dtype.
     """
-    xp = _check_state(state)
+    xp = check_ginger_state(state)
     dim = state.basis.shape[0]
     check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)), promote=True)
     check_damping(damping, like=state.basis)
-    y = _solve(xp, state.basis, state.eigvals, cast_like(xp, g, state.basis), _scalar(xp, damping, state.basis))
-    return cast_like(xp, y, g)
+    return cast_like(xp, core.precondition(xp, state, cast_like(xp, g, state.basis), damping=damping), g)
 
 
 @floating_point_errors_ignored()
@@ -538,7 +362,7 @@ def ginger_update_precondition(
     TypeError
         If ``d`` or ``g`` is not a real floating array of the state's namespace and dtype.
     """
-    xp = _check_state(state)
+    xp = check_ginger_state(state)
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
     check_like(g, "g", basis, shapes=((basis.shape[0],),), promote=True)
@@ -546,10 +370,12 @@ def ginger_update_precondition(
     d, g = cast_like(xp, d, basis), cast_like(xp, g, basis)
     check_decay(decay, like=basis)
     check_damping(damping, like=basis)
-    reorthonormalize_every = _resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
-    _check_donate(donate)
-    new, y, ok = _advance(xp, state, d, g, decay=decay, method="eigen", damping=None, gamma=damping, donate=donate)
-    return _maybe_reorthonormalize(xp, new, ok, reorthonormalize_every), cast_like(xp, y, g_in)
+    every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
+    check_bool(donate, "donate")
+    new, y = core.update_precondition(
+        xp, state, d, g, decay=decay, damping=damping, reorthonormalize_every=every, donate=donate
+    )
+    return new, cast_like(xp, y, g_in)
 
 
 def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:
@@ -567,5 +393,7 @@ def ginger_dense(state: GingerState, *, damping: Any = 0.0) -> Array:
     array, shape (dim, dim)
         ``γI + U diag(σ) Uᵀ``.
     """
-    _check_state(state)
-    return damped_dense(state.basis, state.eigvals, damping=damping)
+    xp = check_ginger_state(state)
+    if not (is_array(damping) or float(damping) == 0.0):
+        check_damping(damping, like=state.basis)
+    return dense(xp, state.basis, state.eigvals, as_scalar(xp, damping, state.basis))

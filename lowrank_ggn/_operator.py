@@ -8,35 +8,14 @@ orthogonal complement. Everything here costs O(dim · rank) per vector.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from lowrank_ggn._reduction import LOCAL, Reduction
-from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import cast_like, check_damping, check_like
-from lowrank_ggn.backends import array_namespace, device_of, is_array
-from lowrank_ggn.backends._kernels import apply
+from lowrank_ggn._core import operator as core
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
+from lowrank_ggn._core.checks import cast_like, check_damping, check_like, check_lowrank
+from lowrank_ggn.backends import array_namespace, is_array
 
-__all__ = ["damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
-
-
-def _scalar(xp: ArrayNamespace, value: Any, like: Array) -> Array:
-    """``value`` as a 0-d array with the dtype and device of ``like``."""
-    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
-
-
-def _check_lowrank(basis: Array, eigvals: Array) -> ArrayNamespace:
-    if not is_array(basis):
-        msg = f"basis must be an array, got {type(basis).__name__}"
-        raise TypeError(msg)
-    if basis.ndim != 2:
-        msg = f"basis must be a 2-d array (dim, rank), got shape {tuple(basis.shape)}"
-        raise ValueError(msg)
-    xp = array_namespace(basis)
-    if not xp.isdtype(basis.dtype, "real floating"):
-        msg = f"basis must have a real floating dtype, got {basis.dtype}"
-        raise TypeError(msg)
-    check_like(eigvals, "eigvals", basis, shapes=((basis.shape[1],),))
-    return xp
+__all__ = ["DampedLowRank", "damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
 
 
 def _check_rhs(g: Array, name: str, basis: Array) -> ArrayNamespace:
@@ -71,8 +50,7 @@ def kappa_from_sigma(eigvals: Array, damping: Any) -> Array:
     """
     check_damping(damping, like=eigvals, squared=True)
     xp = array_namespace(eigvals)
-    gamma = _scalar(xp, damping, eigvals)
-    return eigvals / (gamma * (gamma + eigvals))
+    return core.kappa_from_sigma(eigvals, core.as_scalar(xp, damping, eigvals))
 
 
 def sigma_from_kappa(kappa: Array, damping: Any) -> Array:
@@ -106,15 +84,7 @@ def sigma_from_kappa(kappa: Array, damping: Any) -> Array:
     """
     check_damping(damping, like=kappa, squared=True)
     xp = array_namespace(kappa)
-    return _sigma_from_kappa(xp, kappa, _scalar(xp, damping, kappa))
-
-
-def _sigma_from_kappa(xp: ArrayNamespace, kappa: Array, gamma: Array) -> Array:
-    """Unchecked core of :func:`sigma_from_kappa` (``gamma`` a 0-d array)."""
-    denom = 1 - gamma * kappa
-    positive = denom > 0
-    safe = xp.where(positive, denom, xp.ones_like(denom))
-    return xp.where(positive, gamma * gamma * kappa / safe, xp.full_like(kappa, xp.inf))
+    return core.sigma_from_kappa(xp, kappa, core.as_scalar(xp, damping, kappa))
 
 
 def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Array:
@@ -154,28 +124,10 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
         If the arrays come from different namespaces or have different or
         non-real-floating dtypes.
     """
-    xp = _check_lowrank(basis, eigvals)
+    xp = check_lowrank(basis, eigvals)
     _check_rhs(g, "g", basis)
     check_damping(damping, like=basis)
-    return cast_like(xp, _solve(xp, basis, eigvals, cast_like(xp, g, basis), _scalar(xp, damping, basis)), g)
-
-
-def _solve(
-    xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array, *, reduce: Reduction = LOCAL
-) -> Array:
-    """Unchecked core of :func:`damped_solve` (``gamma`` a 0-d array; ``reduce`` completes ``Uᵀg``)."""
-    if g.ndim == 1:
-        # Eq 16 with the coefficients combined before touching U again:
-        # y = g/γ + U z, z = c/(γ+σ) − c/γ = −σc/(γ(γ+σ)). Two reads of U and
-        # O(dim) vector work; the same rounding as (g − Uc)/γ + U c/(γ+σ).
-        c = reduce.sum(g @ basis)
-        return apply(xp, basis, -(c / gamma) * (eigvals / (gamma + eigvals)), g, 1 / gamma)
-    g2 = g
-    k = g2.shape[1]
-    c = reduce.sum(basis.T @ g2)
-    coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)
-    both = basis @ coef
-    return (g2 - both[:, :k]) / gamma + both[:, k:]
+    return cast_like(xp, core.solve(xp, basis, eigvals, cast_like(xp, g, basis), core.as_scalar(xp, damping, basis)), g)
 
 
 def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Array:
@@ -205,14 +157,11 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     TypeError
         If the arrays come from different namespaces or have different dtypes.
     """
-    xp = _check_lowrank(basis, eigvals)
+    xp = check_lowrank(basis, eigvals)
     _check_rhs(v, "v", basis)
     check_damping(damping, like=basis)
-    gamma = _scalar(xp, damping, basis)
-    w = cast_like(xp, v, basis)
-    c = basis.T @ w
-    scaled = eigvals * c if v.ndim == 1 else eigvals[:, None] * c
-    return cast_like(xp, gamma * w + basis @ scaled, v)
+    gamma = core.as_scalar(xp, damping, basis)
+    return cast_like(xp, core.matvec(xp, basis, eigvals, cast_like(xp, v, basis), gamma), v)
 
 
 def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
@@ -239,9 +188,87 @@ def damped_dense(basis: Array, eigvals: Array, *, damping: Any = 0.0) -> Array:
     ValueError
         If ``damping`` is negative or non-finite.
     """
-    xp = _check_lowrank(basis, eigvals)
+    xp = check_lowrank(basis, eigvals)
     if not (is_array(damping) or float(damping) == 0.0):
         check_damping(damping, like=basis)
-    dim = basis.shape[0]
-    eye = xp.eye(dim, dtype=basis.dtype, device=device_of(basis))
-    return _scalar(xp, damping, basis) * eye + (basis * eigvals) @ basis.T
+    return core.dense(xp, basis, eigvals, core.as_scalar(xp, damping, basis))
+
+
+class DampedLowRank(NamedTuple):
+    r"""The operator :math:`G = \gamma I + U \operatorname{diag}(\sigma) U^\top` as an object.
+
+    A NamedTuple (hence a JAX pytree: it goes through ``jax.jit``) holding the
+    three arrays that define the operator; the methods validate their inputs
+    and call the library's core. Every approximation's ``operator(state,
+    damping=γ)`` returns one (QNG's returns :class:`FactorProduct`), and
+    :func:`lowrank_ggn.ginger_precondition` is ``operator(state, damping=γ).solve(g)``.
+
+    This is the inverse on the whole space (``γ⁻¹`` on the complement of
+    ``span U``), not a pseudo-inverse restricted to ``span U``.
+
+    Parameters
+    ----------
+    diagonal : float or 0-d array
+        γ > 0 (it may be traced under ``jax.jit``).
+    basis : array, shape (dim, rank)
+        U, orthonormal columns.
+    eigvals : array, shape (rank,)
+        σ ≥ 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lowrank_ggn as lg
+    >>> u, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 2)))
+    >>> op = lg.DampedLowRank(diagonal=0.5, basis=u, eigvals=np.array([3.0, 1.0]))
+    >>> g = np.ones(6)
+    >>> bool(np.allclose(op.matvec(op.solve(g)), g))
+    True
+    """
+
+    diagonal: Any
+    """γ > 0: the scalar multiple of the identity."""
+    basis: Array
+    """U, shape (dim, rank), orthonormal columns."""
+    eigvals: Array
+    """σ, shape (rank,), non-negative."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(dim, dim)``."""
+        dim = self.basis.shape[0]
+        return (dim, dim)
+
+    def _checked(self, x: Any, name: str) -> tuple[ArrayNamespace, Any]:
+        xp = check_lowrank(self.basis, self.eigvals)
+        _check_rhs(x, name, self.basis)
+        check_damping(self.diagonal, "diagonal", like=self.basis)
+        return xp, core.as_scalar(xp, self.diagonal, self.basis)
+
+    def matvec(self, v: Array) -> Array:
+        """``G v`` for ``v`` of shape (dim,) or (dim, k) (one vector per column). Cost O(dim · rank · k).
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a bad ``v`` or a non-positive ``diagonal``, as :func:`damped_matvec`.
+        """
+        xp, gamma = self._checked(v, "v")
+        return cast_like(xp, core.matvec(xp, self.basis, self.eigvals, cast_like(xp, v, self.basis), gamma), v)
+
+    def solve(self, g: Array) -> Array:
+        """``G⁻¹ g`` for ``g`` of shape (dim,) or (dim, k), by Woodbury's identity (Eq 16). Cost O(dim · rank · k).
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a bad ``g`` or a non-positive ``diagonal``, as :func:`damped_solve`.
+        """
+        xp, gamma = self._checked(g, "g")
+        return cast_like(xp, core.solve(xp, self.basis, self.eigvals, cast_like(xp, g, self.basis), gamma), g)
+
+    def dense(self) -> Array:
+        """``G`` as a dim × dim array (O(dim²) memory: for tests and small problems)."""
+        xp = check_lowrank(self.basis, self.eigvals)
+        check_damping(self.diagonal, "diagonal", like=self.basis)
+        return core.dense(xp, self.basis, self.eigvals, core.as_scalar(xp, self.diagonal, self.basis))

@@ -43,23 +43,21 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_ggn._eigen_update import _cgs2, _plan, _reject, finite_max_abs
-from lowrank_ggn._ginger import GingerState, _check_donate
-from lowrank_ggn._ginger import _check_state as _check_direct_state
-from lowrank_ggn._operator import _scalar, damped_dense
-from lowrank_ggn._reduction import LOCAL
-from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like, has_fields
-from lowrank_ggn.backends import (
-    array_namespace,
-    canonical_float_dtype,
-    cond,
-    device_of,
-    is_array,
-    is_traced,
-    resolve_namespace,
+from lowrank_ggn._core import product as core
+from lowrank_ggn._core.aliases import Array, Device, DType
+from lowrank_ggn._core.checks import (
+    check_damping,
+    check_decay,
+    check_dim_rank,
+    check_ginger_state,
+    check_like,
+    check_product_state,
 )
-from lowrank_ggn.backends._kernels import apply, can_overwrite, compress_rows, project, rotate, write_row
+from lowrank_ggn._core.operator import as_scalar
+from lowrank_ggn._core.options import check_bool
+from lowrank_ggn._ginger import GingerState
+from lowrank_ggn._operator import damped_dense
+from lowrank_ggn.backends import canonical_float_dtype, device_of, resolve_namespace
 
 __all__ = [
     "GingerProductState",
@@ -193,7 +191,7 @@ def ginger_product_from_state(state: GingerState, *, capacity: int | None = None
     GingerProductState
         Representing the same matrix, with the same counters.
     """
-    xp = _check_direct_state(state)
+    xp = check_ginger_state(state)
     dim, rank = state.basis.shape
     capacity = _check_capacity(capacity, dim, rank)
     dt, dev = state.basis.dtype, device_of(state.basis)
@@ -222,7 +220,7 @@ def ginger_product_to_state(state: GingerProductState) -> GingerState:
     GingerState
         Representing the same matrix, with the same counters.
     """
-    _check_product_state(state)
+    check_product_state(state)
     return GingerState(
         basis=state.columns.T @ state.coords,
         eigvals=state.eigvals,
@@ -249,32 +247,6 @@ def ginger_product_dense(state: GingerProductState, *, damping: Any = 0.0) -> Ar
     """
     direct = ginger_product_to_state(state)
     return damped_dense(direct.basis, direct.eigvals, damping=damping)
-
-
-def _check_product_state(state: Any) -> ArrayNamespace:
-    if not has_fields(state, GingerProductState._fields):
-        msg = f"state must be a GingerProductState, got {type(state).__name__}"
-        raise TypeError(msg)
-    columns = state.columns
-    if not is_array(columns) or columns.ndim != 2:
-        msg = "state.columns must be a 2-d array (capacity, dim)"
-        raise TypeError(msg)
-    xp = array_namespace(columns)
-    if not xp.isdtype(columns.dtype, "real floating"):
-        msg = f"state.columns must have a real floating dtype, got {columns.dtype}"
-        raise TypeError(msg)
-    capacity = columns.shape[0]
-    coords = state.coords
-    if not is_array(coords) or coords.ndim != 2 or coords.shape[0] != capacity:
-        msg = f"state.coords must be a 2-d array with {capacity} rows"
-        raise ValueError(msg)
-    check_like(coords, "state.coords", columns, shapes=((capacity, coords.shape[1]),))
-    check_like(state.eigvals, "state.eigvals", columns, shapes=((coords.shape[1],),))
-    check_like(state.discarded, "state.discarded", columns, shapes=((),))
-    if not is_traced(state.count) and not coords.shape[1] <= int(state.count) < capacity:
-        msg = f"state.count must satisfy rank <= count < capacity, got {int(state.count)}"
-        raise ValueError(msg)
-    return xp
 
 
 def _check_vector(state: GingerProductState, v: Any, name: str, *, batch: bool = False) -> None:
@@ -317,11 +289,11 @@ def ginger_product_update(
     TypeError
         If ``d`` is not a real floating array of the state's namespace and dtype.
     """
-    xp = _check_product_state(state)
+    xp = check_product_state(state)
     _check_vector(state, d, "d")
     check_decay(decay)
-    _check_donate(donate)
-    return _advance(xp, state, d, None, decay=decay, gamma=None, donate=donate)[0]
+    check_bool(donate, "donate")
+    return core.update(xp, state, d, decay=decay, donate=donate)
 
 
 def ginger_product_update_precondition(
@@ -367,14 +339,13 @@ def ginger_product_update_precondition(
     TypeError
         If ``d`` or ``g`` is not a real floating array of the state's namespace and dtype.
     """
-    xp = _check_product_state(state)
+    xp = check_product_state(state)
     _check_vector(state, d, "d")
     _check_vector(state, g, "g")
     check_decay(decay)
     check_damping(damping)
-    _check_donate(donate)
-    new, y = _advance(xp, state, d, g, decay=decay, gamma=damping, donate=donate)
-    return new, y
+    check_bool(donate, "donate")
+    return core.update_precondition(xp, state, d, g, decay=decay, damping=damping, donate=donate)
 
 
 def ginger_product_precondition(state: GingerProductState, g: Array, *, damping: Any) -> Array:
@@ -397,21 +368,11 @@ def ginger_product_precondition(state: GingerProductState, g: Array, *, damping:
     array, same shape as ``g``
         ``(γI + U diag(σ) Uᵀ)⁻¹ g``.
     """
-    xp = _check_product_state(state)
+    xp = check_product_state(state)
     _check_vector(state, g, "g", batch=True)
     check_damping(damping)
-    gamma = _scalar(xp, damping, state.columns)
-    live, _ = _live(state)  # Wᵀ
-    coords = state.coords[: live.shape[0], :]
-    sigma = state.eigvals
-    if g.ndim == 1:
-        c_w, _ = project(xp, live, (g,), rows=True)
-        c = coords.T @ c_w[:, 0]
-        z = -(c / gamma) * (sigma / (gamma + sigma))
-        return apply(xp, live, coords @ z, g, 1 / gamma, rows=True)
-    c = coords.T @ (live @ g)
-    z = -(c / gamma) * (sigma[:, None] / (gamma + sigma[:, None]))
-    return ((coords @ z).T @ live).T + g / gamma
+    y = core.precondition(xp, state, g, as_scalar(xp, damping, state.columns))
+    return y
 
 
 def ginger_product_compress(state: GingerProductState, *, donate: bool = False) -> GingerProductState:
@@ -432,196 +393,6 @@ def ginger_product_compress(state: GingerProductState, *, donate: bool = False) 
     GingerProductState
         ``count = rank``; the same matrix and counters.
     """
-    xp = _check_product_state(state)
-    _check_donate(donate)
-    return _compress(xp, state, in_place=donate)
-
-
-def _live(state: GingerProductState) -> tuple[Array, int | None]:
-    """Return the rows of ``columns`` in use: all of them under tracing, the first ``count`` otherwise."""
-    if is_traced(state.count):
-        return state.columns, None
-    m = int(state.count)
-    return state.columns[:m, ...], m
-
-
-def _compress(xp: ArrayNamespace, state: GingerProductState, *, in_place: bool) -> GingerProductState:
-    """``W ← W Q``, ``Q ← I``, ``count ← rank``; the unused rows of the buffer are zeroed."""
-    capacity, rank = state.coords.shape
-    dt, dev = state.columns.dtype, device_of(state.columns)
-    _, m = _live(state)
-    coords = state.coords if m is None else state.coords[:m, :]
-    return state._replace(
-        columns=compress_rows(xp, state.columns, m, coords, in_place=in_place),
-        coords=xp.eye(capacity, rank, dtype=dt, device=dev),
-        count=xp.asarray(rank, dtype=state.count.dtype, device=dev),
-    )
-
-
-class _Split(NamedTuple):
-    """``d = W w + r p`` with ``p = (vec − W·shift)/r`` (unit, orthogonal to all of W)."""
-
-    w: Array
-    vec: Array
-    shift: Array
-    r: Array
-    vec_dot: Array
-    """``vecᵀg`` for the fused query (``vecᵀvec`` without ``g``)."""
-    dropped: Array
-    """``ρr²`` when the residual is at the rounding level and is not appended, else 0."""
-
-
-def _split(
-    xp: ArrayNamespace,
-    live: Array,
-    d: Array,
-    g: Array | None,
-    *,
-    coef: Array,
-    dots: Array,
-    in_use: Array,
-    rho: Array,
-) -> _Split:
-    """Split ``d`` against all of ``W``: implicit residual (DGKS), or CGS2 with its second step implicit."""
-    capacity, n_live = in_use.shape[0], live.shape[0]
-    w, vv = coef[:, 0], dots[0]
-    vg = dots[1] if g is not None else vv
-    cc = xp.sum(w * w)
-    one_pass = cc <= 0.5 * vv
-    fin = xp.isfinite(vv)
-    r2 = xp.where(fin, vv, xp.zeros_like(vv)) - xp.where(fin, cc, xp.zeros_like(cc))
-
-    def direct(w: Array) -> tuple[Array, Array, Array, Array, Array]:
-        return w, d, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vg, w
-
-    def cgs2(w: Array) -> tuple[Array, Array, Array, Array, Array]:
-        # One more read of W: p̃₁ = d − Ww with its projection w₂ = Wᵀp̃₁; the pass that
-        # writes the new column subtracts W·w₂ (shift) from p̃₁, as the direct path's W·w from d.
-        w_live, resid, r, vec_dot, w2 = _cgs2(xp, live, d, w[:n_live], g, reduce=LOCAL, rows=True)
-        w_new = xp.where(in_use, _pad(xp, w_live[:, None], capacity)[:, 0], xp.zeros_like(w))
-        shift = xp.where(in_use, _pad(xp, w2[:, None], capacity)[:, 0], xp.zeros_like(w))
-        return w_new, resid, r, vec_dot, shift
-
-    w, vec, r, vec_dot, shift = cond(one_pass, direct, cgs2, w)
-    eps = xp.finfo(d.dtype).eps
-    tiny = xp.finfo(d.dtype).smallest_normal / eps
-    in_span = (r <= eps**0.5 * xp.sqrt(vv)) | (r <= tiny)
-    return _Split(
-        w=w,
-        vec=vec,
-        shift=shift,
-        r=xp.where(in_span, xp.zeros_like(r), r),
-        vec_dot=vec_dot,
-        dropped=xp.where(in_span, rho * r * r, xp.zeros_like(r)),
-    )
-
-
-def _fused_query(
-    xp: ArrayNamespace,
-    split: _Split,
-    g_w: Array,
-    coords: Array,
-    sigma: Array,
-    *,
-    inv_r: Array,
-    new_row: Array,
-    in_use: Array,
-    gamma: Array,
-    ok: Array,
-) -> tuple[Array, Array]:
-    r"""Coefficients ``(a, β)`` of ``y = g/γ + W a + β·vec``, the query of the new state.
-
-    ``y = g/γ + U'z`` with ``U' = [W p] Q'``, ``z = −σ'c'/(γ(γ+σ'))``,
-    ``c' = Q'ᵀ[Wᵀg; pᵀg]``; with ``ζ = Q'z`` and ``p = (vec − W·shift)/r`` this
-    is ``g/γ + W(ζ_W − ζ_p·shift/r) + (ζ_p/r)·vec``.
-    """
-    vec_dot = xp.where(ok, split.vec_dot, xp.zeros_like(split.vec_dot))
-    p_g = (vec_dot - xp.sum(split.shift * g_w)) * inv_r
-    c_new = coords.T @ (g_w + p_g * new_row)
-    z = -(c_new / gamma) * (sigma / (gamma + sigma))
-    zeta = coords @ z
-    zeta_p = xp.sum(zeta * new_row)
-    zeta_w = xp.where(in_use, zeta, xp.zeros_like(zeta))
-    return zeta_w - zeta_p * inv_r * split.shift, zeta_p * inv_r
-
-
-def _advance(
-    xp: ArrayNamespace,
-    state: GingerProductState,
-    d: Array,
-    g: Array | None,
-    *,
-    decay: Any,
-    gamma: Any,
-    donate: bool,
-) -> tuple[GingerProductState, Array | None]:
-    """One product-form update (and the query of the new state when ``g`` is given)."""
-    columns, coords, count, sigma = state.columns, state.coords, state.count, state.eigvals
-    capacity = coords.shape[0]
-    alpha = _scalar(xp, decay, columns)
-    rho = 1 - alpha
-    finite = finite_max_abs(xp, d)[0]  # no boolean temporary of the size of d
-    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
-    live, m = _live(state)  # Wᵀ: (count, dim) eagerly, (capacity, dim) under tracing
-    n_live = live.shape[0]
-    rows = xp.arange(capacity, dtype=count.dtype, device=device_of(columns))
-    in_use = rows < count
-
-    # Pass 1: the reductions Wᵀd (and Wᵀg) with the Gram matrix of [d, g].
-    coef, dots = project(xp, live, (d_safe,) if g is None else (d_safe, g), rows=True)
-    coef = _pad(xp, coef, capacity)
-    coef = xp.where(in_use[:, None], coef, xp.zeros_like(coef))
-    split = _split(xp, live, d_safe, g, coef=coef, dots=dots, in_use=in_use, rho=rho)
-
-    # Brand's update on the small coordinates x = [w; r] (row `count` stands for p).
-    new_row = xp.astype(rows == count, columns.dtype)
-    x = split.w + split.r * new_row
-    plan = _plan(xp, coords, sigma, x, c=coords.T @ x, vv=xp.sum(x * x), rho=rho, s=alpha)
-    dropped = plan.discarded + split.dropped
-    ok = finite & xp.all(xp.isfinite(plan.eigvals)) & xp.isfinite(dropped)
-    rot, vrot = _reject(xp, plan, ok)
-    new_coords = coords @ rot + plan.vec[:, None] * vrot[None, :]
-    new_sigma = xp.where(ok, plan.eigvals, sigma)
-    append = ok & (split.r > 0)
-    inv_r = xp.where(append, 1 / xp.where(append, split.r, xp.ones_like(split.r)), xp.zeros_like(split.r))
-
-    # Pass 2: the new column p (exactly zero when nothing is appended: inv_r = 0 and
-    # vec is finite, which keeps the rows beyond `count` zero) and the fused query.
-    query = None
-    if g is not None:
-        gam = _scalar(xp, gamma, columns)
-        g_w = xp.where(in_use, coef[:, 1], xp.zeros_like(coef[:, 1]))
-        a, beta = _fused_query(
-            xp, split, g_w, new_coords, new_sigma, inv_r=inv_r, new_row=new_row, in_use=in_use, gamma=gam, ok=ok
-        )
-        query = (a[:n_live], beta, g, 1 / gam)
-    rot_p = -(inv_r * split.shift)[:n_live, None]
-    vrot_p = xp.reshape(inv_r, (1,))
-    # Both the buffer and the live rows must take the blocked path, which alone writes into `out`.
-    if donate and m is not None and can_overwrite(xp, columns.T) and can_overwrite(xp, live.T):
-        # Write p straight into its row of the donated buffer.
-        _, y = rotate(xp, live, rot_p, split.vec, vrot_p, query=query, out=columns[m : m + 1, ...].T, rows=True)
-    else:
-        p, y = rotate(xp, live, rot_p, split.vec, vrot_p, query=query, rows=True)
-        columns = write_row(xp, columns, count, p[:, 0], in_place=donate)
-    new = GingerProductState(
-        columns=columns,
-        coords=new_coords,
-        count=count + xp.astype(append, count.dtype),
-        eigvals=new_sigma,
-        discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
-    )
-    # The buffer is full: compress (W ← WQ, Q ← I). Its memory is ours (a copy, or donated).
-    full = new.count >= capacity
-    new = cond(full, lambda s: _compress(xp, s, in_place=True), lambda s: s, new)
-    return new, y
-
-
-def _pad(xp: ArrayNamespace, a: Array, rows: int) -> Array:
-    """Zero-pad a (n, k) array to (rows, k)."""
-    n = a.shape[0]
-    if n == rows:
-        return a
-    return xp.concat([a, xp.zeros((rows - n, a.shape[1]), dtype=a.dtype, device=device_of(a))], axis=0)
+    xp = check_product_state(state)
+    check_bool(donate, "donate")
+    return core.compress(xp, state, in_place=donate)

@@ -24,28 +24,15 @@ change under ``jax.jit``); an empty slot holds the identity factor
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-from lowrank_ggn._eigen_update import finite_max_abs
-from lowrank_ggn._operator import _scalar
-from lowrank_ggn._reduction import LOCAL, Reduction
-from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._validation import (
-    cast_like,
-    check_decay,
-    check_dim_rank,
-    check_like,
-    concrete_float,
-    has_fields,
-)
+from lowrank_ggn._core import qng as core
+from lowrank_ggn._core.aliases import Array, Device, DType
+from lowrank_ggn._core.checks import cast_like, check_decay, check_dim_rank, check_like, check_qng_state
 from lowrank_ggn.backends import (
-    array_namespace,
     canonical_float_dtype,
-    cond,
     device_of,
     floating_point_errors_ignored,
-    is_array,
     resolve_namespace,
 )
 
@@ -141,51 +128,9 @@ def qng_init(
     )
 
 
-def _check_state(state: Any) -> ArrayNamespace:
-    if not has_fields(state, QNGState._fields):
-        msg = f"state must be a QNGState, got {type(state).__name__}"
-        raise TypeError(msg)
-    factors = state.factors
-    if not is_array(factors) or factors.ndim != 2:
-        msg = "state.factors must be a 2-d array (rank, dim)"
-        raise TypeError(msg)
-    xp = array_namespace(factors)
-    if not xp.isdtype(factors.dtype, "real floating"):
-        msg = f"state.factors must have a real floating dtype, got {factors.dtype}"
-        raise TypeError(msg)
-    rank = factors.shape[0]
-    for name in ("betas", "scales", "sqnorms"):
-        check_like(getattr(state, name), f"state.{name}", factors, shapes=((rank,),))
-    return xp
-
-
 def _check_vectors(state: QNGState, v: Array, name: str) -> None:
     dim = state.factors.shape[1]
     check_like(v, name, state.factors, shapes=((dim,), (dim, -1)), promote=True)
-
-
-def _apply_factor(state: QNGState, i: int, v: Array, *, inverse: bool, reduce: Reduction = LOCAL) -> Array:
-    """``K_i v`` or ``K_i⁻¹ v`` for one slot; ``v`` of shape (dim, k)."""
-    q = state.factors[i, :]
-    s, beta = state.scales[i], state.betas[i]
-    qv = reduce.sum(q @ v)  # (k,)
-    # Scalars are combined with the (k,) coefficients first: one d×k temporary per term.
-    if inverse:
-        coef = beta / (s + beta * state.sqnorms[i])
-        return (v - q[:, None] * (coef * qv)[None, :]) * (1 / s)
-    return s * v + q[:, None] * (beta * qv)[None, :]
-
-
-def _product(state: QNGState, v: Array, *, inverse: bool, transpose: bool, reduce: Reduction = LOCAL) -> Array:
-    """Â v, Âᵀ v, Â⁻¹ v or Â⁻ᵀ v with ``Â = K_0 K_1 ⋯ K_{τ−1}`` (slot 0 oldest)."""
-    rank = state.factors.shape[0]
-    v2 = v if v.ndim == 2 else v[:, None]
-    # Â v and Â⁻ᵀ v apply the newest factor first; Âᵀ v and Â⁻¹ v the oldest.
-    newest_first = inverse == transpose
-    order = range(rank - 1, -1, -1) if newest_first else range(rank)
-    for i in order:
-        v2 = _apply_factor(state, i, v2, inverse=inverse, reduce=reduce)
-    return v2 if v.ndim == 2 else v2[:, 0]
 
 
 def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> Array:
@@ -208,9 +153,11 @@ def qng_factor_matvec(state: QNGState, v: Array, *, transpose: bool = False) -> 
     array, same shape as ``v``
         ``Â v`` or ``Âᵀ v``.
     """
-    xp = _check_state(state)
+    xp = check_qng_state(state)
     _check_vectors(state, v, "v")
-    return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=False, transpose=transpose), v)
+    return cast_like(
+        xp, core.factor_product(state, cast_like(xp, v, state.factors), inverse=False, transpose=transpose), v
+    )
 
 
 def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> Array:
@@ -233,9 +180,11 @@ def qng_factor_solve(state: QNGState, v: Array, *, transpose: bool = False) -> A
     array, same shape as ``v``
         ``Â⁻¹ v`` or ``Â⁻ᵀ v``.
     """
-    xp = _check_state(state)
+    xp = check_qng_state(state)
     _check_vectors(state, v, "v")
-    return cast_like(xp, _product(state, cast_like(xp, v, state.factors), inverse=True, transpose=transpose), v)
+    return cast_like(
+        xp, core.factor_product(state, cast_like(xp, v, state.factors), inverse=True, transpose=transpose), v
+    )
 
 
 @floating_point_errors_ignored()
@@ -276,68 +225,13 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     TypeError
         If ``d`` is not a real floating array of the state's namespace and dtype.
     """
-    xp = _check_state(state)
+    xp = check_qng_state(state)
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),), promote=True)
     d = cast_like(xp, d, factors)
     check_decay(decay, like=factors)
-    _check_decay_range(xp, decay, factors)
-    return _qng_update(xp, state, d, decay=decay)
-
-
-def _qng_update(xp: ArrayNamespace, state: QNGState, d: Array, *, decay: Any, reduce: Reduction = LOCAL) -> QNGState:
-    """Unchecked core of :func:`qng_update` (``reduce`` completes the sums over ``dim``)."""
-    factors = state.factors
-    alpha = _scalar(xp, decay, factors)
-    finite = reduce.all(finite_max_abs(xp, d)[0])  # no boolean temporary of the size of d
-    d_safe = xp.where(finite, d, xp.zeros_like(d))
-    q = _product(state, d_safe, inverse=True, transpose=False, reduce=reduce)
-    sqnorm = reduce.sum(xp.sum(q * q))
-    sqrt_alpha = xp.sqrt(alpha)
-    beta = (1 - alpha) / (xp.sqrt(alpha + (1 - alpha) * sqnorm) + sqrt_alpha)
-    # ‖q‖² beyond √max would let the products qᵀv of a query (~ ‖q‖·‖(ÂÂᵀ)⁻¹g‖) overflow.
-    limit = float(xp.finfo(factors.dtype).max) ** 0.5
-    ok = finite & (sqnorm <= limit) & xp.isfinite(beta)
-
-    def push(old: Array, new: Array) -> Array:
-        return xp.concat([old[1:, ...], new[None, ...]], axis=0)
-
-    def accept(st: QNGState) -> QNGState:
-        return st._replace(
-            factors=push(st.factors, q),
-            betas=push(st.betas, beta),
-            scales=push(st.scales, sqrt_alpha),
-            sqnorms=push(st.sqnorms, sqnorm),
-        )
-
-    # A branch rather than a select over the window: a rejected update costs no pass over it.
-    new = cond(ok, accept, lambda st: st, state)
-    return new._replace(
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
-    )
-
-
-def _check_decay_range(xp: ArrayNamespace, decay: Any, factors: Array) -> None:
-    """Refuse a decay whose ``decay**rank`` leaves the dtype no range for the data.
-
-    The factor vectors grow like ``α^{-τ/2}‖d‖`` and the preconditioner like
-    ``α^{-τ}`` (its smallest eigenvalue is ``α^k``); half of the exponent range,
-    ``α^τ ≥ √(smallest normal)``, is reserved for them.
-    """
-    value = concrete_float(decay, "decay")
-    if value is None:
-        return
-    rank = factors.shape[0]
-    floor = math.sqrt(float(xp.finfo(factors.dtype).smallest_normal))
-    if rank * math.log(value) < math.log(floor):
-        msg = (
-            f"decay**rank = {value!r}**{rank} is below {floor:.3g}: QNG's factors grow like "
-            f"decay**(-rank/2) and its preconditioner like decay**(-rank), which would overflow "
-            f"{factors.dtype}; use a larger decay or a smaller rank"
-            + (" (or float64)" if xp.finfo(factors.dtype).bits < 64 else "")
-        )
-        raise ValueError(msg)
+    core.check_decay_range(xp, decay, factors)
+    return core.update(xp, state, d, decay=decay)
 
 
 def qng_precondition(state: QNGState, g: Array) -> Array:
@@ -359,10 +253,9 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     array, same shape and dtype as ``g``
         ``(ÂÂᵀ)⁻¹ g``.
     """
-    xp = _check_state(state)
+    xp = check_qng_state(state)
     _check_vectors(state, g, "g")
-    v = _product(state, cast_like(xp, g, state.factors), inverse=True, transpose=False)
-    return cast_like(xp, _product(state, v, inverse=True, transpose=True), g)
+    return cast_like(xp, core.precondition(state, cast_like(xp, g, state.factors)), g)
 
 
 def qng_dense(state: QNGState) -> Array:
@@ -378,8 +271,8 @@ def qng_dense(state: QNGState) -> Array:
     array, shape (dim, dim)
         ``ÂÂᵀ``.
     """
-    xp = _check_state(state)
+    xp = check_qng_state(state)
     dim = state.factors.shape[1]
     eye = xp.eye(dim, dtype=state.factors.dtype, device=device_of(state.factors))
-    a = _product(state, eye, inverse=False, transpose=False)
+    a = core.factor_product(state, eye, inverse=False, transpose=False)
     return a @ a.T

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lowrank_ggn._operator import _scalar
-from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_like
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
+from lowrank_ggn._core.checks import cast_like, check_damping, check_decay, check_like
+from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn.backends import array_namespace, device_of, is_array
 
 __all__ = ["best_rank_k", "damped_inverse_dense", "ema_dense", "ema_update_dense"]
@@ -52,7 +52,7 @@ def ema_update_dense(m: Array, d: Array, *, decay: Any) -> Array:
     check_like(d, "d", m, shapes=((m.shape[0],),), promote=True)
     check_decay(decay, like=m)
     d = cast_like(xp, d, m)
-    alpha = _scalar(xp, decay, m)
+    alpha = as_scalar(xp, decay, m)
     return alpha * m + (1 - alpha) * (d[:, None] * d[None, :])
 
 
@@ -86,7 +86,7 @@ def ema_dense(stream: Array, *, decay: Any, initial: Array | None = None) -> Arr
     else:
         check_like(initial, "initial", stream, shapes=((dim, dim),))
         m = initial
-    alpha = _scalar(xp, decay, stream)
+    alpha = as_scalar(xp, decay, stream)
     for t in range(stream.shape[0]):
         d = stream[t, :]
         m = alpha * m + (1 - alpha) * (d[:, None] * d[None, :])
@@ -120,7 +120,7 @@ def damped_inverse_dense(m: Array, *, damping: Any) -> Array:
     """
     xp = _check_square(m, "m")
     check_damping(damping, like=m)
-    gamma = _scalar(xp, damping, m)
+    gamma = as_scalar(xp, damping, m)
     w, v = _sorted_eigh(xp, m)
     w = xp.where(w > 0, w, xp.zeros_like(w))
     return (v / (gamma + w)[None, :]) @ v.T

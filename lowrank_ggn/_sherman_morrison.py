@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_ggn._operator import _check_lowrank, _scalar, _solve
-from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn._validation import cast_like, check_damping, check_decay, check_like
+from lowrank_ggn._core import sherman_morrison as core
+from lowrank_ggn._core.aliases import Array
+from lowrank_ggn._core.checks import cast_like, check_damping, check_decay, check_like, check_lowrank
+from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn.backends import array_namespace
 
 __all__ = ["ShermanMorrisonStep", "sherman_morrison_step"]
@@ -80,21 +81,18 @@ def sherman_morrison_step(basis: Array, eigvals: Array, d: Array, *, decay: Any,
     TypeError
         If the arrays come from different namespaces or have different dtypes.
     """
-    _check_lowrank(basis, eigvals)
+    check_lowrank(basis, eigvals)
     check_like(d, "d", basis, shapes=((basis.shape[0],),), promote=True)
     check_decay(decay, like=basis)
     check_damping(damping, like=basis, squared=True)
     xp = array_namespace(basis, d)
-    return _step(xp, basis, eigvals, cast_like(xp, d, basis), decay=decay, damping=damping)
-
-
-def _step(
-    xp: ArrayNamespace, basis: Array, eigvals: Array, d: Array, *, decay: Any, damping: Any
-) -> ShermanMorrisonStep:
-    alpha = _scalar(xp, decay, basis)
-    gamma = _scalar(xp, damping, basis)
-    decayed = alpha * eigvals
-    h = _solve(xp, basis, decayed, d, gamma)
-    beta = (1 - alpha) / (1 + (1 - alpha) * xp.sum(h * d))
-    kappa = decayed / (gamma * (gamma + decayed))
-    return ShermanMorrisonStep(kappa, h, beta)
+    return ShermanMorrisonStep(
+        *core.step(
+            xp,
+            basis,
+            eigvals,
+            cast_like(xp, d, basis),
+            alpha=as_scalar(xp, decay, basis),
+            gamma=as_scalar(xp, damping, basis),
+        )
+    )

@@ -90,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
+from lowrank_ggn._core.aliases import Array, ArrayNamespace, Device, DType
 from lowrank_ggn.backends import (
     array_namespace,
     backend_name,
@@ -100,10 +100,10 @@ from lowrank_ggn.backends import (
     is_array,
     is_real_floating,
     is_traced,
+    namespace_by_name,
     resolve_namespace,
     to_host_exact,
 )
-from lowrank_ggn.backends._host import namespace_by_name
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -236,7 +236,7 @@ def save_checkpoint(path: str | os.PathLike[str], tree: Any, *, metadata: Mappin
                 "numpy_scalar": isinstance(leaf, np.generic),
             }
         )
-    from lowrank_ggn import __version__
+    from lowrank_ggn._version import __version__
 
     manifest = {
         "format": CHECKPOINT_FORMAT,
@@ -606,7 +606,7 @@ def load_checkpoint(
             dev = device if device is not None else device_of(like_leaves[i])
         else:
             try:
-                ns = namespace_by_name(record["backend"])
+                ns = namespace_by_name(record["backend"], float64=False)
             except (ImportError, ValueError) as err:
                 msg = f"cannot restore {record['path'] or 'the root'} on backend {record['backend']!r}: {err}; pass xp="
                 raise CheckpointError(msg) from err

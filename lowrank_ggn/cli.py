@@ -80,7 +80,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
-    from lowrank_ggn.studies._cli import add_study_command
+    from lowrank_ggn.studies import add_study_command
 
     add_study_command(sub)
 

@@ -41,18 +41,28 @@ process group's backend can communicate them (CPU for ``gloo``, CUDA for
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 
-from lowrank_ggn._ginger import GingerState, _check_state, _ginger_update, _reorth_state
-from lowrank_ggn._operator import _scalar, _solve
-from lowrank_ggn._qng import QNGState, _check_decay_range, _product, _qng_update
-from lowrank_ggn._qng import _check_state as _check_qng_state
-from lowrank_ggn._reduction import AllReduce
-from lowrank_ggn._typing import Array, Device, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_dim_rank, check_like
+from lowrank_ggn._core import ginger as core_ginger
+from lowrank_ggn._core import operator as core_operator
+from lowrank_ggn._core import qng as core_qng
+from lowrank_ggn._core.aliases import Array, Device, DType
+from lowrank_ggn._core.checks import (
+    check_damping,
+    check_decay,
+    check_dim_rank,
+    check_ginger_state,
+    check_like,
+    check_qng_state,
+)
+from lowrank_ggn._core.operator import as_scalar
+from lowrank_ggn._core.options import DEFAULT_REORTHONORMALIZE_EVERY, resolve_reorthonormalize_every
+from lowrank_ggn._core.reduction import AllReduce
+from lowrank_ggn._ginger import GingerState
+from lowrank_ggn._qng import QNGState
 from lowrank_ggn.backends import canonical_float_dtype, namespace_from_module
 
 __all__ = [
@@ -223,7 +233,7 @@ def ginger_init(
 
 
 def _check_ginger(state: GingerState) -> Any:
-    xp = _check_state(state)
+    xp = check_ginger_state(state)
     _check_torch(state.basis, "state.basis")
     return xp
 
@@ -234,7 +244,7 @@ def ginger_update(
     *,
     decay: Any,
     group: Group = None,
-    reorthonormalize_every: int | None = None,
+    reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
 ) -> GingerState:
     r"""Fold this rank's block of a curvature vector into the distributed state (collective).
 
@@ -253,9 +263,9 @@ def ginger_update(
         α ∈ (0, 1), the same on every rank.
     group : ProcessGroup, optional
         Default: the default process group.
-    reorthonormalize_every : int, optional
-        Re-orthonormalise after every k-th accepted update (see
-        :func:`ginger_reorthonormalize`).
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`lowrank_ggn.ginger_update` (here from the Gram matrix
+        ``UᵀU``, one all-reduce of τ×τ numbers).
 
     Returns
     -------
@@ -278,22 +288,14 @@ def ginger_update(
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),))
     check_decay(decay, like=basis)
-    if reorthonormalize_every is not None and (
-        isinstance(reorthonormalize_every, bool)
-        or not isinstance(reorthonormalize_every, int)
-        or reorthonormalize_every < 1
-    ):
-        msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
-        raise ValueError(msg)
+    every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     _check_initialized()
-    return _ginger_update(
+    return core_ginger.update(
         xp,
         state,
         d,
         decay=decay,
-        damping=None,
-        method="eigen",
-        reorthonormalize_every=reorthonormalize_every,
+        reorthonormalize_every=every,
         reduce=_all_reduce(group),
     )
 
@@ -338,7 +340,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any, group: Gr
     check_like(g, "g", basis, shapes=((basis.shape[0],), (basis.shape[0], -1)))
     check_damping(damping)
     _check_initialized()
-    return _solve(xp, basis, state.eigvals, g, _scalar(xp, damping, basis), reduce=_all_reduce(group))
+    return core_operator.solve(xp, basis, state.eigvals, g, as_scalar(xp, damping, basis), reduce=_all_reduce(group))
 
 
 def ginger_reorthonormalize(state: GingerState, *, group: Group = None) -> GingerState:
@@ -363,7 +365,7 @@ def ginger_reorthonormalize(state: GingerState, *, group: Group = None) -> Ginge
     """
     xp = _check_ginger(state)
     _check_initialized()
-    return _reorth_state(xp, state, _all_reduce(group))
+    return core_ginger.reorthonormalize(xp, state, _all_reduce(group))
 
 
 def qng_init(
@@ -420,7 +422,7 @@ def qng_init(
 
 
 def _check_qng(state: QNGState) -> Any:
-    xp = _check_qng_state(state)
+    xp = check_qng_state(state)
     _check_torch(state.factors, "state.factors")
     return xp
 
@@ -460,9 +462,9 @@ def qng_update(state: QNGState, d: Array, *, decay: Any, group: Group = None) ->
     xp = _check_qng(state)
     check_like(d, "d", state.factors, shapes=((state.factors.shape[1],),))
     check_decay(decay, like=state.factors)
-    _check_decay_range(xp, decay, state.factors)
+    core_qng.check_decay_range(xp, decay, state.factors)
     _check_initialized()
-    return _qng_update(xp, state, d, decay=decay, reduce=_all_reduce(group))
+    return core_qng.update(xp, state, d, decay=decay, reduce=_all_reduce(group))
 
 
 def qng_precondition(state: QNGState, g: Array, *, group: Group = None) -> Array:
@@ -499,5 +501,5 @@ def qng_precondition(state: QNGState, g: Array, *, group: Group = None) -> Array
     check_like(g, "g", state.factors, shapes=((dim,), (dim, -1)))
     _check_initialized()
     reduce = _all_reduce(group)
-    half = _product(state, g, inverse=True, transpose=False, reduce=reduce)
-    return _product(state, half, inverse=True, transpose=True, reduce=reduce)
+    half = core_qng.factor_product(state, g, inverse=True, transpose=False, reduce=reduce)
+    return core_qng.factor_product(state, half, inverse=True, transpose=True, reduce=reduce)

@@ -57,23 +57,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lowrank_ggn._ginger import GingerState, _check_state, _ginger_update, _reorth_state
-from lowrank_ggn._ginger import ginger_init as _ginger_init
+from lowrank_ggn._core import ginger as core_ginger
+from lowrank_ggn._core import operator as core_operator
+from lowrank_ggn._core import qng as core_qng
+from lowrank_ggn._core.aliases import Array, DType
+from lowrank_ggn._core.checks import check_damping, check_decay, check_ginger_state, check_like, check_qng_state
+from lowrank_ggn._core.options import DEFAULT_REORTHONORMALIZE_EVERY, resolve_reorthonormalize_every
+from lowrank_ggn._core.reduction import AllReduce
+from lowrank_ggn._ginger import GingerState
+from lowrank_ggn._ginger import ginger_init as ginger_init_local
 from lowrank_ggn._hlo import Collective, collectives
-from lowrank_ggn._operator import _solve
-from lowrank_ggn._qng import QNGState, _check_decay_range, _product, _qng_update
-from lowrank_ggn._qng import _check_state as _check_qng_state
-from lowrank_ggn._qng import qng_init as _qng_init
-from lowrank_ggn._reduction import AllReduce
-from lowrank_ggn._typing import Array, DType
-from lowrank_ggn._validation import check_damping, check_decay, check_like
+from lowrank_ggn._qng import QNGState
+from lowrank_ggn._qng import qng_init as qng_init_local
 
 __all__ = [
     "Collective",
@@ -85,6 +87,9 @@ __all__ = [
     "ginger_sharding",
     "ginger_update",
     "ginger_update_leaves",
+    "init",
+    "is_explicit",
+    "precondition_leaves",
     "qng_init",
     "qng_precondition",
     "qng_precondition_leaves",
@@ -94,6 +99,8 @@ __all__ = [
     "shard_ginger_state",
     "shard_qng_state",
     "splittable",
+    "state_sharding",
+    "update_precondition_leaves",
 ]
 
 AxisName = str | tuple[str, ...]
@@ -185,7 +192,7 @@ def _vector_spec(x: Array, axis: AxisName) -> P:
     return P(axis) if x.ndim == 1 else P(axis, None)
 
 
-def _explicit(mesh: Mesh, axis: AxisName) -> bool:
+def is_explicit(mesh: Mesh, axis: AxisName) -> bool:
     """Return whether the mesh axes of ``axis`` are ``Explicit`` (sharding in types)."""
     names = (axis,) if isinstance(axis, str) else axis
     types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
@@ -197,7 +204,7 @@ def _place(tree: Any, mesh: Mesh, axis: AxisName, specs: Any) -> Any:
 
     On ``Auto`` axes ``shard_map`` reshards its inputs itself.
     """
-    if not _explicit(mesh, axis):
+    if not is_explicit(mesh, axis):
         return tree
     return jax.tree.map(lambda x, spec: jax.reshard(x, NamedSharding(mesh, spec)), tree, specs)
 
@@ -224,7 +231,7 @@ def shard_ginger_state(state: GingerState, mesh: Mesh, axis: AxisName) -> Ginger
     ValueError
         If ``dim`` is not a multiple of the number of devices along ``axis``.
     """
-    _check_jax_state(state, _check_state, "basis")
+    _check_jax_state(state, check_ginger_state, "basis")
     _check_dim(state.basis.shape[0], mesh, axis, "state.basis")
     return jax.device_put(state, ginger_sharding(mesh, axis))
 
@@ -251,7 +258,7 @@ def shard_qng_state(state: QNGState, mesh: Mesh, axis: AxisName) -> QNGState:
     ValueError
         If ``dim`` is not a multiple of the number of devices along ``axis``.
     """
-    _check_jax_state(state, _check_qng_state, "factors")
+    _check_jax_state(state, check_qng_state, "factors")
     _check_dim(state.factors.shape[1], mesh, axis, "state.factors")
     return jax.device_put(state, qng_sharding(mesh, axis))
 
@@ -300,9 +307,9 @@ def ginger_init(dim: int, rank: int, *, mesh: Mesh, axis: AxisName, dtype: DType
     TypeError
         If ``dtype`` is not float32 or float64.
     """
-    jax.eval_shape(lambda: _ginger_init(dim, rank, xp=jnp, dtype=dtype))  # checks dim, rank, dtype
+    jax.eval_shape(lambda: ginger_init_local(dim, rank, xp=jnp, dtype=dtype))  # checks dim, rank, dtype
     _check_dim(dim, mesh, axis, "dim")
-    make = jax.jit(lambda: _ginger_init(dim, rank, xp=jnp, dtype=dtype), out_shardings=ginger_sharding(mesh, axis))
+    make = jax.jit(lambda: ginger_init_local(dim, rank, xp=jnp, dtype=dtype), out_shardings=ginger_sharding(mesh, axis))
     return make()
 
 
@@ -335,9 +342,9 @@ def qng_init(dim: int, rank: int, *, mesh: Mesh, axis: AxisName, dtype: DType | 
     TypeError
         If ``dtype`` is not float32 or float64.
     """
-    jax.eval_shape(lambda: _qng_init(dim, rank, xp=jnp, dtype=dtype))  # checks dim, rank, dtype
+    jax.eval_shape(lambda: qng_init_local(dim, rank, xp=jnp, dtype=dtype))  # checks dim, rank, dtype
     _check_dim(dim, mesh, axis, "dim")
-    make = jax.jit(lambda: _qng_init(dim, rank, xp=jnp, dtype=dtype), out_shardings=qng_sharding(mesh, axis))
+    make = jax.jit(lambda: qng_init_local(dim, rank, xp=jnp, dtype=dtype), out_shardings=qng_sharding(mesh, axis))
     return make()
 
 
@@ -371,7 +378,7 @@ def ginger_update(
     decay: Any,
     mesh: Mesh,
     axis: AxisName,
-    reorthonormalize_every: int | None = None,
+    reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
 ) -> GingerState:
     r"""Fold one curvature vector into a sharded Ginger state (Eq 7, truncated to rank τ).
 
@@ -399,9 +406,9 @@ def ginger_update(
         The device mesh.
     axis : str or tuple of str
         The mesh axis (or axes) that splits ``dim``.
-    reorthonormalize_every : int, optional
-        Re-orthonormalise after every k-th accepted update, as in
-        :func:`ginger_reorthonormalize`.
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`lowrank_ggn.ginger_update` (here from the Gram matrix
+        ``UᵀU``, one all-reduce of τ×τ numbers).
 
     Returns
     -------
@@ -417,29 +424,21 @@ def ginger_update(
     TypeError
         If the state or ``d`` are not JAX arrays of one real floating dtype.
     """
-    _check_jax_state(state, _check_state, "basis")
+    _check_jax_state(state, check_ginger_state, "basis")
     basis = state.basis
     check_like(d, "d", basis, shapes=((basis.shape[0],),))
     check_decay(decay, like=basis)
     _check_dim(basis.shape[0], mesh, axis, "state.basis")
-    if reorthonormalize_every is not None and (
-        isinstance(reorthonormalize_every, bool)
-        or not isinstance(reorthonormalize_every, int)
-        or reorthonormalize_every < 1
-    ):
-        msg = f"reorthonormalize_every must be a positive integer or None, got {reorthonormalize_every!r}"
-        raise ValueError(msg)
+    every = resolve_reorthonormalize_every(jnp, basis.dtype, reorthonormalize_every)
     reduce = _psum(axis)
 
     def local(state: GingerState, d: Array, alpha: Array) -> GingerState:
-        return _ginger_update(
+        return core_ginger.update(
             jnp,
             state,
             d,
             decay=alpha,
-            damping=None,
-            method="eigen",
-            reorthonormalize_every=reorthonormalize_every,
+            reorthonormalize_every=every,
             reduce=reduce,
         )
 
@@ -485,7 +484,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any, mesh: Mes
     TypeError
         If the state or ``g`` are not JAX arrays of one real floating dtype.
     """
-    _check_jax_state(state, _check_state, "basis")
+    _check_jax_state(state, check_ginger_state, "basis")
     basis = state.basis
     check_like(g, "g", basis, shapes=((basis.shape[0],), (basis.shape[0], -1)))
     check_damping(damping)
@@ -493,7 +492,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any, mesh: Mes
     reduce = _psum(axis)
 
     def local(basis: Array, eigvals: Array, g: Array, gamma: Array) -> Array:
-        return _solve(jnp, basis, eigvals, g, gamma, reduce=reduce)
+        return core_operator.solve(jnp, basis, eigvals, g, gamma, reduce=reduce)
 
     in_specs = (P(axis, None), P(), _vector_spec(g, axis), P())
     solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[2])
@@ -525,11 +524,13 @@ def ginger_reorthonormalize(state: GingerState, *, mesh: Mesh, axis: AxisName) -
     GingerState
         Same ``step``, ``discarded`` and ``num_nonfinite``; sharded like the input.
     """
-    _check_jax_state(state, _check_state, "basis")
+    _check_jax_state(state, check_ginger_state, "basis")
     _check_dim(state.basis.shape[0], mesh, axis, "state.basis")
     reduce = _psum(axis)
     specs = _ginger_specs(axis)
-    fn = jax.shard_map(lambda s: _reorth_state(jnp, s, reduce), mesh=mesh, in_specs=(specs,), out_specs=specs)
+    fn = jax.shard_map(
+        lambda s: core_ginger.reorthonormalize(jnp, s, reduce), mesh=mesh, in_specs=(specs,), out_specs=specs
+    )
     return fn(_place(state, mesh, axis, specs))
 
 
@@ -568,16 +569,16 @@ def qng_update(state: QNGState, d: Array, *, decay: Any, mesh: Mesh, axis: AxisN
     TypeError
         If the state or ``d`` are not JAX arrays of one real floating dtype.
     """
-    _check_jax_state(state, _check_qng_state, "factors")
+    _check_jax_state(state, check_qng_state, "factors")
     factors = state.factors
     check_like(d, "d", factors, shapes=((factors.shape[1],),))
     check_decay(decay, like=factors)
-    _check_decay_range(jnp, decay, factors)
+    core_qng.check_decay_range(jnp, decay, factors)
     _check_dim(factors.shape[1], mesh, axis, "state.factors")
     reduce = _psum(axis)
 
     def local(state: QNGState, d: Array, alpha: Array) -> QNGState:
-        return _qng_update(jnp, state, d, decay=alpha, reduce=reduce)
+        return core_qng.update(jnp, state, d, decay=alpha, reduce=reduce)
 
     in_specs = (_qng_specs(axis), P(axis), P())
     step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0])
@@ -614,7 +615,7 @@ def qng_precondition(state: QNGState, g: Array, *, mesh: Mesh, axis: AxisName) -
     TypeError
         If the state or ``g`` are not JAX arrays of one real floating dtype.
     """
-    _check_jax_state(state, _check_qng_state, "factors")
+    _check_jax_state(state, check_qng_state, "factors")
     factors = state.factors
     dim = factors.shape[1]
     check_like(g, "g", factors, shapes=((dim,), (dim, -1)))
@@ -622,8 +623,8 @@ def qng_precondition(state: QNGState, g: Array, *, mesh: Mesh, axis: AxisName) -
     reduce = _psum(axis)
 
     def local(state: QNGState, g: Array) -> Array:
-        half = _product(state, g, inverse=True, transpose=False, reduce=reduce)
-        return _product(state, half, inverse=True, transpose=True, reduce=reduce)
+        half = core_qng.factor_product(state, g, inverse=True, transpose=False, reduce=reduce)
+        return core_qng.factor_product(state, half, inverse=True, transpose=True, reduce=reduce)
 
     in_specs = (_qng_specs(axis), _vector_spec(g, axis))
     solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[1])
@@ -674,7 +675,7 @@ def _unflatten_local(vec: Array, like: list[Array]) -> list[Array]:
 
 def _in_layout_of(ys: list[Array], like: list[Array], mesh: Mesh, axis: AxisName) -> list[Array]:
     """On an ``Explicit`` mesh, reshard each result to the layout of the corresponding input."""
-    if not _explicit(mesh, axis):
+    if not is_explicit(mesh, axis):
         return ys
     return [jax.reshard(y, jax.typeof(x).sharding) for y, x in zip(ys, like, strict=True)]
 
@@ -708,7 +709,7 @@ def ginger_update_leaves(
     decay: Any,
     mesh: Mesh,
     axis: AxisName,
-    reorthonormalize_every: int | None = None,
+    reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
 ) -> GingerState:
     r"""Fold a curvature vector given as parameter-shaped arrays into a sharded Ginger state.
 
@@ -732,7 +733,7 @@ def ginger_update_leaves(
         The device mesh.
     axis : str or tuple of str
         The mesh axis (or axes) that splits the arrays.
-    reorthonormalize_every : int, optional
+    reorthonormalize_every : int, "auto" or None, default "auto"
         As in :func:`ginger_update`.
 
     Returns
@@ -748,22 +749,21 @@ def ginger_update_leaves(
     TypeError
         If an array is not a real floating JAX array.
     """
-    _check_jax_state(state, _check_state, "basis")
+    _check_jax_state(state, check_ginger_state, "basis")
     d_leaves = _check_leaves(d_leaves, "d_leaves", state.basis.shape[0], mesh, axis)
     check_decay(decay, like=state.basis)
     dtype = state.basis.dtype
+    every = resolve_reorthonormalize_every(jnp, dtype, reorthonormalize_every)
     reduce = _psum(axis)
 
     def local(state: GingerState, leaves: list[Array], alpha: Array) -> GingerState:
         d = _flatten_local(leaves, dtype)
-        return _ginger_update(
+        return core_ginger.update(
             jnp,
             state,
             d,
             decay=alpha,
-            damping=None,
-            method="eigen",
-            reorthonormalize_every=reorthonormalize_every,
+            reorthonormalize_every=every,
             reduce=reduce,
         )
 
@@ -807,14 +807,14 @@ def ginger_precondition_leaves(
     TypeError
         If an array is not a real floating JAX array.
     """
-    _check_jax_state(state, _check_state, "basis")
+    _check_jax_state(state, check_ginger_state, "basis")
     g_leaves = _check_leaves(g_leaves, "g_leaves", state.basis.shape[0], mesh, axis)
     check_damping(damping)
     dtype = state.basis.dtype
     reduce = _psum(axis)
 
     def local(basis: Array, eigvals: Array, leaves: list[Array], gamma: Array) -> list[Array]:
-        y = _solve(jnp, basis, eigvals, _flatten_local(leaves, dtype), gamma, reduce=reduce)
+        y = core_operator.solve(jnp, basis, eigvals, _flatten_local(leaves, dtype), gamma, reduce=reduce)
         return _unflatten_local(y, leaves)
 
     specs = [_leading_spec(x, axis) for x in g_leaves]
@@ -855,15 +855,15 @@ def qng_update_leaves(state: QNGState, d_leaves: list[Array], *, decay: Any, mes
     TypeError
         If an array is not a real floating JAX array.
     """
-    _check_jax_state(state, _check_qng_state, "factors")
+    _check_jax_state(state, check_qng_state, "factors")
     d_leaves = _check_leaves(d_leaves, "d_leaves", state.factors.shape[1], mesh, axis)
     check_decay(decay, like=state.factors)
-    _check_decay_range(jnp, decay, state.factors)
+    core_qng.check_decay_range(jnp, decay, state.factors)
     dtype = state.factors.dtype
     reduce = _psum(axis)
 
     def local(state: QNGState, leaves: list[Array], alpha: Array) -> QNGState:
-        return _qng_update(jnp, state, _flatten_local(leaves, dtype), decay=alpha, reduce=reduce)
+        return core_qng.update(jnp, state, _flatten_local(leaves, dtype), decay=alpha, reduce=reduce)
 
     in_specs = (_qng_specs(axis), [_leading_spec(x, axis) for x in d_leaves], P())
     step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0])
@@ -897,17 +897,183 @@ def qng_precondition_leaves(state: QNGState, g_leaves: list[Array], *, mesh: Mes
     TypeError
         If an array is not a real floating JAX array.
     """
-    _check_jax_state(state, _check_qng_state, "factors")
+    _check_jax_state(state, check_qng_state, "factors")
     g_leaves = _check_leaves(g_leaves, "g_leaves", state.factors.shape[1], mesh, axis)
     dtype = state.factors.dtype
     reduce = _psum(axis)
 
     def local(state: QNGState, leaves: list[Array]) -> list[Array]:
         g = _flatten_local(leaves, dtype)
-        half = _product(state, g, inverse=True, transpose=False, reduce=reduce)
-        return _unflatten_local(_product(state, half, inverse=True, transpose=True, reduce=reduce), leaves)
+        half = core_qng.factor_product(state, g, inverse=True, transpose=False, reduce=reduce)
+        return _unflatten_local(
+            core_qng.factor_product(state, half, inverse=True, transpose=True, reduce=reduce), leaves
+        )
 
     specs = [_leading_spec(x, axis) for x in g_leaves]
     in_specs = (_qng_specs(axis), specs)
     solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=specs)
     return _in_layout_of(solve(*_place((state, g_leaves), mesh, axis, in_specs)), g_leaves, mesh, axis)
+
+
+# -- Generic over the approximation protocol ---------------------------------------
+
+
+def state_sharding(approximation: Any, mesh: Mesh, axis: AxisName) -> Any:
+    """The sharding of a state of ``approximation`` with its long axis split over ``axis``.
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger or lowrank_ggn.QNG
+        An approximation whose ``shardable`` attribute is true.
+    mesh, axis
+        As in :func:`ginger_sharding`.
+
+    Returns
+    -------
+    NamedTuple of NamedSharding
+        One sharding per field of the state.
+
+    Raises
+    ------
+    ValueError
+        If the approximation cannot be split across devices (the product form).
+    """
+    kind = _kind(approximation)
+    return ginger_sharding(mesh, axis) if kind == "ginger" else qng_sharding(mesh, axis)
+
+
+def _kind(approximation: Any) -> str:
+    if not getattr(approximation, "shardable", False) or approximation.state_type not in (GingerState, QNGState):
+        name = getattr(approximation, "name", type(approximation).__name__)
+        msg = f"approximation {name!r} cannot be split across devices; use lg.ginger or lg.qng"
+        raise ValueError(msg)
+    return "ginger" if approximation.state_type is GingerState else "qng"
+
+
+def _specs_of(approximation: Any, axis: AxisName) -> Any:
+    return _ginger_specs(axis) if _kind(approximation) == "ginger" else _qng_specs(axis)
+
+
+def _long_field(state: Any) -> Array:
+    return state.basis if isinstance(state, GingerState) or hasattr(state, "basis") else state.factors
+
+
+def init(approximation: Any, dim: int, *, mesh: Mesh, axis: AxisName, dtype: DType | None = None) -> Any:
+    """Create an empty state of ``approximation`` directly in its sharded layout.
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger or lowrank_ggn.QNG
+        What to keep (``lg.ginger(...)`` or ``lg.qng(...)``).
+    dim : int
+        The number of parameters; a multiple of the number of devices along ``axis``.
+    mesh, axis
+        As in :func:`ginger_init`.
+    dtype : dtype, optional
+        ``jnp.float32`` or ``jnp.float64``.
+
+    Returns
+    -------
+    GingerState or QNGState
+        Sharded as :func:`state_sharding` says.
+    """
+    if _kind(approximation) == "ginger":
+        return ginger_init(dim, approximation.rank, mesh=mesh, axis=axis, dtype=dtype)
+    return qng_init(dim, approximation.rank, mesh=mesh, axis=axis, dtype=dtype)
+
+
+def update_precondition_leaves(
+    approximation: Any,
+    state: Any,
+    d_leaves: list[Array],
+    g_leaves: list[Array],
+    *,
+    damping: Any,
+    mesh: Mesh,
+    axis: AxisName,
+) -> tuple[Any, list[Array]]:
+    r"""One fused step of any shardable approximation on a block given as parameter-shaped arrays.
+
+    Folds the curvature vector ``d`` into the sharded state and preconditions
+    ``g`` with the new state, each device working on its own rows (its blocks
+    of the arrays, laid out as in :func:`ginger_update_leaves`); the sums over
+    rows are completed by ``lax.psum`` (O(τ) numbers per step for Ginger).
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger or lowrank_ggn.QNG
+        The method and its hyper-parameters.
+    state : GingerState or QNGState
+        Sharded as :func:`state_sharding` says.
+    d_leaves, g_leaves : list of arrays
+        The curvature vector and the gradient, as arrays split along their
+        first axis.
+    damping : float, 0-d array or None
+        γ > 0 (may be traced); ``None`` for QNG.
+    mesh, axis
+        The device mesh and the axis (or axes) that splits the arrays.
+
+    Returns
+    -------
+    tuple
+        ``(new_state, y_leaves)``, the preconditioned gradient as arrays like ``g_leaves``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`ginger_update_leaves` and :func:`ginger_precondition_leaves`.
+    """
+    specs = _specs_of(approximation, axis)
+    long = _long_field(state)
+    dim = long.shape[0] if _kind(approximation) == "ginger" else long.shape[1]
+    d_leaves = _check_leaves(d_leaves, "d_leaves", dim, mesh, axis)
+    g_leaves = _check_leaves(g_leaves, "g_leaves", dim, mesh, axis)
+    if approximation.needs_damping:
+        check_damping(damping)
+    dtype = long.dtype
+    reduce = _psum(axis)
+
+    def local(state: Any, ds: list[Array], gs: list[Array], gamma: Array) -> tuple[Any, list[Array]]:
+        d, g = _flatten_local(ds, dtype), _flatten_local(gs, dtype)
+        new, y = approximation.fold_precondition(jnp, state, d, g, damping=gamma, reduce=reduce)
+        return new, _unflatten_local(y, gs)
+
+    d_specs = [_leading_spec(x, axis) for x in d_leaves]
+    g_specs = [_leading_spec(x, axis) for x in g_leaves]
+    in_specs = (specs, d_specs, g_specs, P())
+    step = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=(specs, g_specs))
+    gamma = _scalar_arg(1.0 if damping is None else damping, long)
+    new, ys = step(*_place((state, d_leaves, g_leaves, gamma), mesh, axis, in_specs))
+    return new, _in_layout_of(ys, g_leaves, mesh, axis)
+
+
+def precondition_leaves(
+    approximation: Any, state: Any, g_leaves: list[Array], *, damping: Any, mesh: Mesh, axis: AxisName
+) -> list[Array]:
+    """Precondition a gradient given as parameter-shaped arrays with any shardable approximation's state.
+
+    Parameters and layout as in :func:`update_precondition_leaves` (without ``d_leaves``).
+
+    Returns
+    -------
+    list of arrays
+        The preconditioned gradient, as arrays like ``g_leaves``.
+    """
+    specs = _specs_of(approximation, axis)
+    long = _long_field(state)
+    dim = long.shape[0] if _kind(approximation) == "ginger" else long.shape[1]
+    g_leaves = _check_leaves(g_leaves, "g_leaves", dim, mesh, axis)
+    if approximation.needs_damping:
+        check_damping(damping)
+    dtype = long.dtype
+    reduce = _psum(axis)
+
+    def local(state: Any, gs: list[Array], gamma: Array) -> list[Array]:
+        y = approximation.solve(jnp, state, _flatten_local(gs, dtype), damping=gamma, reduce=reduce)
+        return _unflatten_local(y, gs)
+
+    g_specs = [_leading_spec(x, axis) for x in g_leaves]
+    in_specs = (specs, g_specs, P())
+    solve = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=g_specs)
+    gamma = _scalar_arg(1.0 if damping is None else damping, long)
+    return _in_layout_of(solve(*_place((state, g_leaves, gamma), mesh, axis, in_specs)), g_leaves, mesh, axis)

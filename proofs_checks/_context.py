@@ -9,7 +9,6 @@ out, to NumPy float64 for the dense references, with :meth:`Context.to_numpy`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import time
 import weakref
 import zlib
@@ -20,35 +19,23 @@ from typing import Any
 import numpy as np
 
 import lowrank_ggn as lg
-from lowrank_ggn.backends import namespace_from_module, to_numpy
+from lowrank_ggn.backends import BACKEND_NAMES, library_by_name, namespace_from_module, to_numpy
 
 __all__ = ["BACKENDS", "DTYPES", "Context", "make_context"]
 
-BACKENDS = ("numpy", "jax", "torch", "cupy", "array_api_strict")
+BACKENDS = BACKEND_NAMES
 DTYPES = ("float64", "float32")
 
 
 def _load_module(name: str) -> Any:
     """Import the library module users pass as ``xp`` for a backend name."""
-    if name == "numpy":
-        return np
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", val=True)
-        return importlib.import_module("jax.numpy")
-    if name == "torch":
-        return importlib.import_module("torch")
-    if name == "cupy":
-        cupy = importlib.import_module("cupy")
-        if not cupy.cuda.is_available():
-            msg = "the cupy backend needs a visible CUDA device"
-            raise RuntimeError(msg)
-        return cupy
-    if name == "array_api_strict":
-        return importlib.import_module("array_api_strict")
-    msg = f"unknown backend {name!r}; choose one of {BACKENDS}"
-    raise ValueError(msg)
+    if name not in BACKENDS:
+        msg = f"unknown backend {name!r}; choose one of {BACKENDS}"
+        raise ValueError(msg)
+    try:
+        return library_by_name(name)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 
-from lowrank_ggn.backends import namespace_from_module, to_numpy
+from lowrank_ggn.backends import BACKEND_NAMES, library_by_name, namespace_from_module, to_numpy
 
-BACKEND_NAMES = ("numpy", "array_api_strict", "jax", "torch", "cupy")
+__all__ = ["BACKEND_NAMES", "Backend", "make_backend"]
 
 
 @dataclass(frozen=True)
@@ -67,21 +66,11 @@ class Backend:
 
 def make_backend(name: str, dtype: str) -> Backend:
     """Import a backend, or skip the test when it is unavailable."""
-    if name == "numpy":
-        module = np
-    elif name == "array_api_strict":
-        module = pytest.importorskip("array_api_strict")
-    elif name == "jax":
-        jax = pytest.importorskip("jax")
-        jax.config.update("jax_enable_x64", True)
-        module = importlib.import_module("jax.numpy")
-    elif name == "torch":
-        module = pytest.importorskip("torch")
-    elif name == "cupy":
-        module = pytest.importorskip("cupy")
-        if not module.cuda.is_available():
-            pytest.skip("CuPy is installed but no CUDA device is visible")
-    else:  # pragma: no cover - guarded by conftest
+    if name not in BACKEND_NAMES:  # pragma: no cover - guarded by conftest
         msg = f"unknown backend {name}"
         raise ValueError(msg)
+    try:
+        module = library_by_name(name)
+    except ValueError as exc:  # not installed, or CuPy without a visible CUDA device
+        pytest.skip(str(exc))
     return Backend(name=name, module=module, ns=namespace_from_module(module), dtype_name=dtype)

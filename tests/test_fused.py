@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lowrank_ggn as lg
-from lowrank_ggn.backends._kernels import can_overwrite, project, residual, rotate
+from lowrank_ggn._core.kernels import can_overwrite, project, residual, rotate
 from tests._streams import orthonormal, stream
 
 seeds = st.integers(0, 2**32 - 1)
@@ -285,7 +285,7 @@ def test_fused_validation():
 @given(seed=seeds, dim=st.integers(1, 40), data=st.data())
 def test_finite_max_abs_without_temporaries(xp, seed, dim, data):
     """``finite_max_abs`` (max v and min v alone) = ``(all(isfinite(v)), max|v|)``, NaN and ±inf included."""
-    from lowrank_ggn._eigen_update import finite_max_abs
+    from lowrank_ggn._core.brand import finite_max_abs
 
     rng = np.random.default_rng(seed)
     v = rng.standard_normal(dim) * 10.0 ** rng.uniform(-30, 30)

@@ -1,11 +1,11 @@
 """The update and the query with ``dim`` split into blocks, on every backend, in one process.
 
 The sharded front-ends (JAX ``shard_map``, ``torch.distributed``) run the
-library's own cores on each block with a :class:`~lowrank_ggn._reduction.AllReduce`
+library's own cores on each block with a :class:`~lowrank_ggn._core.reduction.AllReduce`
 that completes the reductions over ``dim``. Here three threads play the three
 devices, with an all-reduce built on a barrier, so the split algorithm is
 checked on every backend and dtype of the ``xp`` fixture against the same
-algorithm on the whole vector (:data:`~lowrank_ggn._reduction.LOCAL`).
+algorithm on the whole vector (:data:`~lowrank_ggn._core.reduction.LOCAL`).
 
 JAX is left to ``tests/test_sharding.py`` (8 simulated devices, ``shard_map``):
 eager JAX still traces both branches of ``lax.cond``, and tracing an all-reduce
@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 import lowrank_ggn as lg
-from lowrank_ggn._eigen_update import _reorthonormalize_gram
-from lowrank_ggn._ginger import _ginger_update
-from lowrank_ggn._operator import _solve
-from lowrank_ggn._qng import _product, _qng_update
-from lowrank_ggn._reduction import LOCAL, AllReduce
+from lowrank_ggn._core import ginger as core_ginger
+from lowrank_ggn._core import qng as core_qng
+from lowrank_ggn._core.brand import reorthonormalize_gram
+from lowrank_ggn._core.operator import solve
+from lowrank_ggn._core.reduction import LOCAL, AllReduce
 from lowrank_ggn.backends import array_namespace
 from tests._streams import orthonormal
 
@@ -107,18 +107,11 @@ def test_shard_reduction_split_ginger_equals_whole(xp_threads):
         if reduce is not LOCAL:
             state = state._replace(basis=xp.asarray(_rows(xp.to_numpy(state.basis), k)))
         for d in d_blocks:
-            state = _ginger_update(
-                ns,
-                state,
-                xp.asarray(d),
-                decay=DECAY,
-                damping=None,
-                method="eigen",
-                reorthonormalize_every=EVERY,
-                reduce=reduce,
+            state = core_ginger.update(
+                ns, state, xp.asarray(d), decay=DECAY, reorthonormalize_every=EVERY, reduce=reduce
             )
         gamma = ns.asarray(DAMPING, dtype=xp.dtype)
-        return state, _solve(ns, state.basis, state.eigvals, xp.asarray(g_block), gamma, reduce=reduce)
+        return state, solve(ns, state.basis, state.eigvals, xp.asarray(g_block), gamma, reduce=reduce)
 
     whole, y_whole = run(0, LOCAL, ds, g)
     shards = _split_run(run, [[_rows(d, k) for d in ds] for k in range(3)], [_rows(g, k) for k in range(3)])
@@ -147,9 +140,9 @@ def test_shard_reduction_split_qng_equals_whole(xp_threads):
         if reduce is not LOCAL:
             q = q._replace(factors=xp.asarray(_rows(xp.to_numpy(q.factors), k, axis=1)))
         for d in d_blocks:
-            q = _qng_update(ns, q, xp.asarray(d), decay=DECAY, reduce=reduce)
-        half = _product(q, xp.asarray(g_block), inverse=True, transpose=False, reduce=reduce)
-        return q, _product(q, half, inverse=True, transpose=True, reduce=reduce)
+            q = core_qng.update(ns, q, xp.asarray(d), decay=DECAY, reduce=reduce)
+        half = core_qng.factor_product(q, xp.asarray(g_block), inverse=True, transpose=False, reduce=reduce)
+        return q, core_qng.factor_product(q, half, inverse=True, transpose=True, reduce=reduce)
 
     whole, y_whole = run(0, LOCAL, ds, g)
     shards = _split_run(run, [[_rows(d, k) for d in ds] for k in range(3)], [_rows(g, k) for k in range(3)])
@@ -169,7 +162,7 @@ def test_shard_reduction_gram_reorthonormalization(xp):
     u, lam = xp.to_numpy(xp.asarray(u)), xp.to_numpy(xp.asarray(lam))
 
     def run(k, reduce, block):
-        return _reorthonormalize_gram(xp.ns, xp.asarray(block), xp.asarray(lam), reduce)
+        return reorthonormalize_gram(xp.ns, xp.asarray(block), xp.asarray(lam), reduce)
 
     shards = _split_run(run, [_rows(u, k) for k in range(3)])
     basis = np.concatenate([xp.to_numpy(b) for b, _ in shards])

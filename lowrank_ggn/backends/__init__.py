@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lowrank_ggn._typing import Array, ArrayNamespace, Device, DType
+from lowrank_ggn._core.aliases import Array, ArrayNamespace, Device, DType
 from lowrank_ggn.backends._compat import (
     array_namespace,
     device_of,
@@ -30,10 +30,21 @@ from lowrank_ggn.backends._compat import (
     namespace_from_module,
 )
 from lowrank_ggn.backends._host import dtype_name, from_host_exact, to_host_exact
+from lowrank_ggn.backends._select import (
+    BACKEND_NAMES,
+    Backend,
+    block_until_ready,
+    jit,
+    library_by_name,
+    namespace_by_name,
+)
 
 __all__ = [
+    "BACKEND_NAMES",
+    "Backend",
     "array_namespace",
     "backend_name",
+    "block_until_ready",
     "canonical_float_dtype",
     "cond",
     "default_float_dtype",
@@ -42,9 +53,15 @@ __all__ = [
     "floating_point_errors_ignored",
     "from_host_exact",
     "is_array",
+    "is_jax_namespace",
     "is_low_precision_float",
+    "is_numpy_namespace",
     "is_real_floating",
+    "is_torch_namespace",
     "is_traced",
+    "jit",
+    "library_by_name",
+    "namespace_by_name",
     "namespace_from_module",
     "resolve_namespace",
     "same_device",

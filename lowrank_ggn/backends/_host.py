@@ -6,12 +6,11 @@ have, travels as its ``uint16`` bit pattern together with the dtype name.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
-from lowrank_ggn._typing import Array, ArrayNamespace, Device
+from lowrank_ggn._core.aliases import Array, ArrayNamespace, Device
 from lowrank_ggn.backends._compat import (
     is_cupy_namespace,
     is_jax_array,
@@ -19,46 +18,9 @@ from lowrank_ggn.backends._compat import (
     is_numpy_namespace,
     is_torch_array,
     is_torch_namespace,
-    namespace_from_module,
 )
 
-__all__ = ["BACKEND_MODULES", "dtype_name", "from_host_exact", "namespace_by_name", "to_host_exact"]
-
-BACKEND_MODULES = {
-    "numpy": "numpy",
-    "jax": "jax.numpy",
-    "torch": "torch",
-    "cupy": "cupy",
-    "array_api_strict": "array_api_strict",
-}
-"""Backend name (as written by :func:`lowrank_ggn.backends.backend_name`) → library module."""
-
-
-def namespace_by_name(name: str) -> ArrayNamespace:
-    """Import a backend by its short name and return its array namespace.
-
-    Parameters
-    ----------
-    name : str
-        A key of ``BACKEND_MODULES`` (a name written by
-        :func:`lowrank_ggn.backends.backend_name`).
-
-    Returns
-    -------
-    module
-        The array-API namespace of that library.
-
-    Raises
-    ------
-    ValueError
-        If the name is not a key of ``BACKEND_MODULES``.
-    ImportError
-        If the backend is not installed.
-    """
-    if name not in BACKEND_MODULES:
-        msg = f"unknown backend {name!r}; expected one of {sorted(BACKEND_MODULES)}"
-        raise ValueError(msg)
-    return namespace_from_module(importlib.import_module(BACKEND_MODULES[name]))
+__all__ = ["dtype_name", "from_host_exact", "to_host_exact"]
 
 
 def dtype_name(dtype: Any) -> str:

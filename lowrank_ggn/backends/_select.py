@@ -7,11 +7,12 @@ for asynchronous work before reading a clock (NumPy data moves in with the stand
 
 from __future__ import annotations
 
+import enum
 import importlib
 from collections.abc import Callable
 from typing import Any
 
-from lowrank_ggn._typing import ArrayNamespace
+from lowrank_ggn._core.aliases import ArrayNamespace
 from lowrank_ggn.backends._compat import (
     is_jax_array,
     is_jax_namespace,
@@ -19,14 +20,41 @@ from lowrank_ggn.backends._compat import (
     namespace_from_module,
 )
 
-__all__ = ["BACKEND_NAMES", "block_until_ready", "jit", "namespace_by_name"]
-
-BACKEND_NAMES = ("numpy", "jax", "torch", "cupy", "array_api_strict")
-"""Names accepted by :func:`namespace_by_name`."""
+__all__ = ["BACKEND_NAMES", "Backend", "block_until_ready", "jit", "library_by_name", "namespace_by_name"]
 
 
-def namespace_by_name(name: str, *, float64: bool = True) -> ArrayNamespace:
-    """Import a backend by name and return its array-API namespace.
+class Backend(str, enum.Enum):
+    """The backends the library supports: the one table of their names and modules.
+
+    The library (``--backend`` options, checkpoints), the tests, the benchmarks
+    and ``proofs_checks`` all take their backend names from here. Each member's
+    value is its short name; :attr:`module_name` is the library module users
+    pass as ``xp``.
+    """
+
+    NUMPY = "numpy"
+    ARRAY_API_STRICT = "array_api_strict"
+    JAX = "jax"
+    TORCH = "torch"
+    CUPY = "cupy"
+
+    @property
+    def module_name(self) -> str:
+        """The importable module users pass as ``xp`` (``jax.numpy`` for JAX)."""
+        return "jax.numpy" if self is Backend.JAX else self.value
+
+    @property
+    def needs_gpu(self) -> bool:
+        """Whether the backend runs only on a visible CUDA device (CuPy)."""
+        return self is Backend.CUPY
+
+
+BACKEND_NAMES = tuple(b.value for b in Backend)
+"""Names accepted by :func:`namespace_by_name`, in the order the tests use them."""
+
+
+def library_by_name(name: str, *, float64: bool = True) -> Any:
+    """Import a backend's library module (``numpy``, ``jax.numpy``, ``torch``, ...) by its short name.
 
     Parameters
     ----------
@@ -49,20 +77,25 @@ def namespace_by_name(name: str, *, float64: bool = True) -> ArrayNamespace:
     if name not in BACKEND_NAMES:
         msg = f"backend must be one of {BACKEND_NAMES}, got {name!r}"
         raise ValueError(msg)
-    module_name = {"jax": "jax.numpy"}.get(name, name)
+    backend = Backend(name)
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(backend.module_name)
     except ImportError as exc:
         msg = f"backend {name!r} is not installed ({exc})"
         raise ValueError(msg) from exc
-    if name == "jax" and float64:
+    if backend is Backend.JAX and float64:
         import jax
 
         jax.config.update("jax_enable_x64", True)  # noqa: FBT003
-    if name == "cupy" and not module.cuda.is_available():
-        msg = "backend 'cupy' needs a visible CUDA device"
+    if backend.needs_gpu and not module.cuda.is_available():
+        msg = f"backend {name!r} needs a visible CUDA device"
         raise ValueError(msg)
-    return namespace_from_module(module)
+    return module
+
+
+def namespace_by_name(name: str, *, float64: bool = True) -> ArrayNamespace:
+    """Import a backend by name and return its array-API namespace (see :func:`library_by_name`)."""
+    return namespace_from_module(library_by_name(name, float64=float64))
 
 
 def jit(fn: Callable[..., Any], xp: ArrayNamespace, *, static_argnames: tuple[str, ...] = ()) -> Callable[..., Any]:

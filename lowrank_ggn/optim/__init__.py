@@ -48,43 +48,16 @@ per-block states are plain NamedTuples of arrays whose leading axis is the
 block dimension (``basis`` is ``(dim, rank)``, QNG's ``factors`` is
 ``(rank, dim)``), which is the axis to shard along.
 
-**How the defaults were chosen.** By measurement on the small-scale
-reproduction of the paper's image-classification experiments
-(``python -m experiments.reproduce``: scikit-learn's digits with an MLP and a
-residual CNN, and the breast-cancer data with an MLP; the numbers are on the
-reproduction page of the documentation and in ``experiments/RESULTS.md``).
-Accuracy there saturates near 98%, so the measurements rule out bad values
-more than they single out the best one.
+**Any approximation.** :class:`~lowrank_ggn.optim.optax.scale_by_lowrank` and
+:class:`~lowrank_ggn.optim.torch.LowRank` take any object of the approximation
+protocol (``lg.ginger(...)``, ``lg.ginger_product(...)``, ``lg.qng(...)``);
+``scale_by_ginger``/``ginger``/``Ginger`` and ``scale_by_qng``/``qng``/``QNG``
+are these with the approximation built from ``rank`` and ``decay``. Each step
+with a curvature update is one fused update + query.
 
-- Damping γ = 1: Ginger (τ = 4) was trained on the digits MLP and CNN with
-  γ ∈ {1e-3, 1e-2, 1e-1, 1}, the learning rate tuned over
-  {1, 5} × 10^{−1…−4} for each γ (one seed). The tuning-split accuracy
-  averaged over the two models was 98.05–98.33% for every γ (γ = 0.1 highest,
-  γ = 1 lowest; in an earlier run of the previous core γ = 1 was highest,
-  98.5% against 97.9–98.1%): the differences are one or two tuning examples.
-  γ = 1 was kept because its best learning rate (0.1) lies inside the grid,
-  whereas γ = 1e-3 needed the grid's smallest rate. The
-  damping only matters relative to the scale of the curvature: with the
-  sampled-label gradient of Eq 8 and a mean negative log-likelihood, the top
-  eigenvalues per block were 1e-3…2 on the digits MLP, so γ = 1 shrinks only
-  the few directions with σ ≳ 1. Rescale γ with the Fisher of other models.
-- Rank τ = 4: across τ ∈ {1, 2, 4, 8, 16} no rank beat τ = 4 by more than the
-  spread over three seeds (largest gap: τ = 2 on the digits CNN, 97.87 ± 0.70%
-  against 97.59 ± 0.42%), while memory grows as O(dτ) and time as O(dτ²).
-- Decay α = 0.99: the paper's "second moment" coefficient (§4.1); in the
-  α × τ grid (α ∈ {0.9, 0.99, 0.999}, τ ∈ {2, 4, 8}, both digits models)
-  α = 0.99 was within about one seed spread of the best α (at most 0.74
-  points behind, on the CNN at τ = 4).
-- Momentum μ = 0.9: the paper's "first moment" coefficient, applied as
-  heavy-ball momentum on the preconditioned direction; not varied.
-- Learning rate 0.1 (the default of the torch optimisers; the optax
-  constructors take it as their first argument): the rate tuned for Ginger and
-  QNG at the default damping on the two MLPs; on the digits CNN the tuning
-  chose 0.05 for both (for Ginger, 0.1 lost by one tuning example in three
-  seeds).
-- Re-orthonormalisation every 100 updates: keeps the float32 drift of
-  ``UᵀU − I`` near 4e-8 (it random-walks to 1.5e-5 after 20k updates
-  otherwise), at an amortised cost of about 1% of an update.
+The defaults (τ = 4, α = 0.99, γ = 1, μ = 0.9, learning rate 0.1,
+``reorthonormalize_every="auto"``) and how they were measured are on the
+optimisers page of the documentation.
 """
 
 from __future__ import annotations

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
 from typing import Any
 
-from lowrank_ggn._validation import check_damping, check_decay
+from lowrank_ggn._core.checks import check_damping, check_decay
+from lowrank_ggn._core.options import (
+    DEFAULT_DAMPING,
+    DEFAULT_DECAY,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MOMENTUM,
+    DEFAULT_RANK,
+    DEFAULT_REORTHONORMALIZE_EVERY,
+    check_reorthonormalize_every,
+)
 
 __all__ = [
     "DEFAULT_DAMPING",
@@ -23,17 +31,11 @@ __all__ = [
     "DEFAULT_REORTHONORMALIZE_EVERY",
     "block_rank",
     "check_common",
+    "check_damping_or_schedule",
     "check_nonnegative",
     "check_positive_int",
     "check_rank",
 ]
-
-DEFAULT_DECAY = 0.99
-DEFAULT_RANK = 4
-DEFAULT_DAMPING = 1.0
-DEFAULT_MOMENTUM = 0.9
-DEFAULT_LEARNING_RATE = 0.1
-DEFAULT_REORTHONORMALIZE_EVERY = 100
 
 
 def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> None:
@@ -85,7 +87,7 @@ def check_common(
     check_rank(rank)
     check_decay(decay)
     check_positive_int(update_every, "update_every")
-    check_positive_int(reorthonormalize_every, "reorthonormalize_every", allow_none=True)
+    check_reorthonormalize_every(reorthonormalize_every)
     if needs_damping:
         check_damping_or_schedule(damping)
 
@@ -93,6 +95,3 @@ def check_common(
 def block_rank(dim: int, rank: int) -> int:
     """Rank used for a block of ``dim`` parameters: ``min(rank, dim − 1)`` (0 for a scalar block)."""
     return max(0, min(rank, dim - 1))
-
-
-ScalarOrSchedule = float | Callable[[Any], Any]

@@ -13,7 +13,7 @@ its arrays gathered if they were split.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -21,10 +21,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import lowrank_ggn as lg
 import lowrank_ggn.sharding as lgs
 
-__all__ = ["Placement", "check_placement", "gathered", "ginger_step", "init_state", "qng_step", "split"]
+__all__ = ["Placement", "check_placement", "gathered", "init_state", "split", "step"]
 
 
 class Placement(NamedTuple):
@@ -54,13 +53,11 @@ def split(placement: Placement | None, leaves: Sequence[Any], idx: Sequence[int]
     return all(lgs.splittable(tuple(jnp.shape(leaves[i])), placement.mesh, placement.axis) for i in idx)
 
 
-def init_state(placement: Placement, *, is_split: bool, dim: int, rank: int, dtype: Any, kind: str) -> Any:
+def init_state(placement: Placement, approximation: Any, *, is_split: bool, dim: int, dtype: Any) -> Any:
     """Create a block's state: sharded when the block is split, replicated on the mesh otherwise."""
     if is_split:
-        sharded = lgs.ginger_init if kind == "ginger" else lgs.qng_init
-        return sharded(dim, rank, mesh=placement.mesh, axis=placement.axis, dtype=dtype)
-    init = lg.ginger_init if kind == "ginger" else lg.qng_init
-    return jax.device_put(init(dim, rank, xp=jnp, dtype=dtype), NamedSharding(placement.mesh, P()))
+        return lgs.init(approximation, dim, mesh=placement.mesh, axis=placement.axis, dtype=dtype)
+    return jax.device_put(approximation.init(dim, xp=jnp, dtype=dtype), NamedSharding(placement.mesh, P()))
 
 
 def gathered(placement: Placement | None, leaves: Sequence[Any], idx: Sequence[int]) -> list[Any]:
@@ -71,56 +68,35 @@ def gathered(placement: Placement | None, leaves: Sequence[Any], idx: Sequence[i
     meshes.
     """
     out = list(leaves)
-    if placement is None or not lgs._explicit(placement.mesh, placement.axis):  # noqa: SLF001
+    if placement is None or not lgs.is_explicit(placement.mesh, placement.axis):
         return out
     for i in idx:
         out[i] = jax.reshard(leaves[i], NamedSharding(placement.mesh, P()))
     return out
 
 
-def _maybe(due: Any, fn: Callable[[Any], Any], state: Any, update_every: int) -> Any:
-    return fn(state) if update_every == 1 else jax.lax.cond(due, fn, lambda s: s, state)
-
-
-def ginger_step(
+def step(
     placement: Placement,
-    block: lg.GingerState,
+    approximation: Any,
+    block: Any,
     g_leaves: list[Any],
     d_leaves: list[Any],
     *,
     due: Any,
     update_every: int,
-    decay: Any,
     damping: Any,
-    reorthonormalize_every: int | None,
-) -> tuple[lg.GingerState, list[Any]]:
-    """Update a split block's Ginger state with ``d`` and precondition ``g``, both given as arrays."""
+) -> tuple[Any, list[Any]]:
+    """One step of a split block: the fused update + query when an update is due, the query otherwise."""
     mesh, axis = placement.mesh, placement.axis
 
-    def fold(state: lg.GingerState) -> lg.GingerState:
-        return lgs.ginger_update_leaves(
-            state, d_leaves, decay=decay, reorthonormalize_every=reorthonormalize_every, mesh=mesh, axis=axis
+    def fused(state: Any) -> tuple[Any, list[Any]]:
+        return lgs.update_precondition_leaves(
+            approximation, state, d_leaves, g_leaves, damping=damping, mesh=mesh, axis=axis
         )
 
-    block = _maybe(due, fold, block, update_every)
-    return block, lgs.ginger_precondition_leaves(block, g_leaves, damping=damping, mesh=mesh, axis=axis)
+    def query(state: Any) -> tuple[Any, list[Any]]:
+        return state, lgs.precondition_leaves(approximation, state, g_leaves, damping=damping, mesh=mesh, axis=axis)
 
-
-def qng_step(
-    placement: Placement,
-    block: lg.QNGState,
-    g_leaves: list[Any],
-    d_leaves: list[Any],
-    *,
-    due: Any,
-    update_every: int,
-    decay: Any,
-) -> tuple[lg.QNGState, list[Any]]:
-    """Append a split block's QNG factor from ``d`` and precondition ``g``, both given as arrays."""
-    mesh, axis = placement.mesh, placement.axis
-
-    def fold(state: lg.QNGState) -> lg.QNGState:
-        return lgs.qng_update_leaves(state, d_leaves, decay=decay, mesh=mesh, axis=axis)
-
-    block = _maybe(due, fold, block, update_every)
-    return block, lgs.qng_precondition_leaves(block, g_leaves, mesh=mesh, axis=axis)
+    if update_every == 1:
+        return fused(block)
+    return jax.lax.cond(due, fused, query, block)

@@ -27,10 +27,9 @@ count.
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,16 +45,19 @@ from lowrank_ggn.optim._options import (
     DEFAULT_REORTHONORMALIZE_EVERY,
     block_rank,
     check_common,
+    check_damping_or_schedule,
     check_nonnegative,
 )
 
 __all__ = [
     "ScaleByGingerState",
+    "ScaleByLowRankState",
     "ScaleByQNGState",
     "block_partition",
     "ginger",
     "qng",
     "scale_by_ginger",
+    "scale_by_lowrank",
     "scale_by_qng",
 ]
 
@@ -63,44 +65,32 @@ Blocks = str | Callable[[Any], Any] | Any
 """``"model"``, ``"leaf"``, a pytree of hashable labels, or a callable ``params -> labels``."""
 
 
-class ScaleByGingerState(NamedTuple):
-    """State of :func:`scale_by_ginger`: a step counter and one Ginger state per block.
+class ScaleByLowRankState(NamedTuple):
+    """State of :func:`scale_by_lowrank`: a step counter and one approximation state per block.
 
     A NamedTuple of arrays, hence a pytree: it goes through ``jax.jit``,
-    ``jax.device_put`` and any pytree checkpointer (Orbax, or ``pickle`` of
-    ``jax.device_get(state)``) like the states of optax's own transformations.
+    ``jax.device_put`` and any pytree checkpointer like the states of optax's
+    own transformations.
 
     Parameters
     ----------
     count : jax.Array
         The step counter (see the attribute below).
-    blocks : tuple of lowrank_ggn.GingerState or None
-        The per-block curvature states (see the attribute below).
+    blocks : tuple
+        The per-block states (see the attribute below).
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
     """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules)."""
-    blocks: tuple[lg.GingerState | None, ...]
-    """One Ginger state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
+    blocks: tuple[Any, ...]
+    """One state of the approximation per block (a :class:`lowrank_ggn.GingerState`,
+    :class:`lowrank_ggn.QNGState`, ...), in the order of :func:`block_partition`; ``None`` for scalar blocks."""
 
 
-class ScaleByQNGState(NamedTuple):
-    """State of :func:`scale_by_qng`: a step counter and one QNG window per block.
-
-    A NamedTuple of arrays, hence a pytree, like :class:`ScaleByGingerState`.
-
-    Parameters
-    ----------
-    count : jax.Array
-        The step counter (see the attribute below).
-    blocks : tuple of lowrank_ggn.QNGState or None
-        The per-block factor windows (see the attribute below).
-    """
-
-    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
-    """0-d int32: number of ``update`` calls (drives ``update_every``)."""
-    blocks: tuple[lg.QNGState | None, ...]
-    """One QNG state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
+ScaleByGingerState = ScaleByLowRankState
+"""The state of :func:`scale_by_ginger` (the generic :class:`ScaleByLowRankState`)."""
+ScaleByQNGState = ScaleByLowRankState
+"""The state of :func:`scale_by_qng` (the generic :class:`ScaleByLowRankState`)."""
 
 
 def block_partition(tree: Any, blocks: Blocks = "leaf") -> list[list[int]]:
@@ -199,35 +189,29 @@ def _curvature_leaves(updates: Any, curvature: Any) -> list[Any]:
     return c_leaves
 
 
-def _maybe_update(due: Any, fn: Callable[[Any], Any], state: Any, update_every: int) -> Any:
-    if update_every == 1:
-        return fn(state)
-    return jax.lax.cond(due, fn, lambda s: s, state)
-
-
 def _init_blocks(
     params: Any,
     blocks: Blocks,
-    rank: int,
+    approximation: Any,
     state_dtype: Any,
-    init: Callable[..., Any],
     *,
     placement: _sharded.Placement | None = None,
 ) -> tuple:
     leaves = jax.tree.leaves(params)
-    kind = "ginger" if init is lg.ginger_init else "qng"
     states: list[Any] = []
     for idx in block_partition(params, blocks):
         dim = sum(int(leaves[i].size) for i in idx)
-        r = block_rank(dim, rank)
+        r = block_rank(dim, approximation.rank)
         dtype = _block_dtype(leaves, idx, state_dtype)
         if r < 1:
             states.append(None)
-        elif placement is None:
-            states.append(init(dim, r, xp=jnp, dtype=dtype))
+            continue
+        approx = approximation if r == approximation.rank else approximation.with_rank(r)
+        if placement is None:
+            states.append(approx.init(dim, xp=jnp, dtype=dtype))
         else:
             is_split = _sharded.split(placement, leaves, idx)
-            states.append(_sharded.init_state(placement, is_split=is_split, dim=dim, rank=r, dtype=dtype, kind=kind))
+            states.append(_sharded.init_state(placement, approx, is_split=is_split, dim=dim, dtype=dtype))
     return tuple(states)
 
 
@@ -242,6 +226,170 @@ def _partition_for_update(updates: Any, blocks: Blocks, n_states: int) -> list[l
     return partition
 
 
+def scale_by_lowrank(
+    approximation: Any,
+    *,
+    damping: float | Callable[[jax.Array], Any] | None = DEFAULT_DAMPING,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+    mesh: Any = None,
+    axis: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Precondition the gradient with any low-rank curvature approximation, block by block.
+
+    For each block, with :math:`d_t` the curvature vector and :math:`g_t` the
+    gradient (both flattened to the block), the approximation folds in
+    :math:`d_t` and the gradient is preconditioned with the updated state,
+    :math:`u_t = \tilde G_t^{-1} g_t` (Algorithm 1), in one fused step
+    (``approximation.fold_precondition``) whenever an update is due.
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger, lowrank_ggn.GingerProduct or lowrank_ggn.QNG
+        What to keep per block, e.g. ``lg.ginger(rank=4, decay=0.99)``; a block
+        of ``dim`` parameters uses rank ``min(rank, dim − 1)``.
+    damping : float, callable or None
+        γ > 0, or a schedule ``count -> γ``; ``None`` for an approximation
+        whose damping is implicit (QNG).
+    blocks : {"leaf", "model"}, pytree or callable
+        How parameters are grouped into blocks, see :func:`block_partition`.
+    update_every : int
+        Fold a curvature vector into the state only on steps
+        ``count % update_every == 0`` (the preconditioner is applied at every step).
+    state_dtype : dtype, optional
+        ``jnp.float32`` or ``jnp.float64``; default the block's parameters'
+        dtype (at least float32).
+    mesh : jax.sharding.Mesh, optional
+        Split the states over this mesh along ``axis``: a block whose arrays
+        all have a first axis that is a multiple of the number of devices gets
+        a state sharded along ``dim`` (:mod:`lowrank_ggn.sharding`); other
+        blocks keep a replicated state. Needs a shardable approximation.
+    axis : str or tuple of str, optional
+        The mesh axis (or axes) that splits the parameters; given with ``mesh``.
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        ``update(updates, state, params=None, *, curvature=None)``; without
+        ``curvature`` the gradient is the curvature vector (the empirical
+        Fisher). A non-finite curvature block leaves that block's state
+        unchanged and increments its ``num_nonfinite``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid option, naming it.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import lowrank_ggn as lg
+    >>> from lowrank_ggn.optim.optax import scale_by_lowrank
+    >>> tx = scale_by_lowrank(lg.ginger(rank=2, decay=0.99), damping=0.1)
+    >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}, state, params)
+    """
+    _check_approximation(approximation)
+    check_common(rank=approximation.rank, decay=approximation.decay, update_every=update_every)
+    if approximation.needs_damping:
+        check_damping_or_schedule(damping)
+    elif damping is not None:
+        msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
+        raise ValueError(msg)
+    _check_blocks(blocks)
+    placement = _sharded.check_placement(mesh, axis)
+    if placement is not None and not approximation.shardable:
+        msg = f"approximation {approximation.name!r} cannot be split across devices (mesh=); use lg.ginger or lg.qng"
+        raise ValueError(msg)
+
+    def init_fn(params: Any) -> ScaleByLowRankState:
+        return ScaleByLowRankState(
+            count=jnp.zeros([], jnp.int32),
+            blocks=_init_blocks(params, blocks, approximation, state_dtype, placement=placement),
+        )
+
+    def update_impl(updates: Any, state: ScaleByLowRankState, curvature: Any) -> tuple[Any, ScaleByLowRankState]:
+        leaves = jax.tree.leaves(updates)
+        c_leaves = _curvature_leaves(updates, curvature)
+        partition = _partition_for_update(updates, blocks, len(state.blocks))
+        gamma = damping(state.count) if callable(damping) else damping
+        due = state.count % update_every == 0
+        out: list[Any] = [None] * len(leaves)
+        new_blocks: list[Any] = []
+        for idx, block in zip(partition, state.blocks, strict=True):
+            if block is None:  # a scalar block: γ⁻¹g (or g without damping)
+                for i in idx:
+                    scale = 1 if gamma is None else jnp.asarray(gamma, leaves[i].dtype)
+                    out[i] = (leaves[i] / scale).astype(leaves[i].dtype)
+                new_blocks.append(None)
+                continue
+            dim = sum(int(leaves[i].size) for i in idx)
+            approx = approximation.with_rank(block_rank(dim, approximation.rank))
+            dtype = jax.tree.leaves(block)[0].dtype
+            gam = None if gamma is None else jnp.asarray(gamma, dtype)
+            if placement is not None and _sharded.split(placement, leaves, idx):
+                new_block, ys = _sharded.step(
+                    placement,
+                    approx,
+                    block,
+                    [leaves[i] for i in idx],
+                    [c_leaves[i] for i in idx],
+                    due=due,
+                    update_every=update_every,
+                    damping=gam,
+                )
+                for i, y in zip(idx, ys, strict=True):
+                    out[i] = y
+                new_blocks.append(new_block)
+                continue
+            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
+            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
+            new_block, y = _block_step(approx, block, d, g, gam, due=due, update_every=update_every)
+            _unflatten_block(y, leaves, idx, out)
+            new_blocks.append(new_block)
+        new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
+        count = optax.safe_int32_increment(state.count)
+        return new_updates, ScaleByLowRankState(count=count, blocks=tuple(new_blocks))
+
+    update_jit = jax.jit(update_impl)
+
+    def update_fn(
+        updates: Any, state: ScaleByLowRankState, params: Any = None, *, curvature: Any = None, **extra_args: Any
+    ) -> tuple[Any, ScaleByLowRankState]:
+        del params, extra_args
+        return update_jit(updates, state, curvature)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_approximation(approximation: Any) -> None:
+    needed = ("rank", "decay", "init", "fold_precondition", "solve", "with_rank", "needs_damping", "shardable")
+    if not all(hasattr(approximation, a) for a in needed):
+        msg = (
+            "approximation must follow the approximation protocol (lg.ginger(...), lg.qng(...), "
+            f"lg.ginger_product(...)), got {type(approximation).__name__}"
+        )
+        raise TypeError(msg)
+
+
+def _block_step(
+    approx: Any, block: Any, d: jax.Array, g: jax.Array, gamma: Any, *, due: Any, update_every: int
+) -> tuple[Any, jax.Array]:
+    """The fused update + query when an update is due, the query of the unchanged state otherwise."""
+
+    def fused(state: Any) -> tuple[Any, jax.Array]:
+        return approx.fold_precondition(jnp, state, d, g, damping=gamma)
+
+    def query(state: Any) -> tuple[Any, jax.Array]:
+        return state, approx.solve(jnp, state, g, damping=gamma)
+
+    if update_every == 1:
+        return fused(block)
+    return jax.lax.cond(due, fused, query, block)
+
+
 def scale_by_ginger(
     *,
     rank: int = DEFAULT_RANK,
@@ -250,7 +398,7 @@ def scale_by_ginger(
     blocks: Blocks = "leaf",
     update_every: int = 1,
     state_dtype: Any = None,
-    reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
     mesh: Any = None,
     axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -292,9 +440,9 @@ def scale_by_ginger(
         the dtype of the block's parameters (at least float32). Gradients
         are cast to it for the solve and the result back to the parameters'
         dtype.
-    reorthonormalize_every : int or None
-        Re-orthonormalise each basis after every this many accepted updates
-        (see :func:`lowrank_ggn.ginger_reorthonormalize`); ``None`` disables.
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`lowrank_ggn.ginger_update`: after every this many accepted
+        updates, ``"auto"`` every 100 for float32 states and never for float64.
     mesh : jax.sharding.Mesh, optional
         Split the states over the devices of this mesh, with ``axis``. A block
         whose parameter arrays all have a first axis that is a multiple of the
@@ -348,73 +496,17 @@ def scale_by_ginger(
     >>> grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
     >>> updates, state = tx.update(grads, state, params)
     """
-    check_common(
-        rank=rank,
-        decay=decay,
-        update_every=update_every,
-        reorthonormalize_every=reorthonormalize_every,
+    check_common(rank=rank, decay=decay, update_every=update_every)
+    approximation = lg.ginger(rank=rank, decay=decay, reorthonormalize_every=reorthonormalize_every)
+    return scale_by_lowrank(
+        approximation,
         damping=damping,
-        needs_damping=True,
+        blocks=blocks,
+        update_every=update_every,
+        state_dtype=state_dtype,
+        mesh=mesh,
+        axis=axis,
     )
-    _check_blocks(blocks)
-    placement = _sharded.check_placement(mesh, axis)
-
-    def init_fn(params: Any) -> ScaleByGingerState:
-        return ScaleByGingerState(
-            count=jnp.zeros([], jnp.int32),
-            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.ginger_init, placement=placement),
-        )
-
-    def update_impl(updates: Any, state: ScaleByGingerState, curvature: Any) -> tuple[Any, ScaleByGingerState]:
-        leaves = jax.tree.leaves(updates)
-        c_leaves = _curvature_leaves(updates, curvature)
-        partition = _partition_for_update(updates, blocks, len(state.blocks))
-        gamma = damping(state.count) if callable(damping) else damping
-        due = state.count % update_every == 0
-        out: list[Any] = [None] * len(leaves)
-        new_blocks: list[Any] = []
-        for idx, block in zip(partition, state.blocks, strict=True):
-            if block is None:
-                for i in idx:
-                    out[i] = (leaves[i] / jnp.asarray(gamma, leaves[i].dtype)).astype(leaves[i].dtype)
-                new_blocks.append(None)
-                continue
-            dtype = block.basis.dtype
-            if placement is not None and _sharded.split(placement, leaves, idx):
-                new_block, ys = _sharded.ginger_step(
-                    placement,
-                    block,
-                    [leaves[i] for i in idx],
-                    [c_leaves[i] for i in idx],
-                    due=due,
-                    update_every=update_every,
-                    decay=decay,
-                    damping=jnp.asarray(gamma, dtype),
-                    reorthonormalize_every=reorthonormalize_every,
-                )
-                for i, y in zip(idx, ys, strict=True):
-                    out[i] = y
-                new_blocks.append(new_block)
-                continue
-            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
-            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
-            fold = functools.partial(lg.ginger_update, d=d, decay=decay, reorthonormalize_every=reorthonormalize_every)
-            new_block = _maybe_update(due, fold, block, update_every)
-            y = lg.ginger_precondition(new_block, g, damping=jnp.asarray(gamma, dtype))
-            _unflatten_block(y, leaves, idx, out)
-            new_blocks.append(new_block)
-        new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
-        return new_updates, ScaleByGingerState(count=optax.safe_int32_increment(state.count), blocks=tuple(new_blocks))
-
-    update_jit = jax.jit(update_impl)
-
-    def update_fn(
-        updates: Any, state: ScaleByGingerState, params: Any = None, *, curvature: Any = None, **extra_args: Any
-    ) -> tuple[Any, ScaleByGingerState]:
-        del params, extra_args
-        return update_jit(updates, state, curvature)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def scale_by_qng(
@@ -468,58 +560,15 @@ def scale_by_qng(
         its ``num_nonfinite``.
     """
     check_common(rank=rank, decay=decay, update_every=update_every)
-    _check_blocks(blocks)
-    placement = _sharded.check_placement(mesh, axis)
-
-    def init_fn(params: Any) -> ScaleByQNGState:
-        return ScaleByQNGState(
-            count=jnp.zeros([], jnp.int32),
-            blocks=_init_blocks(params, blocks, rank, state_dtype, lg.qng_init, placement=placement),
-        )
-
-    def update_impl(updates: Any, state: ScaleByQNGState, curvature: Any) -> tuple[Any, ScaleByQNGState]:
-        leaves = jax.tree.leaves(updates)
-        c_leaves = _curvature_leaves(updates, curvature)
-        partition = _partition_for_update(updates, blocks, len(state.blocks))
-        due = state.count % update_every == 0
-        out: list[Any] = list(leaves)
-        new_blocks: list[Any] = []
-        for idx, block in zip(partition, state.blocks, strict=True):
-            if block is None:
-                new_blocks.append(None)
-                continue
-            dtype = block.factors.dtype
-            if placement is not None and _sharded.split(placement, leaves, idx):
-                new_block, ys = _sharded.qng_step(
-                    placement,
-                    block,
-                    [leaves[i] for i in idx],
-                    [c_leaves[i] for i in idx],
-                    due=due,
-                    update_every=update_every,
-                    decay=decay,
-                )
-                for i, y in zip(idx, ys, strict=True):
-                    out[i] = y
-                new_blocks.append(new_block)
-                continue
-            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
-            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
-            new_block = _maybe_update(due, functools.partial(lg.qng_update, d=d, decay=decay), block, update_every)
-            _unflatten_block(lg.qng_precondition(new_block, g), leaves, idx, out)
-            new_blocks.append(new_block)
-        new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
-        return new_updates, ScaleByQNGState(count=optax.safe_int32_increment(state.count), blocks=tuple(new_blocks))
-
-    update_jit = jax.jit(update_impl)
-
-    def update_fn(
-        updates: Any, state: ScaleByQNGState, params: Any = None, *, curvature: Any = None, **extra_args: Any
-    ) -> tuple[Any, ScaleByQNGState]:
-        del params, extra_args
-        return update_jit(updates, state, curvature)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return scale_by_lowrank(
+        lg.qng(rank=rank, decay=decay),
+        damping=None,
+        blocks=blocks,
+        update_every=update_every,
+        state_dtype=state_dtype,
+        mesh=mesh,
+        axis=axis,
+    )
 
 
 def _finish(
@@ -561,7 +610,7 @@ def ginger(
     blocks: Blocks = "leaf",
     update_every: int = 1,
     state_dtype: Any = None,
-    reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
     mesh: Any = None,
     axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -607,9 +656,8 @@ def ginger(
     state_dtype : dtype, optional
         Dtype of the curvature state (``jnp.float32`` or ``jnp.float64``);
         default the parameters' dtype, at least float32.
-    reorthonormalize_every : int or None
-        Re-orthonormalise each basis after every this many accepted
-        updates; ``None`` disables it (see :func:`scale_by_ginger`).
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`scale_by_ginger`.
     mesh, axis : optional
         Split the states over a device mesh, as in :func:`scale_by_ginger`.
 

@@ -46,14 +46,15 @@ uninterrupted run would.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import torch
 
 import lowrank_ggn as lg
-from lowrank_ggn._validation import check_decay
+from lowrank_ggn._core.checks import check_damping, check_decay
+from lowrank_ggn._core.options import check_reorthonormalize_every
+from lowrank_ggn.backends import array_namespace
 from lowrank_ggn.optim._options import (
     DEFAULT_DAMPING,
     DEFAULT_DECAY,
@@ -68,15 +69,77 @@ from lowrank_ggn.optim._options import (
     check_rank,
 )
 
-__all__ = ["QNG", "Ginger"]
+__all__ = ["QNG", "Ginger", "LowRank"]
 
 _BLOCKS = ("param", "group")
 
 
-class _LowRankOptimizer(torch.optim.Optimizer):
-    """Shared machinery: blocks, curvature routing, momentum, weight decay, exact state round trip."""
+class LowRank(torch.optim.Optimizer):
+    r"""Any low-rank curvature approximation as a ``torch.optim`` optimiser (Algorithm 1), block by block.
 
-    _state_fields: ClassVar[tuple[str, ...]] = ()
+    For each block, the approximation folds in the curvature vector and the
+    gradient is preconditioned with the updated state in one fused step
+    (``approximation.fold_precondition``, with the state's buffers reused in
+    place), followed by heavy-ball momentum, decoupled weight decay and the
+    learning rate. :class:`Ginger` and :class:`QNG` are this class with the
+    approximation built from ``rank`` and ``decay``.
+
+    Parameters
+    ----------
+    params : iterable
+        Tensors or parameter-group dicts; every option below can be set per group.
+    approximation : lowrank_ggn.Ginger, lowrank_ggn.GingerProduct or lowrank_ggn.QNG
+        What to keep per block, e.g. ``lg.ginger(rank=4, decay=0.99)``; a block
+        of ``dim`` parameters uses rank ``min(rank, dim − 1)``.
+    lr : float
+        Learning rate η ≥ 0.
+    damping : float, callable or None
+        γ > 0, or a schedule ``count -> γ`` of the block's step count; ``None``
+        for an approximation whose damping is implicit (QNG).
+    momentum, nesterov, weight_decay, blocks, update_every, state_dtype
+        As for :class:`Ginger`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import lowrank_ggn as lg
+    >>> from lowrank_ggn.optim.torch import LowRank
+    >>> model = torch.nn.Linear(4, 3)
+    >>> opt = LowRank(model.parameters(), lg.ginger(rank=2, decay=0.99), lr=0.01, damping=1.0)
+    >>> model(torch.ones(5, 4)).square().mean().backward()
+    >>> opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        approximation: Any,
+        lr: float = DEFAULT_LEARNING_RATE,
+        *,
+        damping: float | Callable[[int], float] | None = DEFAULT_DAMPING,
+        momentum: float = DEFAULT_MOMENTUM,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        blocks: str = "param",
+        update_every: int = 1,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "approximation": approximation,
+            "damping": damping,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "weight_decay": weight_decay,
+            "blocks": blocks,
+            "update_every": update_every,
+            "state_dtype": state_dtype,
+        }
+        torch.optim.Optimizer.__init__(self, params, defaults)
+
+    def _approximation(self, group: dict[str, Any]) -> Any:
+        """The approximation of a parameter group (Ginger and QNG build it from the group's options)."""
+        return group["approximation"]
 
     # -- options -------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -106,8 +169,6 @@ class _LowRankOptimizer(torch.optim.Optimizer):
         if isinstance(lr, torch.Tensor):
             lr = float(lr)
         check_nonnegative(lr, "lr")
-        check_rank(group["rank"])
-        check_decay(group["decay"])
         check_nonnegative(group["momentum"], "momentum", upper=1.0)
         check_nonnegative(group["weight_decay"], "weight_decay")
         check_positive_int(group["update_every"], "update_every")
@@ -121,6 +182,19 @@ class _LowRankOptimizer(torch.optim.Optimizer):
             if not p.is_floating_point():
                 msg = f"parameters must be floating point, got dtype {p.dtype}"
                 raise TypeError(msg)
+        approximation = self._approximation(group)
+        needed = ("rank", "decay", "init", "fold_precondition", "solve", "with_rank", "needs_damping", "state_type")
+        if not all(hasattr(approximation, a) for a in needed):
+            msg = (
+                "approximation must follow the approximation protocol (lg.ginger(...), lg.qng(...), "
+                f"lg.ginger_product(...)), got {type(approximation).__name__}"
+            )
+            raise TypeError(msg)
+        if approximation.needs_damping:
+            check_damping_or_schedule(group["damping"])
+        elif group.get("damping") is not None:
+            msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
+            raise ValueError(msg)
 
     # -- blocks --------------------------------------------------------------------------------
     @staticmethod
@@ -138,22 +212,6 @@ class _LowRankOptimizer(torch.optim.Optimizer):
         for p in block[1:]:
             dtype = torch.promote_types(dtype, p.dtype)
         return torch.promote_types(dtype, torch.float32)
-
-    # The five methods below are what a method supplies; Ginger and QNG implement them.
-    def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> Any:
-        raise NotImplementedError
-
-    def _update_block(self, state: Any, d: torch.Tensor, group: dict[str, Any]) -> Any:
-        raise NotImplementedError
-
-    def _precondition_block(self, state: Any, g: torch.Tensor, gamma: Any) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _scalar_block(self, g: torch.Tensor, gamma: Any) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _named_state(self, fields: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
 
     def block_states(self) -> list[tuple[list[torch.Tensor], Any]]:
         """Return the curvature state of every block as a NamedTuple.
@@ -182,8 +240,9 @@ class _LowRankOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for block in self._blocks_of(group):
                 st = self.state.get(block[0], {})
-                if all(f in st for f in self._state_fields):
-                    out.append((block, self._named_state(st)))
+                state_type = self._approximation(group).state_type
+                if all(f in st for f in state_type._fields):
+                    out.append((block, state_type(**{f: st[f] for f in state_type._fields})))
         return out
 
     # -- curvature routing ---------------------------------------------------------------------
@@ -281,13 +340,20 @@ class _LowRankOptimizer(torch.optim.Optimizer):
         count = head.get("count", 0)
         damping = group.get("damping")
         gamma = damping(count) if callable(damping) else damping
-        rank = block_rank(dim, group["rank"])
-        if rank < 1:
-            u = self._scalar_block(g, gamma)
+        approximation = self._approximation(group)
+        rank = block_rank(dim, approximation.rank)
+        gamma = gamma if approximation.needs_damping else None
+        if gamma is not None:
+            check_damping(gamma)
+        if rank < 1:  # a scalar block: γ⁻¹g (g without damping)
+            u = g if gamma is None else g / gamma
         else:
-            if not all(f in head for f in self._state_fields):
-                head.update(self._init_block(dim, rank, dtype, device)._asdict())
-            state = self._named_state(head)
+            approx = approximation if rank == approximation.rank else approximation.with_rank(rank)
+            fields = approx.state_type._fields
+            if not all(f in head for f in fields):
+                head.update(approx.init(dim, xp=torch, dtype=dtype, device=device)._asdict())
+            state = approx.state_type(**{f: head[f] for f in fields})
+            xp = array_namespace(g)
             if count % group["update_every"] == 0:
                 if curv is None:
                     d = g
@@ -295,9 +361,11 @@ class _LowRankOptimizer(torch.optim.Optimizer):
                     d = torch.cat([curv.get(p, gr).reshape(-1) for p, gr in zip(block, grads, strict=True)]).to(
                         dtype=dtype, device=device
                     )
-                state = self._update_block(state, d, group)
+                # The optimiser owns the state's tensors: the new basis may be written into the old one.
+                state, u = approx.fold_precondition(xp, state, d, g, damping=gamma, donate=True)
                 head.update(state._asdict())
-            u = self._precondition_block(state, g, gamma)
+            else:
+                u = approx.solve(xp, state, g, damping=gamma)
         head["count"] = count + 1
         self._apply(group, block, u)
 
@@ -352,7 +420,7 @@ class _LowRankOptimizer(torch.optim.Optimizer):
                     self.state[p][key] = value.to(device=p.device, copy=True)
 
 
-class Ginger(_LowRankOptimizer):
+class Ginger(LowRank):
     r"""The Ginger optimiser (Algorithm 1, corrected) for PyTorch.
 
     For each block, with the curvature vector :math:`d_t` and gradient
@@ -395,8 +463,9 @@ class Ginger(_LowRankOptimizer):
     state_dtype : torch.dtype, optional
         ``torch.float32`` or ``torch.float64``; default the parameters' dtype
         (at least float32).
-    reorthonormalize_every : int or None
-        Re-orthonormalise each basis after this many accepted updates.
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`lowrank_ggn.ginger_update`: after every this many accepted
+        updates, ``"auto"`` every 100 for float32 states and never for float64.
 
     Notes
     -----
@@ -426,8 +495,6 @@ class Ginger(_LowRankOptimizer):
     >>> opt.step()
     """
 
-    _state_fields = lg.GingerState._fields
-
     def __init__(
         self,
         params: Iterable[Any],
@@ -442,7 +509,7 @@ class Ginger(_LowRankOptimizer):
         blocks: str = "param",
         update_every: int = 1,
         state_dtype: torch.dtype | None = None,
-        reorthonormalize_every: int | None = DEFAULT_REORTHONORMALIZE_EVERY,
+        reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -457,33 +524,21 @@ class Ginger(_LowRankOptimizer):
             "state_dtype": state_dtype,
             "reorthonormalize_every": reorthonormalize_every,
         }
-        super().__init__(params, defaults)
+        torch.optim.Optimizer.__init__(self, params, defaults)
+
+    def _approximation(self, group: dict[str, Any]) -> Any:
+        return lg.ginger(
+            rank=group["rank"], decay=group["decay"], reorthonormalize_every=group["reorthonormalize_every"]
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
+        check_rank(group["rank"])
+        check_decay(group["decay"])
+        check_reorthonormalize_every(group["reorthonormalize_every"])
         super()._check_group(group)
-        check_damping_or_schedule(group["damping"])
-        check_positive_int(group["reorthonormalize_every"], "reorthonormalize_every", allow_none=True)
-
-    def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> lg.GingerState:
-        return lg.ginger_init(dim, rank, xp=torch, dtype=dtype, device=device)
-
-    def _named_state(self, fields: Mapping[str, Any]) -> lg.GingerState:
-        return lg.GingerState(**{f: fields[f] for f in lg.GingerState._fields})
-
-    def _update_block(self, state: lg.GingerState, d: torch.Tensor, group: dict[str, Any]) -> lg.GingerState:
-        return lg.ginger_update(state, d, decay=group["decay"], reorthonormalize_every=group["reorthonormalize_every"])
-
-    def _precondition_block(self, state: lg.GingerState, g: torch.Tensor, gamma: Any) -> torch.Tensor:
-        return lg.ginger_precondition(state, g, damping=gamma)
-
-    def _scalar_block(self, g: torch.Tensor, gamma: Any) -> torch.Tensor:
-        if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
-            msg = f"damping must be positive and finite, got {gamma!r}"
-            raise ValueError(msg)
-        return g / gamma
 
 
-class QNG(_LowRankOptimizer):
+class QNG(LowRank):
     r"""The QNG optimiser (He et al., 2022; the paper's §2.2, corrected) for PyTorch.
 
     For each block the window of the last τ factors
@@ -538,8 +593,6 @@ class QNG(_LowRankOptimizer):
     >>> opt.step()
     """
 
-    _state_fields = lg.QNGState._fields
-
     def __init__(
         self,
         params: Iterable[Any],
@@ -565,21 +618,12 @@ class QNG(_LowRankOptimizer):
             "update_every": update_every,
             "state_dtype": state_dtype,
         }
-        super().__init__(params, defaults)
+        torch.optim.Optimizer.__init__(self, params, defaults)
 
-    def _init_block(self, dim: int, rank: int, dtype: torch.dtype, device: torch.device) -> lg.QNGState:
-        return lg.qng_init(dim, rank, xp=torch, dtype=dtype, device=device)
+    def _approximation(self, group: dict[str, Any]) -> Any:
+        return lg.qng(rank=group["rank"], decay=group["decay"])
 
-    def _named_state(self, fields: Mapping[str, Any]) -> lg.QNGState:
-        return lg.QNGState(**{f: fields[f] for f in lg.QNGState._fields})
-
-    def _update_block(self, state: lg.QNGState, d: torch.Tensor, group: dict[str, Any]) -> lg.QNGState:
-        return lg.qng_update(state, d, decay=group["decay"])
-
-    def _precondition_block(self, state: lg.QNGState, g: torch.Tensor, gamma: Any) -> torch.Tensor:
-        del gamma
-        return lg.qng_precondition(state, g)
-
-    def _scalar_block(self, g: torch.Tensor, gamma: Any) -> torch.Tensor:
-        del gamma
-        return g
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_rank(group["rank"])
+        check_decay(group["decay"])
+        super()._check_group(group)

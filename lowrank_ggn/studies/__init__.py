@@ -16,6 +16,7 @@ Needs the ``studies`` extra (scikit-learn, matplotlib, tqdm, scipy,
 threadpoolctl).
 """
 
+from lowrank_ggn.studies._cli import add_study_command
 from lowrank_ggn.studies._methods import (
     APPROXIMATIONS,
     METHODS,
@@ -76,6 +77,7 @@ __all__ = [
     "Structured",
     "StudyConfig",
     "StudyResult",
+    "add_study_command",
     "captured_share",
     "cosine",
     "decrease_fraction",

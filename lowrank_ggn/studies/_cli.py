@@ -39,7 +39,7 @@ def _study(args: argparse.Namespace) -> int:
 
 def add_study_command(sub: argparse._SubParsersAction) -> None:
     """Register ``study`` on the ``lowrank-ggn`` command line."""
-    from lowrank_ggn.backends._select import BACKEND_NAMES
+    from lowrank_ggn.backends import BACKEND_NAMES
     from lowrank_ggn.studies._streams import STREAMS
 
     p = sub.add_parser(

@@ -83,9 +83,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import lowrank_ggn as lg
-from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn.backends import to_numpy
-from lowrank_ggn.backends._select import jit
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
+from lowrank_ggn.backends import jit, to_numpy
 
 __all__ = [
     "APPROXIMATIONS",
@@ -334,7 +333,7 @@ class ExactEMA:
 def _time_call(fn: Callable[[], Any]) -> tuple[Any, float]:
     from time import perf_counter
 
-    from lowrank_ggn.backends._select import block_until_ready
+    from lowrank_ggn.backends import block_until_ready
 
     t0 = perf_counter()
     out = block_until_ready(fn())

@@ -40,6 +40,7 @@ __all__ = [
     "captured_share",
     "cosine",
     "decrease_fraction",
+    "difference_norm",
     "principal_angles",
     "relative_spectral_distance",
     "spectral_error",
@@ -305,7 +306,7 @@ def _eigen_brackets(delta: np.ndarray, coef: np.ndarray) -> tuple[tuple[float, f
     return top, bottom
 
 
-def _difference_norm(
+def difference_norm(
     approx: Structured, exact: ExactSpectrum, target: np.ndarray, projection: np.ndarray | None
 ) -> float:
     r"""``‖diag(a) + W C Wᵀ − V diag(target) Vᵀ‖₂`` (``projection``: ``Vᵀ W`` if already known)."""
@@ -362,9 +363,9 @@ def spectral_error(
     lam = exact.eigvals
     if inverse:
         target = 1.0 / (damping + lam)
-        return _difference_norm(approx.inverse(), exact, target, projection) / float(target.max())
+        return difference_norm(approx.inverse(), exact, target, projection) / float(target.max())
     target = damping + lam
-    return _difference_norm(approx, exact, target, projection) / float(target.max())
+    return difference_norm(approx, exact, target, projection) / float(target.max())
 
 
 def relative_spectral_distance(a: Structured, b: Structured) -> float:

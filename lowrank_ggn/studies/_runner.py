@@ -38,15 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from lowrank_ggn.backends import to_numpy
-from lowrank_ggn.backends._select import namespace_by_name
+from lowrank_ggn.backends import namespace_by_name, to_numpy
 from lowrank_ggn.studies._methods import DiagonalRun, ExactEMA, GingerRun, IsotropicRun, QNGRun, Structured
 from lowrank_ggn.studies._metrics import (
     ExactSpectrum,
-    _difference_norm,
     captured_share,
     cosine,
     decrease_fraction,
+    difference_norm,
     principal_angles,
     relative_spectral_distance,
     spectral_error,
@@ -373,10 +372,10 @@ class _Evaluator:
         """``‖G̃ − G‖₂ / ‖G‖₂``; ``G̃ − G`` does not depend on γ when ``G̃``'s damping moves with it (``key``)."""
         target = damping + self.exact.eigvals
         if key is None:
-            return _difference_norm(approx, self.exact, target, proj) / float(target[0])
+            return difference_norm(approx, self.exact, target, proj) / float(target[0])
         key = (*key, float(approx.diagonal[0] - damping) if approx.isotropic else 0.0)
         if key not in self._curvature:
-            self._curvature[key] = _difference_norm(approx, self.exact, target, proj)
+            self._curvature[key] = difference_norm(approx, self.exact, target, proj)
         return self._curvature[key] / float(target[0])
 
     def metrics(

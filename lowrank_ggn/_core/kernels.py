@@ -23,7 +23,7 @@ On JAX with a single device, large bases are rotated block by block in a
 
 All of these are local to the rows they are given: on a basis split by rows
 across devices, the partial results of :func:`project` are completed by one
-all-reduce (:meth:`lowrank_ggn._reduction.Reduction.sum_together`), and
+all-reduce (:meth:`lowrank_ggn._core.reduction.Reduction.sum_together`), and
 :func:`rotate` needs none.
 
 ``out=`` (NumPy and PyTorch only) writes the rotated basis into an existing
@@ -34,18 +34,16 @@ donation of :func:`lowrank_ggn.ginger_update_precondition` and friends.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from lowrank_ggn._typing import Array, ArrayNamespace
-from lowrank_ggn.backends._compat import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
+from lowrank_ggn.backends import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 __all__ = [
     "apply",
     "can_overwrite",
     "compress_rows",
     "fill_rows",
-    "jax_blocking",
     "project",
     "residual",
     "rotate",
@@ -57,24 +55,6 @@ __all__ = [
 _BLOCK_BYTES = 2**21
 # Below this many elements of U, the blocked path's loop overhead is not worth it.
 _MIN_BLOCKED = 2**16
-# Whether JAX programs traced now use the blocked loop (see jax_blocking).
-_JAX_BLOCKED = [True]
-
-
-@contextlib.contextmanager
-def jax_blocking(*, enabled: bool) -> Iterator[None]:
-    """Turn the blocked JAX path on or off for the programs traced inside the block.
-
-    The blocked path does the operations of the plain one inside a
-    ``lax.fori_loop``. XLA's cost analysis counts a loop body once, not once
-    per iteration, so operation counts of a program are taken with it off.
-    """
-    before = _JAX_BLOCKED[0]
-    _JAX_BLOCKED[0] = enabled
-    try:
-        yield
-    finally:
-        _JAX_BLOCKED[0] = before
 
 
 def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
@@ -87,7 +67,6 @@ def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
         return "torch"
     if (
         is_jax_namespace(xp)
-        and _JAX_BLOCKED[0]
         # A d×1 basis: XLA's loop over its blocks is five times slower than the plain product.
         and basis.shape[1] >= 2
         and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1])

@@ -13,7 +13,7 @@ import math
 import numbers
 from typing import Any
 
-from lowrank_ggn._typing import Array, ArrayNamespace
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn.backends import (
     array_namespace,
     is_array,
@@ -24,11 +24,18 @@ from lowrank_ggn.backends import (
 )
 
 __all__ = [
+    "GINGER_FIELDS",
+    "PRODUCT_FIELDS",
+    "QNG_FIELDS",
     "cast_like",
     "check_damping",
     "check_decay",
     "check_dim_rank",
+    "check_ginger_state",
     "check_like",
+    "check_lowrank",
+    "check_product_state",
+    "check_qng_state",
     "check_scalar",
     "concrete_float",
     "has_fields",
@@ -232,3 +239,84 @@ def cast_like(xp: ArrayNamespace, x: Array, like: Array) -> Array:
     the conversion to float32/float64 is exact.
     """
     return x if x.dtype == like.dtype else xp.astype(x, like.dtype)
+
+
+def check_lowrank(basis: Array, eigvals: Array) -> ArrayNamespace:
+    """Check ``basis`` (dim × rank, real floating) and ``eigvals`` (rank,) alike; return their namespace."""
+    if not is_array(basis):
+        msg = f"basis must be an array, got {type(basis).__name__}"
+        raise TypeError(msg)
+    if basis.ndim != 2:
+        msg = f"basis must be a 2-d array (dim, rank), got shape {tuple(basis.shape)}"
+        raise ValueError(msg)
+    xp = array_namespace(basis)
+    if not xp.isdtype(basis.dtype, "real floating"):
+        msg = f"basis must have a real floating dtype, got {basis.dtype}"
+        raise TypeError(msg)
+    check_like(eigvals, "eigvals", basis, shapes=((basis.shape[1],),))
+    return xp
+
+
+GINGER_FIELDS = ("basis", "eigvals", "discarded", "step", "num_nonfinite")
+"""The fields of :class:`lowrank_ggn.GingerState`."""
+QNG_FIELDS = ("factors", "betas", "scales", "sqnorms", "step", "num_nonfinite")
+"""The fields of :class:`lowrank_ggn.QNGState`."""
+PRODUCT_FIELDS = ("columns", "coords", "count", "eigvals", "discarded", "step", "num_nonfinite")
+"""The fields of :class:`lowrank_ggn.GingerProductState`."""
+
+
+def _floating_2d(x: Any, name: str, layout: str) -> ArrayNamespace:
+    if not is_array(x) or x.ndim != 2:
+        msg = f"{name} must be a 2-d array ({layout})"
+        raise TypeError(msg)
+    xp = array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        msg = f"{name} must have a real floating dtype, got {x.dtype}"
+        raise TypeError(msg)
+    return xp
+
+
+def check_ginger_state(state: Any) -> ArrayNamespace:
+    """Check the structure of a Ginger state (shapes, namespace, dtype); return its namespace."""
+    if not has_fields(state, GINGER_FIELDS):
+        msg = f"state must be a GingerState, got {type(state).__name__}"
+        raise TypeError(msg)
+    basis = state.basis
+    xp = _floating_2d(basis, "state.basis", "dim, rank")
+    check_like(state.eigvals, "state.eigvals", basis, shapes=((basis.shape[1],),))
+    check_like(state.discarded, "state.discarded", basis, shapes=((),))
+    return xp
+
+
+def check_qng_state(state: Any) -> ArrayNamespace:
+    """Check the structure of a QNG state; return its namespace."""
+    if not has_fields(state, QNG_FIELDS):
+        msg = f"state must be a QNGState, got {type(state).__name__}"
+        raise TypeError(msg)
+    factors = state.factors
+    xp = _floating_2d(factors, "state.factors", "rank, dim")
+    rank = factors.shape[0]
+    for name in ("betas", "scales", "sqnorms"):
+        check_like(getattr(state, name), f"state.{name}", factors, shapes=((rank,),))
+    return xp
+
+
+def check_product_state(state: Any) -> ArrayNamespace:
+    """Check the structure of a product-form Ginger state; return its namespace."""
+    if not has_fields(state, PRODUCT_FIELDS):
+        msg = f"state must be a GingerProductState, got {type(state).__name__}"
+        raise TypeError(msg)
+    columns = state.columns
+    xp = _floating_2d(columns, "state.columns", "capacity, dim")
+    capacity = columns.shape[0]
+    coords = state.coords
+    if not is_array(coords) or coords.ndim != 2 or coords.shape[0] != capacity:
+        msg = f"state.coords must be a 2-d array with {capacity} rows"
+        raise ValueError(msg)
+    check_like(coords, "state.coords", columns, shapes=((capacity, coords.shape[1]),))
+    check_like(state.eigvals, "state.eigvals", columns, shapes=((coords.shape[1],),))
+    check_like(state.discarded, "state.discarded", columns, shapes=((),))
+    if not is_traced(state.count) and not coords.shape[1] <= int(state.count) < capacity:
+        msg = f"state.count must satisfy rank <= count < capacity, got {int(state.count)}"
+        raise ValueError(msg)
+    return xp

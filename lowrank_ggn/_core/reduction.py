@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from lowrank_ggn._typing import Array, ArrayNamespace
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
 
 __all__ = ["LOCAL", "AllReduce", "Reduction"]
 

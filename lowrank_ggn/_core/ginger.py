@@ -1,0 +1,251 @@
+r"""Ginger's update, fused update + query, Sherman–Morrison update and re-orthonormalisation, unchecked.
+
+The state is any NamedTuple with the fields of :class:`lowrank_ggn.GingerState`
+(``basis``, ``eigvals``, ``discarded``, ``step``, ``num_nonfinite``); new states
+are made with ``state._replace``. The public face, :mod:`lowrank_ggn._ginger`,
+checks and casts the arguments; the approximation protocol
+(:func:`lowrank_ggn.ginger`), the optimisers and the sharded front-ends call
+these functions directly.
+
+One update is two passes over ``U``:
+
+1. one read for the reductions ``Uᵀ[v, g]`` (with ``vᵀv`` and ``vᵀg``), after
+   which Brand's update is planned on (τ+1)×(τ+1) arrays
+   (:func:`lowrank_ggn._core.brand.plan`);
+2. one read and one write for ``U' = U·R + v ⊗ b``, which also evaluates the
+   query of the new state ``y = g/γ + U'z = g/γ + U(Rz) + v(bᵀz)`` when a
+   gradient is given (:func:`update_precondition`).
+
+A rejected update (non-finite ``d`` or result) rotates by the identity, which
+leaves ``U`` bit-for-bit unchanged, and counts in ``num_nonfinite``.
+
+``reduce`` completes every sum over rows of a row-split state: one all-reduce
+for the finiteness and ``max|d|``, one for ``Uᵀ[v, g]`` with ``vᵀv`` and
+``vᵀg``, and one more on the (re-orthogonalising) CGS2 path. The
+Sherman–Morrison path supports only the local reduction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from lowrank_ggn._core import sherman_morrison
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
+from lowrank_ggn._core.brand import (
+    Plan,
+    finite_max_abs,
+    plan,
+    reject,
+    reorthonormalize_gram,
+    reorthonormalize_qr,
+    unit_max,
+)
+from lowrank_ggn._core.kernels import can_overwrite, project, rotate
+from lowrank_ggn._core.operator import as_scalar, sigma_from_kappa, solve
+from lowrank_ggn._core.reduction import LOCAL, Reduction
+from lowrank_ggn.backends import cond
+
+__all__ = [
+    "maybe_reorthonormalize",
+    "precondition",
+    "reorthonormalize",
+    "update",
+    "update_precondition",
+    "update_sherman_morrison",
+]
+
+
+class _Term(NamedTuple):
+    """The rank-one term ``rho · v vᵀ`` to fold into ``scale · U diag(base) Uᵀ``."""
+
+    v: Array
+    rho: Array
+    scale: Array
+    base: Array
+    finite: Array
+
+
+def _eigen_term(xp: ArrayNamespace, state: Any, d: Array, alpha: Array, reduce: Reduction) -> _Term:
+    """``(1−α) d dᵀ`` as ``ρ v vᵀ`` with ``v = d/max|d|`` (finite, |v| ≤ 1); ``v = 0`` for a non-finite ``d``."""
+    # Finiteness and max|d| from max d and min d: no temporary of the size of d.
+    finite_here, d_max = finite_max_abs(xp, d)
+    finite = reduce.all(finite_here)
+    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
+    d_max = reduce.max(xp.where(finite, d_max, xp.zeros_like(d_max)))
+    v, rho = unit_max(xp, d_safe, 1 - alpha, v_max=d_max)
+    return _Term(v, rho, alpha, state.eigvals, finite)
+
+
+def _plan(xp: ArrayNamespace, state: Any, term: _Term, g: Array | None, reduce: Reduction) -> tuple[Array, Plan]:
+    """Pass 1 (``Uᵀ[v, g]``) and Brand's plan; returns ``(Uᵀ[v, g], plan)``."""
+    basis = state.basis
+    coef, dots = reduce.sum_together(xp, *project(xp, basis, (term.v,) if g is None else (term.v, g)))
+    dot_with = None if g is None else (g, dots[1])
+    brand = plan(
+        xp,
+        basis,
+        term.base,
+        term.v,
+        c=coef[:, 0],
+        vv=dots[0],
+        rho=term.rho,
+        s=term.scale,
+        dot_with=dot_with,
+        reduce=reduce,
+    )
+    return coef, brand
+
+
+def _finish(
+    xp: ArrayNamespace,
+    state: Any,
+    brand: Plan,
+    *,
+    eigvals: Array,
+    dropped: Array,
+    ok: Array,
+    alpha: Array,
+    query: tuple[Array, Array, Array, Array] | None,
+    donate: bool,
+) -> tuple[Any, Array | None]:
+    """Pass 2: rotate the basis (and evaluate the query), and assemble the new state."""
+    basis = state.basis
+    rot, vrot = reject(xp, brand, ok)
+    out = basis if donate and can_overwrite(xp, basis) else None
+    new_basis, y = rotate(xp, basis, rot, brand.vec, vrot, query=query, out=out)
+    new = state._replace(
+        basis=new_basis,
+        eigvals=xp.where(ok, eigvals, state.eigvals),
+        discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
+        step=state.step + xp.astype(ok, state.step.dtype),
+        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+    )
+    return new, y
+
+
+def _accepted(xp: ArrayNamespace, finite: Array, eigvals: Array, dropped: Array) -> Array:
+    return finite & xp.all(xp.isfinite(eigvals)) & xp.isfinite(dropped)
+
+
+def update(
+    xp: ArrayNamespace,
+    state: Any,
+    d: Array,
+    *,
+    decay: Any,
+    reorthonormalize_every: int | None,
+    reduce: Reduction = LOCAL,
+    donate: bool = False,
+) -> Any:
+    """Fold ``d`` into the EMA and truncate to rank τ (eigen path); re-orthonormalise when due.
+
+    ``decay`` is a number or 0-d array, ``reorthonormalize_every`` already
+    resolved (an int or None, see :mod:`lowrank_ggn._core.options`).
+    Cost O(dim · rank²), two passes over the basis.
+    """
+    alpha = as_scalar(xp, decay, state.basis)
+    term = _eigen_term(xp, state, d, alpha, reduce)
+    _, brand = _plan(xp, state, term, None, reduce)
+    ok = _accepted(xp, term.finite, brand.eigvals, brand.discarded)
+    new, _ = _finish(
+        xp, state, brand, eigvals=brand.eigvals, dropped=brand.discarded, ok=ok, alpha=alpha, query=None, donate=donate
+    )
+    return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce)
+
+
+def update_precondition(
+    xp: ArrayNamespace,
+    state: Any,
+    d: Array,
+    g: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    reorthonormalize_every: int | None,
+    reduce: Reduction = LOCAL,
+    donate: bool = False,
+) -> tuple[Any, Array]:
+    r"""Update with ``d``, then ``y = (γI + U'diag(σ')U'ᵀ)⁻¹ g`` of the new state, in the same two passes.
+
+    ``U'ᵀg = Rᵀ(Uᵀg) + b(vecᵀg)`` needs no further pass, and the query
+    ``g/γ + U'z`` is written by the rotation pass. A step that
+    re-orthonormalises returns the query of the state before
+    re-orthonormalisation (the same matrix). ``g`` has shape (dim,).
+    """
+    basis = state.basis
+    alpha = as_scalar(xp, decay, basis)
+    gamma = as_scalar(xp, damping, basis)
+    term = _eigen_term(xp, state, d, alpha, reduce)
+    coef, brand = _plan(xp, state, term, g, reduce)
+    ok = _accepted(xp, term.finite, brand.eigvals, brand.discarded)
+    rot, vrot = reject(xp, brand, ok)
+    eigvals = xp.where(ok, brand.eigvals, state.eigvals)
+    vec_dot = xp.where(ok, brand.vec_dot, xp.zeros_like(brand.vec_dot))
+    c_new = rot.T @ coef[:, 1] + vrot * vec_dot
+    z = -(c_new / gamma) * (eigvals / (gamma + eigvals))
+    query = (rot @ z, xp.sum(vrot * z), g, 1 / gamma)
+    new, y = _finish(
+        xp, state, brand, eigvals=brand.eigvals, dropped=brand.discarded, ok=ok, alpha=alpha, query=query, donate=donate
+    )
+    return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce), y
+
+
+def update_sherman_morrison(
+    xp: ArrayNamespace,
+    state: Any,
+    d: Array,
+    *,
+    decay: Any,
+    damping: Any,
+    reorthonormalize_every: int | None,
+    donate: bool = False,
+) -> Any:
+    """The paper's Eq 17 path (corrected): Brand-update the inverse of the damped EMA, truncate, map back (Eq 18).
+
+    Keeps the same τ directions as :func:`update` and agrees with it in exact
+    arithmetic, but loses precision when σ ≫ γ. Local reduction only.
+    """
+    basis = state.basis
+    alpha = as_scalar(xp, decay, basis)
+    gamma = as_scalar(xp, damping, basis)
+    finite = finite_max_abs(xp, d)[0]
+    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
+    kappa, h, beta = sherman_morrison.step(xp, basis, state.eigvals, d_safe, alpha=alpha, gamma=gamma)
+    v, rho = unit_max(xp, h, beta)
+    # h can overflow for a finite d: the update is then rejected, and the identity rotation
+    # U·I + v ⊗ 0 leaves U exactly unchanged only for a finite v.
+    v = xp.where(xp.isfinite(v), v, xp.zeros_like(v))
+    _, brand = _plan(xp, state, _Term(v, rho, xp.ones_like(alpha), kappa, finite), None, LOCAL)
+    eigvals = sigma_from_kappa(xp, brand.eigvals, gamma)
+    dropped = sigma_from_kappa(xp, brand.discarded, gamma)
+    ok = _accepted(xp, finite, eigvals, dropped)
+    new, _ = _finish(xp, state, brand, eigvals=eigvals, dropped=dropped, ok=ok, alpha=alpha, query=None, donate=donate)
+    return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, LOCAL)
+
+
+def precondition(xp: ArrayNamespace, state: Any, g: Array, *, damping: Any, reduce: Reduction = LOCAL) -> Array:
+    """``(γI + U diag(σ) Uᵀ)⁻¹ g`` for ``g`` of shape (dim,) or (dim, k)."""
+    return solve(xp, state.basis, state.eigvals, g, as_scalar(xp, damping, state.basis), reduce=reduce)
+
+
+def reorthonormalize(xp: ArrayNamespace, state: Any, reduce: Reduction = LOCAL) -> Any:
+    """Rotate the basis back to orthonormality; the represented matrix is unchanged.
+
+    Thin QR on one device; from the Gram matrix ``UᵀU`` (one all-reduce of
+    τ×τ numbers) on a row-split basis. Cost O(dim · rank²).
+    """
+    if reduce is LOCAL:
+        basis, eigvals = reorthonormalize_qr(xp, state.basis, state.eigvals)
+    else:
+        basis, eigvals = reorthonormalize_gram(xp, state.basis, state.eigvals, reduce)
+    return state._replace(basis=basis, eigvals=eigvals)
+
+
+def maybe_reorthonormalize(
+    xp: ArrayNamespace, state: Any, ok: Array, every: int | None, reduce: Reduction = LOCAL
+) -> Any:
+    """Re-orthonormalise after an accepted update that makes ``state.step`` a multiple of ``every``."""
+    if every is None:
+        return state
+    due = ok & (state.step % every == 0)
+    return cond(due, lambda s: reorthonormalize(xp, s, reduce), lambda s: s, state)
