@@ -197,6 +197,7 @@ _DIGEST = "manifest_sha256"
 _TMP_SUFFIX = ".lowrank_ggn-tmp"
 _NPY_HEADER_MAX = 10_000  # numpy.lib.format's default limit on the header it parses
 _NPY_PREFIX_MAX = 12  # magic, version and header length (.npy format 2.0)
+_READ_CHUNK = 1 << 24
 
 
 class CheckpointError(ValueError):
@@ -655,7 +656,7 @@ def _read_npy(
         view = memoryview(out.reshape(-1).view(np.uint8)) if nbytes else memoryview(b"")
         filled = 0
         while filled < nbytes:
-            n = f.readinto(view[filled:])
+            n = f.readinto(view[filled : filled + _READ_CHUNK])  # bounded: readinto reads a copy first
             if not n:
                 msg = f"{where} is truncated"
                 raise CheckpointError(msg)
