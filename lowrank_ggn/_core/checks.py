@@ -24,10 +24,12 @@ from lowrank_ggn.backends import (
 )
 
 __all__ = [
+    "PROTOCOL",
     "GINGER_FIELDS",
     "PRODUCT_FIELDS",
     "QNG_FIELDS",
     "cast_like",
+    "check_approximation",
     "check_damping",
     "check_decay",
     "check_dim_rank",
@@ -320,3 +322,34 @@ def check_product_state(state: Any) -> ArrayNamespace:
         msg = f"state.count must satisfy rank <= count < capacity, got {int(state.count)}"
         raise ValueError(msg)
     return xp
+
+
+PROTOCOL = (
+    "rank",
+    "decay",
+    "init",
+    "fold",
+    "fold_precondition",
+    "solve",
+    "with_rank",
+    "needs_damping",
+    "shardable",
+    "state_type",
+)
+"""The attributes every object of the approximation protocol has (see :mod:`lowrank_ggn._approximation`)."""
+
+
+def check_approximation(approximation: Any) -> None:
+    """Check that ``approximation`` follows the approximation protocol (``lg.ginger(...)`` and friends).
+
+    Raises
+    ------
+    TypeError
+        Naming the argument and what it got.
+    """
+    if not all(hasattr(approximation, a) for a in PROTOCOL):
+        msg = (
+            "approximation must follow the approximation protocol (lg.ginger(...), lg.qng(...), "
+            f"lg.ginger_product(...)), got {type(approximation).__name__}"
+        )
+        raise TypeError(msg)

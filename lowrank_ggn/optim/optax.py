@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 import lowrank_ggn as lg
+from lowrank_ggn._core.checks import check_approximation
 from lowrank_ggn.optim import _sharded
 from lowrank_ggn.optim._options import (
     DEFAULT_DAMPING,
@@ -291,7 +292,7 @@ def scale_by_lowrank(
     >>> state = tx.init(params)
     >>> updates, state = tx.update({"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}, state, params)
     """
-    _check_approximation(approximation)
+    check_approximation(approximation)
     check_common(rank=approximation.rank, decay=approximation.decay, update_every=update_every)
     if approximation.needs_damping:
         check_damping_or_schedule(damping)
@@ -362,16 +363,6 @@ def scale_by_lowrank(
         return update_jit(updates, state, curvature)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _check_approximation(approximation: Any) -> None:
-    needed = ("rank", "decay", "init", "fold_precondition", "solve", "with_rank", "needs_damping", "shardable")
-    if not all(hasattr(approximation, a) for a in needed):
-        msg = (
-            "approximation must follow the approximation protocol (lg.ginger(...), lg.qng(...), "
-            f"lg.ginger_product(...)), got {type(approximation).__name__}"
-        )
-        raise TypeError(msg)
 
 
 def _block_step(

@@ -52,7 +52,7 @@ from typing import Any, Literal
 import torch
 
 import lowrank_ggn as lg
-from lowrank_ggn._core.checks import check_damping, check_decay
+from lowrank_ggn._core.checks import check_approximation, check_damping, check_decay
 from lowrank_ggn._core.options import check_reorthonormalize_every
 from lowrank_ggn.backends import array_namespace
 from lowrank_ggn.optim._options import (
@@ -183,13 +183,7 @@ class LowRank(torch.optim.Optimizer):
                 msg = f"parameters must be floating point, got dtype {p.dtype}"
                 raise TypeError(msg)
         approximation = self._approximation(group)
-        needed = ("rank", "decay", "init", "fold_precondition", "solve", "with_rank", "needs_damping", "state_type")
-        if not all(hasattr(approximation, a) for a in needed):
-            msg = (
-                "approximation must follow the approximation protocol (lg.ginger(...), lg.qng(...), "
-                f"lg.ginger_product(...)), got {type(approximation).__name__}"
-            )
-            raise TypeError(msg)
+        check_approximation(approximation)
         if approximation.needs_damping:
             check_damping_or_schedule(group["damping"])
         elif group.get("damping") is not None:
