@@ -26,6 +26,7 @@ distribution.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,13 +35,20 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "LARGE_STREAMS",
     "MLP",
     "STREAMS",
+    "DeepMLP",
+    "LargeStream",
+    "SmallCNN",
     "SoftmaxRegression",
     "StreamStep",
     "digits_data",
     "fisher_stream",
+    "large_stream_blocks",
+    "make_large_stream",
     "make_stream",
+    "parameter_blocks",
     "stream_dim",
     "synthetic_spectrum",
     "synthetic_stream",
@@ -293,8 +301,316 @@ class MLP:
         return np.concatenate([(da.T @ x).ravel(), da.sum(axis=0), (delta.T @ a).ravel(), delta.sum(axis=0)])
 
 
+def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Glorot-normal weights: N(0, 2/(fan_in + fan_out))."""
+    return rng.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def parameter_blocks(shapes: tuple[tuple[int, ...], ...]) -> tuple[slice, ...]:
+    """Return the slices of the flat parameter vector that hold each parameter array.
+
+    Parameters
+    ----------
+    shapes : tuple of tuple of int
+        The shapes of the parameter arrays, in the order of the flat vector
+        (a model's ``shapes``).
+
+    Returns
+    -------
+    tuple of slice
+        One slice per array, contiguous and covering the vector.
+    """
+    out, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        out.append(slice(start, start + size))
+        start += size
+    return tuple(out)
+
+
+def _unflatten(theta: np.ndarray, shapes: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    return [theta[b].reshape(shape) for b, shape in zip(parameter_blocks(shapes), shapes, strict=True)]
+
+
+@dataclass(frozen=True)
+class DeepMLP:
+    r"""A tanh perceptron with several hidden layers: :math:`z = W_L \tanh(\cdots \tanh(W_1 x + b_1) \cdots) + b_L`.
+
+    With 64 inputs, hidden layers (512, 256) and 10 classes,
+    ``dim = 167,178``; with (1024, 1024), ``dim = 1,126,410``. The flat
+    parameter vector holds, layer after layer, ``W`` (fan-out × fan-in,
+    row-major) then ``b`` (see :attr:`shapes` and :attr:`blocks`).
+
+    Parameters
+    ----------
+    hidden : tuple of int, default (512, 256)
+        The widths of the hidden layers (at least one).
+    num_inputs : int, default 64
+        Input features (the 64 pixels of a digit).
+    num_classes : int, default 10
+        Classes.
+    """
+
+    hidden: tuple[int, ...] = (512, 256)
+    num_inputs: int = 64
+    num_classes: int = 10
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The layer widths, inputs first, classes last."""
+        return (self.num_inputs, *self.hidden, self.num_classes)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shapes of the parameter arrays, in the order of the flat vector: (W₁, b₁, W₂, b₂, …)."""
+        w = self.widths
+        out: list[tuple[int, ...]] = []
+        for n, m in itertools.pairwise(w):
+            out.extend([(m, n), (m,)])
+        return tuple(out)
+
+    @property
+    def blocks(self) -> tuple[slice, ...]:
+        """The slice of the flat vector of each parameter array (:func:`parameter_blocks` of :attr:`shapes`)."""
+        return parameter_blocks(self.shapes)
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters."""
+        return sum(math.prod(s) for s in self.shapes)
+
+    def init(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw Glorot-normal weights and zero biases.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source of randomness.
+
+        Returns
+        -------
+        numpy.ndarray
+            θ, shape (dim,), float64.
+        """
+        parts = []
+        for shape in self.shapes:
+            if len(shape) == 2:
+                parts.append(_glorot(rng, shape[1], shape[0], shape).ravel())
+            else:
+                parts.append(np.zeros(shape))
+        return np.concatenate(parts)
+
+    def _forward(self, theta: np.ndarray, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        arrays = _unflatten(theta, self.shapes)
+        weights, biases = arrays[0::2], arrays[1::2]
+        acts = [x]
+        for w, b in zip(weights[:-1], biases[:-1], strict=True):
+            acts.append(np.tanh(acts[-1] @ w.T + b))
+        return weights, acts, acts[-1] @ weights[-1].T + biases[-1]
+
+    def probabilities(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        r"""Return the predictive probabilities :math:`p_\theta(y \mid x)` of a batch.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, num_inputs).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (batch, num_classes); each row sums to 1.
+        """
+        return _softmax(self._forward(theta, x)[2])
+
+    def backward(self, theta: np.ndarray, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        r"""Return :math:`\sum_i J_i^\top \delta_i`, the pull-back of output-space vectors through the network.
+
+        :math:`J_i = \partial z(x_i) / \partial \theta` is the Jacobian of the
+        logits of example i (reverse mode, in closed form; one forward pass).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, num_inputs).
+        delta : numpy.ndarray
+            δ, shape (batch, num_classes).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (dim,), in the layout of θ.
+        """
+        weights, acts, _ = self._forward(theta, x)
+        grads: list[np.ndarray] = []
+        upstream = delta
+        for layer in range(len(weights) - 1, -1, -1):
+            grads.extend([upstream.sum(axis=0), (upstream.T @ acts[layer]).ravel()])
+            if layer:
+                a = acts[layer]
+                upstream = (upstream @ weights[layer]) * (1.0 - a * a)
+        return np.concatenate(grads[::-1])
+
+
+def _patches(a: np.ndarray) -> np.ndarray:
+    """3 × 3 patches of a zero-padded (batch, h, w, c) array: shape (batch, h, w, 9c), ordered (dy, dx, c)."""
+    _, h, w, _ = a.shape
+    pad = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return np.concatenate([pad[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=3)
+
+
+def _unpatch(g: np.ndarray, channels: int) -> np.ndarray:
+    """Adjoint of :func:`_patches`: sum the (batch, h, w, 9c) patch gradients back onto the (batch, h, w, c) input."""
+    b, h, w, _ = g.shape
+    pad = np.zeros((b, h + 2, w + 2, channels))
+    for j, (dy, dx) in enumerate((dy, dx) for dy in range(3) for dx in range(3)):
+        pad[:, dy : dy + h, dx : dx + w] += g[..., j * channels : (j + 1) * channels]
+    return pad[:, 1:-1, 1:-1]
+
+
+@dataclass(frozen=True)
+class SmallCNN:
+    r"""A small convolutional network on the 8 × 8 digits: two 3 × 3 convolutions, a dense layer, the classifier.
+
+    ``conv(1 → c₁) → tanh → conv(c₁ → c₂) → tanh → flatten → dense(64 c₂ → h) → tanh → dense(h → 10)``,
+    convolutions with stride 1 and zero padding ("same"). With the defaults
+    (c₁, c₂, h) = (16, 32, 64), ``dim = 136,586``. The flat parameter vector
+    holds the kernels (c_out × 3 × 3 × c_in, row-major) and biases of the two
+    convolutions, then W (h × 64 c₂; the flattened features are ordered
+    row, column, channel) and b of the dense layer, then those of the
+    classifier (see :attr:`shapes`).
+
+    Parameters
+    ----------
+    channels : tuple of int, default (16, 32)
+        c₁, c₂.
+    hidden : int, default 64
+        h, the width of the dense layer.
+    num_classes : int, default 10
+        Classes.
+    side : int, default 8
+        The images are side × side pixels (8 for digits); ``num_inputs = side²``.
+    """
+
+    channels: tuple[int, int] = (16, 32)
+    hidden: int = 64
+    num_classes: int = 10
+    side: int = 8
+
+    @property
+    def num_inputs(self) -> int:
+        """Input features (side² pixels)."""
+        return self.side * self.side
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shapes of the parameter arrays, in the order of the flat vector."""
+        c1, c2 = self.channels
+        flat = self.side * self.side * c2
+        return ((c1, 3, 3, 1), (c1,), (c2, 3, 3, c1), (c2,), (self.hidden, flat), (self.hidden,),
+                (self.num_classes, self.hidden), (self.num_classes,))  # fmt: skip
+
+    @property
+    def blocks(self) -> tuple[slice, ...]:
+        """The slice of the flat vector of each parameter array (:func:`parameter_blocks` of :attr:`shapes`)."""
+        return parameter_blocks(self.shapes)
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters."""
+        return sum(math.prod(s) for s in self.shapes)
+
+    def init(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw Glorot-normal kernels and weights (fan-in and fan-out over the 3 × 3 window), zero biases.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source of randomness.
+
+        Returns
+        -------
+        numpy.ndarray
+            θ, shape (dim,), float64.
+        """
+        parts = []
+        for shape in self.shapes:
+            if len(shape) == 4:
+                parts.append(_glorot(rng, 9 * shape[3], 9 * shape[0], shape).ravel())
+            elif len(shape) == 2:
+                parts.append(_glorot(rng, shape[1], shape[0], shape).ravel())
+            else:
+                parts.append(np.zeros(shape))
+        return np.concatenate(parts)
+
+    def _forward(self, theta: np.ndarray, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        k1, b1, k2, b2, w3, b3, w4, b4 = _unflatten(theta, self.shapes)
+        c1, c2 = self.channels
+        img = x.reshape(x.shape[0], self.side, self.side, 1)
+        p1 = _patches(img)
+        a1 = np.tanh(p1 @ k1.reshape(c1, -1).T + b1)
+        p2 = _patches(a1)
+        a2 = np.tanh(p2 @ k2.reshape(c2, -1).T + b2)
+        f = a2.reshape(x.shape[0], -1)
+        a3 = np.tanh(f @ w3.T + b3)
+        return [k1, k2, w3, w4], [p1, a1, p2, a2, f, a3], a3 @ w4.T + b4
+
+    def probabilities(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        r"""Return the predictive probabilities :math:`p_\theta(y \mid x)` of a batch.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, side²).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (batch, num_classes); each row sums to 1.
+        """
+        return _softmax(self._forward(theta, x)[2])
+
+    def backward(self, theta: np.ndarray, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        r"""Return :math:`\sum_i J_i^\top \delta_i`, the pull-back of output-space vectors through the network.
+
+        :math:`J_i = \partial z(x_i) / \partial \theta` is the Jacobian of the
+        logits of example i (reverse mode, in closed form; one forward pass).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            θ, shape (dim,).
+        x : numpy.ndarray
+            Inputs, shape (batch, side²).
+        delta : numpy.ndarray
+            δ, shape (batch, num_classes).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (dim,), in the layout of θ.
+        """
+        (_, k2, w3, w4), (p1, a1, p2, a2, f, a3), _ = self._forward(theta, x)
+        c1, c2 = self.channels
+        g4 = delta.T @ a3
+        d3 = (delta @ w4) * (1.0 - a3 * a3)
+        g3 = d3.T @ f
+        d2 = (d3 @ w3).reshape(a2.shape) * (1.0 - a2 * a2)
+        g2 = d2.reshape(-1, c2).T @ p2.reshape(-1, 9 * c1)
+        d1 = _unpatch(d2 @ k2.reshape(c2, -1), c1) * (1.0 - a1 * a1)
+        g1 = d1.reshape(-1, c1).T @ p1.reshape(-1, 9)
+        parts = [g1, d1.sum(axis=(0, 1, 2)), g2, d2.sum(axis=(0, 1, 2)), g3, d3.sum(axis=0), g4, delta.sum(axis=0)]
+        return np.concatenate([q.ravel() for q in parts])
+
+
 def fisher_stream(
-    model: SoftmaxRegression | MLP,
+    model: SoftmaxRegression | MLP | DeepMLP | SmallCNN,
     *,
     steps: int,
     seed: int,
@@ -314,7 +630,7 @@ def fisher_stream(
 
     Parameters
     ----------
-    model : SoftmaxRegression or MLP
+    model : SoftmaxRegression, MLP, DeepMLP or SmallCNN
         The model trained and differentiated (its ``dim`` is the stream's).
     steps : int
         Number of steps T.
@@ -508,3 +824,104 @@ def make_stream(name: str, *, steps: int, seed: int) -> Iterator[StreamStep]:
     if name == "digits-mlp":
         return fisher_stream(MLP(), steps=steps, seed=seed)
     return synthetic_stream(name, dim=_SYNTHETIC_DIM, steps=steps, seed=seed)
+
+
+class LargeStream(NamedTuple):
+    """A curvature stream of a model with 10⁵–10⁶ parameters (an entry of :data:`LARGE_STREAMS`).
+
+    Parameters
+    ----------
+    model : DeepMLP or SmallCNN
+        The model (its ``dim`` is the stream's).
+    per_tensor : bool
+        Whether the curvature is treated per parameter array.
+    learning_rate : float
+        Adam's step size.
+    """
+
+    model: DeepMLP | SmallCNN
+    """The model trained and differentiated; ``model.dim`` is d."""
+    per_tensor: bool
+    """False: the whole model is one block. True: one block per parameter array (``model.blocks``), the
+    block-diagonal structure of the authors' code: block j's curvature vector is ``d_t[model.blocks[j]]``, the
+    same √B-scaled batch-mean sampled-label gradient restricted to that array."""
+    learning_rate: float
+    """Adam's step size along the trajectory."""
+
+
+_WIDE_MLP = DeepMLP(hidden=(512, 256))
+_MLP_1M = DeepMLP(hidden=(1024, 1024))
+_CNN = SmallCNN()
+
+LARGE_STREAMS: dict[str, LargeStream] = {
+    "digits-mlp-wide": LargeStream(_WIDE_MLP, per_tensor=False, learning_rate=1e-3),
+    "digits-mlp-wide-blocks": LargeStream(_WIDE_MLP, per_tensor=True, learning_rate=1e-3),
+    "digits-cnn": LargeStream(_CNN, per_tensor=False, learning_rate=1e-3),
+    "digits-cnn-blocks": LargeStream(_CNN, per_tensor=True, learning_rate=1e-3),
+    "digits-mlp-1m": LargeStream(_MLP_1M, per_tensor=False, learning_rate=1e-3),
+}
+"""Streams at scale (d = 136,586 to 1,126,410), kept apart from :data:`STREAMS` so that the default study
+is unchanged: their exact EMA cannot be a dense d × d matrix (use :class:`~lowrank_ggn.studies.WindowEMA`).
+``digits-mlp-wide``: :class:`DeepMLP` 64–512–256–10 (d = 167,178); ``digits-cnn``: :class:`SmallCNN`
+(d = 136,586); ``digits-mlp-1m``: :class:`DeepMLP` 64–1024–1024–10 (d = 1,126,410); ``-blocks``: the same
+stream, one block per parameter array (:attr:`LargeStream.per_tensor`). All use batches of 32 and Adam
+with step size 1e-3 (:func:`fisher_stream`)."""
+
+
+def _large(name: str) -> LargeStream:
+    if name not in LARGE_STREAMS:
+        msg = f"stream must be one of {tuple(LARGE_STREAMS)}, got {name!r}"
+        raise ValueError(msg)
+    return LARGE_STREAMS[name]
+
+
+def large_stream_blocks(name: str) -> tuple[slice, ...]:
+    """Return the blocks of a large stream: one slice of d_t per block.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`LARGE_STREAMS`.
+
+    Returns
+    -------
+    tuple of slice
+        ``(slice(0, d),)`` for the whole-model streams; one slice per
+        parameter array, in the order of θ, for the ``-blocks`` streams.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a large stream.
+    """
+    spec = _large(name)
+    return spec.model.blocks if spec.per_tensor else (slice(0, spec.model.dim),)
+
+
+def make_large_stream(name: str, *, steps: int, seed: int, batch_size: int = 32) -> Iterator[StreamStep]:
+    """Return a large stream: the sampled-label Fisher vectors (Eq 8) of its model along an Adam trajectory.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`LARGE_STREAMS`.
+    steps : int
+        Number of steps T.
+    seed : int
+        Random seed (parameters, batches, sampled labels).
+    batch_size : int, default 32
+        |B_t|.
+
+    Returns
+    -------
+    iterator of StreamStep
+        :func:`fisher_stream` of the stream's model, lazily; each ``curvature``
+        is the whole d_t (split it with :func:`large_stream_blocks`).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a large stream (raised at once, not on iteration).
+    """
+    spec = _large(name)
+    return fisher_stream(spec.model, steps=steps, seed=seed, batch_size=batch_size, learning_rate=spec.learning_rate)
