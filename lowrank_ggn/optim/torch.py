@@ -74,6 +74,14 @@ __all__ = ["QNG", "Ginger", "LowRank"]
 _BLOCKS = ("param", "group")
 
 
+def _flat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One vector from raveled tensors: a view of a single tensor (no copy), else their concatenation.
+
+    The fused step only reads it, so a view of a gradient is safe.
+    """
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 class LowRank(torch.optim.Optimizer):
     r"""Any low-rank curvature approximation as a ``torch.optim`` optimiser (Algorithm 1), block by block.
 
@@ -328,7 +336,7 @@ class LowRank(torch.optim.Optimizer):
         dtype = self._state_dtype(group, block)
         device = block[0].device
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in block]
-        g = torch.cat([x.reshape(-1) for x in grads]).to(dtype)
+        g = _flat([x.reshape(-1) for x in grads]).to(dtype)
         dim = g.shape[0]
         head = self.state[block[0]]
         count = head.get("count", 0)
@@ -352,7 +360,7 @@ class LowRank(torch.optim.Optimizer):
                 if curv is None:
                     d = g
                 else:
-                    d = torch.cat([curv.get(p, gr).reshape(-1) for p, gr in zip(block, grads, strict=True)]).to(
+                    d = _flat([curv.get(p, gr).reshape(-1) for p, gr in zip(block, grads, strict=True)]).to(
                         dtype=dtype, device=device
                     )
                 # The optimiser owns the state's tensors: the new basis may be written into the old one.
