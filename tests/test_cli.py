@@ -213,12 +213,13 @@ def test_reproduce_quick_states_the_grid_it_used(tmp_path, monkeypatch):
 
     settings = Settings.quick()
     acc = {"rows": [], "curves": {}, "costs": []}
-    _report(tmp_path, acc, settings, 1.0, "python -m experiments.reproduce --quick --out x")
+    _report(tmp_path, acc, settings, 1.0)
     text = (tmp_path / "results.md").read_text()
     assert "{1,5}×10" not in text
-    assert "--quick" in text
     assert "{" + ", ".join(f"{lr:g}" for lr in settings.lr_grid) + "}" in text
     assert "reduced grid" in text
+    _report(tmp_path, acc, settings, 1.0, "python -m experiments.reproduce --quick --out x")
+    assert "`python -m experiments.reproduce --quick --out x`" in (tmp_path / "results.md").read_text()
     full = tmp_path / "full"
     full.mkdir()
     _report(full, acc, Settings(), 1.0)

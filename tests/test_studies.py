@@ -45,7 +45,6 @@ from lowrank_ggn.studies import (
     write_outputs,
 )
 from lowrank_ggn.studies._metrics import DENSE_MAX, _count_above, _eigen_brackets, _largest_eigenvalue
-from lowrank_ggn.studies._runner import UserStream
 from tests._streams import orthonormal, spectrum, stream
 
 
@@ -494,6 +493,8 @@ def _comparable(rows):
 
 def test_user_streams_from_an_array_an_iterable_and_a_file(tmp_path):
     """One stream, three ways in; d_t is row t, g_t the next row (the first after the last), once with seed 0."""
+    from lowrank_ggn.studies._runner import UserStream
+
     rng = np.random.default_rng(3)
     data = _user_data(rng)
     path = tmp_path / "mine.npy"
@@ -524,6 +525,8 @@ def test_user_streams_from_an_array_an_iterable_and_a_file(tmp_path):
 
 
 def test_user_stream_validation(tmp_path):
+    from lowrank_ggn.studies._runner import UserStream
+
     with pytest.raises(ValueError, match="2-D"):
         UserStream("x", np.ones(4))
     with pytest.raises(ValueError, match="NaN or infinite"):

@@ -922,7 +922,7 @@ def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = Tru
     Raises
     ------
     ValueError
-        If ``out_dir`` cannot be created or written to (:func:`prepare_output_dir`).
+        If ``out_dir`` cannot be created or written to (checked by ``prepare_output_dir``).
     """
     out = prepare_output_dir(out_dir)
     paths = {

@@ -198,7 +198,7 @@ class UserStream:
         Raises
         ------
         ValueError, TypeError
-            As :class:`UserStream`.
+            As the constructor.
         """
         return cls(Path(path).stem, Path(path))
 
@@ -338,9 +338,11 @@ class StudyConfig:
     user_streams : tuple of UserStream, default ()
         Streams supplied by the user, run after ``streams`` (which may then be
         empty), once each with the first seed. Also accepted: a mapping
-        name → data or an iterable of ``(name, data)`` pairs, with ``data`` as
-        in :class:`UserStream` (a ``.npy`` path, a (T, d) array or an iterable
-        of vectors); they are converted at construction.
+        name → data or an iterable of ``(name, data)`` pairs, with ``data`` a
+        ``.npy`` path (memory-mapped), a (T, d) array or an iterable of
+        vectors; they are converted at construction. Step t of a user
+        stream folds in its t-th vector and preconditions the next one (the
+        first after the last); see ``lowrank_ggn.studies._runner.UserStream``.
     methods : tuple of str, default METHODS
         The methods whose rows are recorded (names of
         :data:`~lowrank_ggn.studies.METHODS`). The exact EMA and the diagonal
@@ -417,7 +419,7 @@ class StudyConfig:
         Parameters
         ----------
         name : str
-            One of :attr:`stream_names`.
+            One of ``stream_names``.
 
         Returns
         -------
@@ -435,7 +437,14 @@ class StudyConfig:
         return stream_dim(name)
 
     def passes(self) -> list[tuple[str, int]]:
-        """Return the passes (stream name, seed): every built-in stream × seed, then every user stream × first seed."""
+        """Return the passes of the study, in order: every built-in stream × seed, then every user stream.
+
+        Returns
+        -------
+        list of (str, int)
+            (stream name, seed) pairs; a user stream runs once, with the
+            first seed (it does not depend on the seed).
+        """
         return [(s, seed) for s in self.streams for seed in self.seeds] + [
             (u.name, self.seeds[0]) for u in self.user_streams
         ]
@@ -986,7 +995,7 @@ def run_study(
     -------
     StudyResult
         ``rows`` with the keys :data:`COLUMNS` (in the order of the passes:
-        :meth:`StudyConfig.passes`), ``spectra`` (the final eigenvalues of
+        ``StudyConfig.passes()``), ``spectra`` (the final eigenvalues of
         every exact EMA) and the elapsed ``seconds``.
 
     Raises
