@@ -405,10 +405,11 @@ def test_tiny_study_outputs(tiny_result, tmp_path):
     assert 0.0 <= h["values"]["ginger_vs_qng_equal_inv_spectral_error"]["win_rate"] <= 1.0
 
 
-def test_parallel_study_gives_the_same_rows(tiny_result):
+def test_parallel_study_gives_the_same_rows(tiny_result, tmp_path):
     config = replace(TINY, streams=("power",), checkpoints=1)
     one = run_study(config, progress=False)
-    two = run_study(replace(config, seeds=(0, 1)), progress=False, jobs=2)
+    seen = []
+    two = run_study(replace(config, seeds=(0, 1)), progress=False, jobs=2, out_dir=tmp_path, on_pass=seen.append)
     timing = {"time_per_step_s", "time_vs_diag"}
     first = [r for r in two.rows if r["seed"] == 0]
     assert len(first) == len(one.rows)
@@ -416,6 +417,12 @@ def test_parallel_study_gives_the_same_rows(tiny_result):
         for key in COLUMNS:
             if key not in timing:
                 assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key
+    # Each pass reached the files as it finished (in the order of finishing).
+    assert sorted(part.rows[0]["seed"] for part in seen) == [0, 1]
+    with (tmp_path / "study.csv").open() as fh:
+        streamed = list(csv.DictReader(fh))
+    assert len(streamed) == len(two.rows)
+    assert sorted({r["seed"] for r in streamed}) == ["0", "1"]
 
 
 def test_cli_study(tmp_path, capsys):
@@ -447,3 +454,175 @@ def test_config_validation():
         run_study(replace(TINY, backend="tensorflow"), progress=False)
     with pytest.raises(ValueError, match="jobs"):
         run_study(TINY, progress=False, jobs=0)
+    with pytest.raises(ValueError, match="decay"):
+        replace(TINY, decays=(0.9, 1.0)).validate()
+    with pytest.raises(ValueError, match="damping"):
+        replace(TINY, dampings=(1e-2, 0.0)).validate()
+
+
+# ---------------------------------------------------------------- user streams, method selection, streaming
+
+
+def _user_data(rng, steps=10, dim=9):
+    return rng.standard_normal((steps, dim)) * np.arange(1, dim + 1) ** -1.0
+
+
+USER = StudyConfig(
+    streams=(),
+    steps=10,
+    ranks=(2, 3),
+    decays=(0.9,),
+    dampings=(1e-2,),
+    seeds=(5, 6),
+    dtypes=("float64",),
+    rank=3,
+    decay=0.9,
+    damping=1e-2,
+    checkpoints=2,
+    num_gradients=3,
+)
+
+
+def _comparable(rows):
+    timing = {"time_per_step_s", "time_vs_diag"}
+    return [
+        {k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if k not in timing}
+        for r in rows
+    ]
+
+
+def test_user_streams_from_an_array_an_iterable_and_a_file(tmp_path):
+    """One stream, three ways in; d_t is row t, g_t the next row (the first after the last), once with seed 0."""
+    from lowrank_ggn.studies._runner import UserStream
+
+    rng = np.random.default_rng(3)
+    data = _user_data(rng)
+    path = tmp_path / "mine.npy"
+    np.save(path, data)
+    a = run_study(replace(USER, user_streams={"mine": data}), progress=False)
+    b = run_study(replace(USER, user_streams=[("mine", iter(list(data)))]), progress=False)
+    c = run_study(replace(USER, user_streams=(UserStream.from_file(path),)), progress=False)
+    assert a.rows
+    assert _comparable(a.rows) == _comparable(b.rows) == _comparable(c.rows)
+    assert {r["stream"] for r in a.rows} == {"mine"}
+    assert {r["seed"] for r in a.rows} == {5}  # the first seed only: the stream does not depend on it
+    assert {r["dim"] for r in a.rows} == {9}
+    # The methods saw the rows: the final exact EMA is the EMA of the data.
+    want = np.linalg.eigvalsh(lg.ema_dense(data, decay=0.9))[::-1]
+    np.testing.assert_allclose([s["eigval"] for s in a.spectra], want, rtol=1e-10, atol=1e-14 * want[0])
+    # g_t: the next vector, cyclically.
+    steps = list(c.config.user_streams[0].steps(10))
+    for t, item in enumerate(steps, start=1):
+        np.testing.assert_array_equal(item.curvature, data[t - 1])
+        np.testing.assert_array_equal(item.gradient, data[t % 10])
+        assert math.isnan(item.loss)
+    # A file-backed stream stays memory-mapped and pickles as its path.
+    import pickle
+
+    stream = c.config.user_streams[0]
+    assert isinstance(stream.array, np.memmap)
+    assert len(pickle.dumps(stream)) < data.nbytes
+
+
+def test_user_stream_validation(tmp_path):
+    from lowrank_ggn.studies._runner import UserStream
+
+    with pytest.raises(ValueError, match="2-D"):
+        UserStream("x", np.ones(4))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        UserStream("x", np.array([[1.0, 2.0], [np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="d >= 2"):
+        UserStream("x", np.ones((3, 1)))
+    with pytest.raises(ValueError, match="T >= 1"):
+        UserStream("x", np.ones((0, 3)))
+    with pytest.raises(ValueError, match="not one of"):
+        UserStream("power", np.ones((3, 3)))
+    with pytest.raises(TypeError, match="real numbers"):
+        UserStream("x", np.ones((3, 3), dtype=complex))
+    with pytest.raises(ValueError, match="does not exist"):
+        UserStream.from_file(tmp_path / "none.npy")
+    np.save(tmp_path / "ints.npy", np.ones((3, 3), dtype=np.int32))
+    with pytest.raises(TypeError, match="real floats"):
+        UserStream.from_file(tmp_path / "ints.npy")
+    data = np.ones((4, 3))
+    with pytest.raises(ValueError, match="fewer than steps"):
+        run_study(replace(USER, ranks=(1, 2), rank=2, user_streams={"x": data}), progress=False)
+    with pytest.raises(ValueError, match="own name"):
+        replace(USER, steps=4, user_streams=[("x", data), ("x", data)]).validate()
+    with pytest.raises(ValueError, match="rank"):
+        replace(USER, steps=4, user_streams={"x": data}).validate()  # τ = 3 is not below d = 3
+    with pytest.raises(ValueError, match="empty"):
+        replace(USER, streams=()).validate()
+
+
+def test_method_selection_runs_and_records_only_those(monkeypatch):
+    config = replace(USER, user_streams={"mine": _user_data(np.random.default_rng(1))})
+    full = run_study(config, progress=False)
+    made = []
+    original = QNGRun.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(QNGRun, "__init__", spy)
+    part = run_study(replace(config, methods=("oracle", "ginger-fd")), progress=False)
+    assert not made  # QNG was not chosen: it did not run
+    assert {r["method"] for r in part.rows} == {"oracle", "ginger-fd"}
+    # The rows of the chosen methods are the same as in the full study.
+    keep = [r for r in full.rows if r["method"] in {"oracle", "ginger-fd"}]
+    assert _comparable(part.rows) == _comparable(keep)
+    h = headline(part)
+    assert all("QNG" not in line and "ginger-tail" not in line for line in h["lines"])
+    with pytest.raises(ValueError, match="methods"):
+        replace(config, methods=("newton",)).validate()
+    with pytest.raises(ValueError, match="methods"):
+        replace(config, methods=()).validate()
+
+
+def test_rows_are_written_as_each_pass_finishes(tmp_path):
+    """An interrupted study keeps, in study.csv, every pass it finished."""
+    config = replace(TINY, streams=("power",), steps=6, seeds=(0, 1, 2), checkpoints=1, dtypes=("float64",))
+    seen = []
+
+    def interrupt(part):
+        seen.append(len(part.rows))
+        with (tmp_path / "study.csv").open() as fh:
+            assert len(list(csv.DictReader(fh))) == sum(seen)  # on disk before the next pass starts
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config, progress=False, out_dir=tmp_path, on_pass=interrupt)
+    with (tmp_path / "study.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["seed"] for r in rows} == {"0", "1"}
+    assert len(rows) == sum(seen)
+    with (tmp_path / "spectra.csv").open() as fh:
+        assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
+
+
+def test_output_folder_is_checked_before_computing(tmp_path, monkeypatch):
+    from lowrank_ggn.studies import _runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed before checking the output folder")
+
+    monkeypatch.setattr(_runner, "_run_pass", refuse)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for bad in (blocker, blocker / "below"):
+        with pytest.raises(ValueError, match="existing file"):
+            run_study(TINY, progress=False, out_dir=bad)
+
+
+def test_headline_when_the_oracle_is_exact():
+    """t ≤ τ: M_t has rank ≤ τ, the oracle's inverse error is 0 and the ratio to it is undefined, not a crash."""
+    config = replace(TINY, streams=("power",), steps=4, dtypes=("float64",), checkpoints=1)
+    result = run_study(config, progress=False)
+    oracle = [r for r in result.rows if r["method"] == "oracle" and r["rank"] == 4]
+    assert any(r["inv_spectral_error"] == 0.0 for r in oracle)
+    values = headline(result)["values"]["ginger_vs_oracle"]
+    assert values["inv_error_ratio_n"] < values["n"]
+    assert math.isfinite(values["inv_error_ratio_median"])
+    assert "Headline" in summary_table(result)

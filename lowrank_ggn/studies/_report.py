@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lowrank_ggn.studies._methods import METHODS
 from lowrank_ggn.studies._runner import COLUMNS, StudyResult
 
-__all__ = ["headline", "markdown_report", "plot_study", "summary_table", "write_csv", "write_outputs"]
+__all__ = [
+    "StudyFiles",
+    "headline",
+    "markdown_report",
+    "plot_study",
+    "prepare_output_dir",
+    "summary_table",
+    "write_csv",
+    "write_outputs",
+]
 
 # Metrics in the tables: column, short label, "better" direction.
 METRICS = (
@@ -74,15 +86,22 @@ def _fmt(x: float, column: str = "") -> str:
     return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
+def _csv_cell(v: Any) -> Any:
+    return repr(float(v)) if isinstance(v, float | np.floating) else v
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, columns: Sequence[str] = COLUMNS) -> Path:
     """Write rows (dicts) to a CSV file; floats at full precision (``repr``, round-trip exact).
+
+    The file is written next to its final place and then renamed over it,
+    so that a reader (or an interruption) never sees it half written.
 
     Parameters
     ----------
     rows : sequence of dict
         The rows; keys not in ``columns`` are ignored, missing ones left empty.
     path : str or pathlib.Path
-        The file to write (overwritten).
+        The file to write (replaced).
     columns : sequence of str, default COLUMNS
         The header, in order.
 
@@ -92,12 +111,99 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, columns: Sequenc
         ``path``.
     """
     path = Path(path)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (repr(float(v)) if isinstance(v, float | np.floating) else v) for k, v in row.items()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+SPECTRA_COLUMNS = ("stream", "seed", "decay", "step", "index", "eigval")
+"""Columns of ``spectra.csv``: the eigenvalues of every exact EMA at the last step."""
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create an output folder (with its parents) and check that files can be written in it.
+
+    Call it before a long computation whose results go there.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, which exists and is writable.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` (or a folder above it) is an existing file, or the folder
+        cannot be created or written to; the message names the path and the
+        reason.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        msg = f"output folder {str(out)!r} is an existing file"
+        raise ValueError(msg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        msg = f"output folder {str(out)!r} lies under an existing file"
+        raise ValueError(msg) from None
+    except OSError as err:
+        msg = f"output folder {str(out)!r} cannot be written to ({err.strerror or err})"
+        raise ValueError(msg) from None
+    return out
+
+
+class StudyFiles:
+    """``study.csv`` and ``spectra.csv`` of a running study, appended and flushed pass by pass.
+
+    Constructing it checks the folder (:func:`prepare_output_dir`) and
+    starts both files with their headers (replacing files of the same names).
+    Calling it with the :class:`~lowrank_ggn.studies.StudyResult` of a
+    finished pass appends that pass's rows and spectra and flushes them, so
+    that an interrupted study keeps every pass it finished.
+    :func:`run_study` uses it for ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The output folder, created if needed.
+
+    Raises
+    ------
+    ValueError
+        As :func:`prepare_output_dir`.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        out = prepare_output_dir(out_dir)
+        self.paths = {"csv": out / "study.csv", "spectra": out / "spectra.csv"}
+        """The two files, by kind: ``"csv"`` (the rows) and ``"spectra"``."""
+        for key, columns in (("csv", COLUMNS), ("spectra", SPECTRA_COLUMNS)):
+            write_csv([], self.paths[key], columns)
+
+    def __call__(self, part: StudyResult) -> None:
+        """Append the rows and spectra of one finished pass, and flush both files."""
+        for key, columns, rows in (("csv", COLUMNS, part.rows), ("spectra", SPECTRA_COLUMNS, part.spectra)):
+            with self.paths[key].open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+                for row in rows:
+                    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+                fh.flush()
 
 
 def _final(result: StudyResult) -> list[dict[str, Any]]:
@@ -145,7 +251,7 @@ def _table(result: StudyResult, mode: str, *, markdown: bool) -> str:
     means = _grouped_means(_default_rows(result, mode), c.main_dtype)
     header = ["stream", "method", "γ_eff", *(m[1] for m in METRICS), "time/diag"]
     lines = []
-    for stream in c.streams:
+    for stream in c.stream_names:
         for label in sorted({k[1] for k in means if k[0] == stream}, key=_order):
             m = means[stream, label]
             lines.append(
@@ -173,17 +279,26 @@ def _table(result: StudyResult, mode: str, *, markdown: bool) -> str:
     return "\n".join(out)
 
 
+def _seeds_text(result: StudyResult) -> str:
+    c = result.config
+    if not c.user_streams:
+        return f"mean over {len(c.seeds)} seed(s)"
+    if not c.streams:
+        return "one run per stream"
+    return f"mean over {len(c.seeds)} seed(s), one run of each user stream"
+
+
 def _mode_title(result: StudyResult, mode: str) -> str:
     c = result.config
     if mode == "equal":
         return (
             f"Equal damping: γ = α^τ = {c.decay}^{c.rank} = {c.decay**c.rank:.4g} for every method and for the "
-            f"reference (α^τ I + M)⁻¹ (τ = {c.rank}, step {c.steps}, mean over {len(c.seeds)} seed(s)). "
+            f"reference (α^τ I + M)⁻¹ (τ = {c.rank}, step {c.steps}, {_seeds_text(result)}). "
             "This is the comparison the paper's claim is about."
         )
     return (
         f"Fixed damping: γ = {c.damping:g} for every method, reference (γI + M)⁻¹; QNG keeps its implicit α^τ "
-        f"(τ = {c.rank}, α = {c.decay}, step {c.steps}, mean over {len(c.seeds)} seed(s))."
+        f"(τ = {c.rank}, α = {c.decay}, step {c.steps}, {_seeds_text(result)})."
     )
 
 
@@ -260,6 +375,13 @@ def _headline_qng(final: list[dict[str, Any]], main: str, values: dict[str, Any]
     return lines
 
 
+def _ratios(pairs: Iterable[tuple[Any, Any]]) -> np.ndarray:
+    """Return ``a / b`` for each pair, NaN where ``b`` is 0 or either is not finite (float64)."""
+    ab = np.array([(float(a), float(b)) for a, b in pairs], dtype=np.float64).reshape(-1, 2)
+    ok = np.isfinite(ab).all(axis=1) & (ab[:, 1] != 0)
+    return np.divide(ab[:, 0], ab[:, 1], out=np.full(ab.shape[0], np.nan), where=ok)
+
+
 def _quantile(x: np.ndarray, q: float) -> float:
     x = x[np.isfinite(x)]
     return float(np.quantile(x, q)) if x.size else math.nan
@@ -267,22 +389,31 @@ def _quantile(x: np.ndarray, q: float) -> float:
 
 def _headline_oracle(final: list[dict[str, Any]], main: str, values: dict[str, Any]) -> list[str]:
     pairs = _paired(final, "ginger", "oracle", keys=_KEYS, dtype=main)
-    ratio = np.array([float(g["inv_spectral_error"]) / float(o["inv_spectral_error"]) for g, o in pairs])
+    # A ratio to the oracle is defined only where the oracle's error is positive: it is exactly 0 while
+    # M_t has rank ≤ τ (t ≤ τ steps), where every rank-τ method can be exact too.
+    ratio = _ratios([(g["inv_spectral_error"], o["inv_spectral_error"]) for g, o in pairs])
     cos_gap = np.array([float(o["cosine"]) - float(g["cosine"]) for g, o in pairs])
-    cap = np.array([float(g["captured_share"]) / float(o["captured_share"]) for g, o in pairs])
+    cap = _ratios([(g["captured_share"], o["captured_share"]) for g, o in pairs])
     overlap = np.array([float(g["subspace_overlap"]) for g, _ in pairs])
     v = values["ginger_vs_oracle"] = {
         "inv_error_ratio_median": _quantile(ratio, 0.5),
         "inv_error_ratio_p90": _quantile(ratio, 0.9),
+        "inv_error_ratio_n": int(np.isfinite(ratio).sum()),
         "cosine_gap_median": _quantile(cos_gap, 0.5),
         "captured_ratio_median": _quantile(cap, 0.5),
         "overlap_median": _quantile(overlap, 0.5),
         "n": len(pairs),
     }
+    where = (
+        ""
+        if v["inv_error_ratio_n"] == len(pairs)
+        else f" over the {v['inv_error_ratio_n']} settings where the oracle's error is positive"
+    )
     return [
         (
             f"Ginger vs the oracle (best rank τ of the exact EMA, same damping; {len(pairs)} settings): inverse error "
-            f"ratio median {v['inv_error_ratio_median']:.3f} (90th percentile {v['inv_error_ratio_p90']:.3f}), cosine "
+            f"ratio{where} median {v['inv_error_ratio_median']:.3f} "
+            f"(90th percentile {v['inv_error_ratio_p90']:.3f}), cosine "
             f"gap median {v['cosine_gap_median']:.2g}, captured curvature {v['captured_ratio_median']:.3f} of the "
             f"oracle's, subspace overlap (mean cos² of principal angles) median {v['overlap_median']:.3f}"
         )
@@ -320,10 +451,12 @@ def _headline_precision(final: list[dict[str, Any]], dtypes: tuple[str, ...], va
     ]
 
 
-def _headline_tail(final: list[dict[str, Any]], main: str, values: dict[str, Any]) -> list[str]:
+def _headline_tail(
+    final: list[dict[str, Any]], main: str, values: dict[str, Any], variants: Sequence[str]
+) -> list[str]:
     lines = []
     columns = (("inv_spectral_error", "low"), ("cosine", "high"), ("decrease_fraction", "high"))
-    for variant in ("ginger-tail", "ginger-fd"):
+    for variant in variants:
         summary: dict[str, Any] = {}
         for mode in ("fixed", "equal"):
             rows = _select(final, damping_mode=mode)
@@ -375,14 +508,22 @@ def headline(result: StudyResult) -> dict[str, Any]:
         Sherman–Morrison deviations (absent with one dtype);
         ``ginger-tail`` and ``ginger-fd`` to their win rates against
         ``ginger`` and the oracle. ``lines`` are the same answers as sentences.
+        An answer about a method the study did not record
+        (``StudyConfig.methods``) is left out of both.
     """
     c = result.config
     final = _final(result)
     values: dict[str, Any] = {}
-    lines = _headline_qng(final, c.main_dtype, values)
-    lines += _headline_oracle(final, c.main_dtype, values)
-    lines += _headline_precision(final, c.dtypes, values)
-    lines += _headline_tail(final, c.main_dtype, values)
+    chosen = set(c.methods)
+    lines = []
+    if {"ginger", "qng"} <= chosen:
+        lines += _headline_qng(final, c.main_dtype, values)
+    if {"ginger", "oracle"} <= chosen:
+        lines += _headline_oracle(final, c.main_dtype, values)
+    if chosen & {"ginger", "ginger-sm"}:
+        lines += _headline_precision(final, c.dtypes, values)
+    variants = tuple(v for v in ("ginger-tail", "ginger-fd") if v in chosen and chosen & {"ginger", "oracle"})
+    lines += _headline_tail(final, c.main_dtype, values, variants)
     return {"values": values, "lines": lines}
 
 
@@ -450,10 +591,10 @@ def _metric_grid(
 ) -> Path:
     """One figure: a row per metric, a column per stream, a line per method (mean ± std over seeds)."""
     c = result.config
-    nrow, ncol = len(_PLOT_METRICS), len(c.streams)
+    nrow, ncol = len(_PLOT_METRICS), len(c.stream_names)
     fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.4 * ncol, 9.0), 2.6 * nrow), squeeze=False)
     fig.suptitle(title + "; mean ± std over seeds", fontsize=10)
-    for j, stream in enumerate(c.streams):
+    for j, stream in enumerate(c.stream_names):
         mine = [r for r in rows if r["stream"] == stream]
         axes[0, j].set_title(stream, fontsize=9)
         axes[-1, j].set_xlabel({"rank": "τ", "damping": "γ", "decay": "α"}.get(x, x))
@@ -604,8 +745,9 @@ def _plot_precision(result: StudyResult, out: Path, plt: Any) -> Path:
 
 def _plot_spectra(result: StudyResult, out: Path, plt: Any) -> Path:
     c = result.config
-    fig, axes = plt.subplots(1, len(c.streams), figsize=(max(3.4 * len(c.streams), 6.0), 3.0), squeeze=False)
-    for j, stream in enumerate(c.streams):
+    names = c.stream_names
+    fig, axes = plt.subplots(1, len(names), figsize=(max(3.4 * len(names), 6.0), 3.0), squeeze=False)
+    for j, stream in enumerate(c.stream_names):
         ax = axes[0, j]
         for decay in c.decays:
             sel = [
@@ -684,7 +826,24 @@ def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
     """
     c = result.config
     h = headline(result)
-    cfg = asdict(c)
+    cfg = {f.name: getattr(c, f.name) for f in fields(c)}  # not asdict: that would copy a user stream's data
+    if c.methods == METHODS:
+        del cfg["methods"]
+    streams = []
+    if c.streams:
+        streams.append(
+            f"- Streams: {', '.join(c.streams)}. `digits-*`: scikit-learn's digits (shipped with scikit-learn), "
+            "softmax regression (d = 650) or a 64-16-10 tanh MLP (d = 1210), trained with Adam (lr 1e-2, batch 32); "
+            "the curvature vector is the sampled-label gradient of Eq 8, d_t = |B|^{-1/2} Σ ∇log p(ŷ|x), ŷ ~ p_θ(·|x). "
+            "`power`/`step`: synthetic streams with E[d dᵀ] = Q diag(s) Qᵀ, s_i = i^{-1.5} or a step at 16 (d = 500)."
+        )
+    if c.user_streams:
+        streams.append(
+            "- User streams: "
+            + ", ".join(f"`{u.name}` (T = {u.length}, d = {u.dim})" for u in c.user_streams)
+            + f"; step t folds in d_t = x_t, the t-th vector, and preconditions g_t = x_(t mod T)+1, the next one; "
+            f"run once, with seed {c.seeds[0]}."
+        )
     lines = [
         "# lowrank_ggn approximation-error study",
         "",
@@ -696,16 +855,12 @@ def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
         "",
         "## Setup",
         "",
-        (
-            f"- Streams: {', '.join(c.streams)}. `digits-*`: scikit-learn's digits (shipped with scikit-learn), "
-            "softmax regression (d = 650) or a 64-16-10 tanh MLP (d = 1210), trained with Adam (lr 1e-2, batch 32); "
-            "the curvature vector is the sampled-label gradient of Eq 8, d_t = |B|^{-1/2} Σ ∇log p(ŷ|x), ŷ ~ p_θ(·|x). "
-            "`power`/`step`: synthetic streams with E[d dᵀ] = Q diag(s) Qᵀ, s_i = i^{-1.5} or a step at 16 (d = 500)."
-        ),
+        *streams,
         (
             f"- {c.steps} steps, seeds {list(c.seeds)}, ranks τ ∈ {list(c.ranks)}, decays α ∈ {list(c.decays)}, "
             f"dampings γ ∈ {list(c.dampings)}, dtypes {list(c.dtypes)} on backend `{c.backend}`. Default setting "
             f"(time series): τ = {c.rank}, α = {c.decay}, γ = {c.damping:g}."
+            + ("" if c.methods == METHODS else f" Methods recorded: {', '.join(c.methods)}.")
         ),
         (
             f"- Grid: in {c.main_dtype}, Ginger and QNG for every τ × α (every γ is a query of the same Ginger state); "
@@ -752,7 +907,9 @@ def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = Tru
         The study.
     out_dir : str or pathlib.Path
         The output directory, created if needed; existing files of the same
-        names are overwritten.
+        names are overwritten (``study.csv`` and ``spectra.csv`` by a rename,
+        so that the rows streamed there by ``run_study(out_dir=...)`` are
+        never lost half way).
     plots : bool, default True
         Write the figures (:func:`plot_study`); the report then embeds them.
 
@@ -761,14 +918,16 @@ def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = Tru
     dict of str to pathlib.Path
         The written files, by kind: ``"csv"``, ``"spectra"``,
         ``"figure <name>"`` for each figure, ``"report"``, ``"summary"``.
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` cannot be created or written to (checked by ``prepare_output_dir``).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out_dir)
     paths = {
         "csv": write_csv(result.rows, out / "study.csv"),
-        "spectra": write_csv(
-            result.spectra, out / "spectra.csv", ("stream", "seed", "decay", "step", "index", "eigval")
-        ),
+        "spectra": write_csv(result.spectra, out / "spectra.csv", SPECTRA_COLUMNS),
     }
     figures = plot_study(result, out) if plots else []
     for fig in figures:

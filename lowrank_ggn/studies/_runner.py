@@ -29,30 +29,38 @@ Two comparisons are recorded (column ``damping_mode``):
 
 from __future__ import annotations
 
-import contextlib
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lowrank_ggn.backends import namespace_by_name, to_numpy
-from lowrank_ggn.studies._methods import DiagonalRun, ExactEMA, GingerRun, IsotropicRun, QNGRun, Structured
+from lowrank_ggn.studies._methods import (
+    METHODS,
+    DiagonalRun,
+    ExactEMA,
+    GingerRun,
+    IsotropicRun,
+    QNGRun,
+    Structured,
+)
 from lowrank_ggn.studies._metrics import (
     ExactSpectrum,
     captured_share,
     cosine,
     decrease_fraction,
-    difference_norm,
     principal_angles,
     relative_spectral_distance,
     spectral_error,
 )
-from lowrank_ggn.studies._streams import STREAMS, make_stream, stream_dim
+from lowrank_ggn.studies._streams import STREAMS, StreamStep, make_stream, stream_dim
 
-__all__ = ["COLUMNS", "StudyConfig", "StudyResult", "run_study"]
+__all__ = ["COLUMNS", "StudyConfig", "StudyResult", "UserStream", "run_study"]
 
 COLUMNS = (
     "stream",
@@ -94,6 +102,182 @@ Identification (``stream`` … ``step``, ``loss``), the metrics (``inv_spectral_
 report written by :func:`markdown_report` defines each one. A cell that does
 not apply to a row is NaN (or empty for ``rank``).
 """
+
+
+_FINITE_CHUNK = 1 << 22
+"""Numbers checked per chunk when scanning a stream for non-finite values (bounds the memory of the check)."""
+
+
+class UserStream:
+    r"""A curvature stream supplied by the user: T vectors of dimension d, in order.
+
+    Step t (from 1) of the study folds :math:`d_t = x_t`, the t-th vector,
+    into every method, and preconditions :math:`g_t = x_{(t \bmod T) + 1}`,
+    the *next* vector of the stream (the first one after the last): a vector
+    of the same distribution that is not yet part of the EMA, as the
+    independent draw of the synthetic streams. The loss is NaN. A study uses
+    the first ``steps`` vectors, so a stream needs at least ``steps`` of them;
+    since the stream does not depend on the seed, it runs once, with the
+    first seed of the study.
+
+    Parameters
+    ----------
+    name : str
+        The name in the ``stream`` column; not one of the built-in
+        :data:`~lowrank_ggn.studies.STREAMS`.
+    data : str, os.PathLike, numpy.ndarray or iterable of vectors
+        A path to a ``.npy`` file holding a (T, d) array of real floats, which
+        is memory-mapped (``numpy.load(path, mmap_mode="r")``) and read one
+        row per step; a (T, d) array of real numbers, kept as it is (a
+        ``numpy.memmap`` stays mapped); or any other iterable of T vectors of
+        length d, read once into a float64 array at construction.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is empty or a built-in stream, the file does not exist,
+        is not a ``.npy`` file or cannot be read, the data are not 2-D with
+        T ≥ 1 and d ≥ 2, or any entry is NaN or infinite (the whole stream is
+        scanned, in chunks, at construction).
+    TypeError
+        If ``name`` is not a string, or the data are not real numbers (a file:
+        not real floats).
+
+    Notes
+    -----
+    Construction reads the whole stream once (the finiteness check), O(T d)
+    time and O(min(T d, 4·10⁶)) extra memory. A stream read from a file
+    pickles as its path (worker processes map the file again); an in-memory
+    array pickles as its data.
+    """
+
+    def __init__(self, name: str, data: Any) -> None:
+        if not isinstance(name, str):
+            msg = f"the stream name must be a string, got {type(name).__name__}"
+            raise TypeError(msg)
+        if not name or name in STREAMS:
+            msg = f"a user stream needs a name that is not empty and not one of {STREAMS}, got {name!r}"
+            raise ValueError(msg)
+        self.name = name
+        self._path: Path | None = None
+        self._array: np.ndarray | None = None
+        if isinstance(data, str | os.PathLike):
+            self._path = Path(data)
+            array = self._load(self._path)
+        elif isinstance(data, np.ndarray):
+            array = data
+            if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+                msg = f"user stream {name!r} must hold real numbers, got dtype {array.dtype}"
+                raise TypeError(msg)
+            self._array = array
+        else:
+            try:
+                array = np.asarray([np.asarray(v, dtype=np.float64) for v in data])
+            except (TypeError, ValueError) as err:
+                msg = f"user stream {name!r} must be a (T, d) array, a .npy path or an iterable of vectors ({err})"
+                raise TypeError(msg) from None
+            self._array = array
+        self._check(array, f"user stream {name!r}")
+        self.length, self.dim = (int(n) for n in array.shape)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> UserStream:
+        """Return the stream of a ``.npy`` file, named by the file's stem (``runs/fisher.npy`` → ``fisher``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.npy`` file, shape (T, d).
+
+        Returns
+        -------
+        UserStream
+            The memory-mapped stream.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As the constructor.
+        """
+        return cls(Path(path).stem, Path(path))
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray:
+        if path.suffix != ".npy":
+            msg = f"stream file {str(path)!r} must be a .npy file"
+            raise ValueError(msg)
+        if not path.is_file():
+            msg = f"stream file {str(path)!r} does not exist"
+            raise ValueError(msg)
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            msg = f"stream file {str(path)!r} cannot be read as a .npy array ({err})"
+            raise ValueError(msg) from None
+        if not np.issubdtype(array.dtype, np.floating):
+            msg = f"stream file {str(path)!r} must hold real floats, got dtype {array.dtype}"
+            raise TypeError(msg)
+        return array
+
+    @staticmethod
+    def _check(array: np.ndarray, what: str) -> None:
+        if array.ndim != 2:
+            msg = f"{what} must be 2-D, shape (T, d), got shape {array.shape}"
+            raise ValueError(msg)
+        if array.shape[0] < 1 or array.shape[1] < 2:
+            msg = f"{what} needs T >= 1 vectors of dimension d >= 2, got shape {array.shape}"
+            raise ValueError(msg)
+        rows = max(1, _FINITE_CHUNK // array.shape[1])
+        for start in range(0, array.shape[0], rows):
+            if not np.isfinite(array[start : start + rows]).all():
+                msg = f"{what} has NaN or infinite entries (in rows {start} to {min(start + rows, array.shape[0]) - 1})"
+                raise ValueError(msg)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The (T, d) data: the in-memory array, or the file memory-mapped read-only."""
+        if self._array is not None:
+            return self._array
+        assert self._path is not None
+        return np.load(self._path, mmap_mode="r", allow_pickle=False)
+
+    def steps(self, steps: int) -> Iterator[StreamStep]:
+        r"""Yield the first ``steps`` steps (t = 1, …, ``steps``), NumPy float64 copies of the rows.
+
+        Parameters
+        ----------
+        steps : int
+            Number of steps, at most ``length``.
+
+        Yields
+        ------
+        StreamStep
+            ``curvature`` :math:`x_t`, ``gradient`` :math:`x_{(t \bmod T) + 1}`, ``loss`` NaN.
+        """
+        data = self.array
+        for t in range(1, steps + 1):
+            yield StreamStep(
+                t, np.array(data[t - 1], dtype=np.float64), np.array(data[t % self.length], dtype=np.float64), math.nan
+            )
+
+    def __repr__(self) -> str:
+        source = f"path={str(self._path)!r}" if self._path is not None else "array"
+        return f"UserStream({self.name!r}, {source}, shape=({self.length}, {self.dim}))"
+
+
+def _user_streams(value: Any) -> tuple[UserStream, ...]:
+    """Normalise ``StudyConfig.user_streams``: a mapping name → data, or an iterable of streams or pairs."""
+    items = value.items() if isinstance(value, Mapping) else value
+    out = []
+    for item in items:
+        if isinstance(item, UserStream):
+            out.append(item)
+        elif isinstance(item, tuple) and len(item) == 2:
+            out.append(UserStream(*item))
+        else:
+            msg = f"user_streams takes UserStream objects, (name, data) pairs or a mapping name → data, got {item!r}"
+            raise TypeError(msg)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -150,6 +334,22 @@ class StudyConfig:
     threads : int or None, default 1
         BLAS/OpenMP threads during the study (the matrices are small, and
         parallel passes each take a core); None leaves the libraries' default.
+    user_streams : tuple of UserStream, default ()
+        Streams supplied by the user, run after ``streams`` (which may then be
+        empty), once each with the first seed. Also accepted: a mapping
+        name → data or an iterable of ``(name, data)`` pairs, with ``data`` a
+        ``.npy`` path (memory-mapped), a (T, d) array or an iterable of
+        vectors; they are converted at construction. Step t of a user
+        stream folds in its t-th vector and preconditions the next one (the
+        first after the last); see ``lowrank_ggn.studies._runner.UserStream``.
+    methods : tuple of str, default METHODS
+        The methods whose rows are recorded (names of
+        :data:`~lowrank_ggn.studies.METHODS`). The exact EMA and the diagonal
+        EMA always run (the reference, and the unit of ``time_vs_diag``); a
+        stateful method that is not chosen does not run (the eigen-path
+        Ginger state runs when any of ``ginger``, ``ginger-tail``,
+        ``ginger-fd`` or ``ginger-sm`` is chosen: the last is checked against
+        it).
     """
 
     streams: tuple[str, ...] = STREAMS
@@ -166,6 +366,12 @@ class StudyConfig:
     checkpoints: int = 16
     num_gradients: int = 8
     threads: int | None = 1
+    user_streams: tuple[UserStream, ...] = ()
+    methods: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_streams", _user_streams(self.user_streams))
+        object.__setattr__(self, "methods", tuple(self.methods))
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
@@ -201,33 +407,104 @@ class StudyConfig:
         """The dtype of the full grid."""
         return self.dtypes[0]
 
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        """Every stream of the study, in the order of the passes: ``streams``, then the user streams' names."""
+        return (*self.streams, *(u.name for u in self.user_streams))
+
+    def stream_dim(self, name: str) -> int:
+        """Return the dimension d of a stream of the study (built-in or user).
+
+        Parameters
+        ----------
+        name : str
+            One of ``stream_names``.
+
+        Returns
+        -------
+        int
+            d.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is neither a built-in stream nor a user stream.
+        """
+        for user in self.user_streams:
+            if user.name == name:
+                return user.dim
+        return stream_dim(name)
+
+    def passes(self) -> list[tuple[str, int]]:
+        """Return the passes of the study, in order: every built-in stream × seed, then every user stream.
+
+        Returns
+        -------
+        list of (str, int)
+            (stream name, seed) pairs; a user stream runs once, with the
+            first seed (it does not depend on the seed).
+        """
+        return [(s, seed) for s in self.streams for seed in self.seeds] + [
+            (u.name, self.seeds[0]) for u in self.user_streams
+        ]
+
     def validate(self) -> None:
         """Check the configuration; :func:`run_study` calls it first.
 
         Raises
         ------
         ValueError
-            For an unknown stream or dtype, an empty ``streams``, ``seeds`` or
-            ``dtypes``, non-positive ``steps``, ``checkpoints`` or
-            ``num_gradients``, a default setting outside the grid, or a rank
-            outside [1, d) for the smallest stream dimension d.
+            For an unknown stream, dtype or method, no stream at all, an empty
+            ``seeds``, ``dtypes`` or ``methods``, two streams of one name,
+            non-positive ``steps``, ``checkpoints`` or ``num_gradients``, a
+            user stream with fewer than ``steps`` vectors, a decay outside
+            (0, 1) or a damping that is not positive and finite, a default
+            setting outside the grid, or a rank outside [1, d) for the
+            smallest stream dimension d.
         """
-        for name in self.streams:
-            stream_dim(name)
-        if not (self.streams and self.seeds and self.dtypes):
-            msg = "streams, seeds and dtypes must not be empty"
+        self._validate_streams()
+        unknown = [m for m in self.methods if m not in METHODS]
+        if not self.methods or unknown:
+            msg = f"methods must be a non-empty selection of {METHODS}, got {list(self.methods)}"
             raise ValueError(msg)
-        if self.steps < 1 or self.checkpoints < 1 or self.num_gradients < 1:
-            msg = "steps, checkpoints and num_gradients must be positive"
-            raise ValueError(msg)
-        if self.rank not in self.ranks or self.decay not in self.decays or self.damping not in self.dampings:
-            msg = "the default rank, decay and damping must belong to ranks, decays and dampings"
+        if not (self.seeds and self.dtypes):
+            msg = "seeds and dtypes must not be empty"
             raise ValueError(msg)
         for dtype in self.dtypes:
             if dtype not in {"float32", "float64"}:
                 msg = f"dtypes must be float32 or float64, got {dtype!r}"
                 raise ValueError(msg)
-        small = min(stream_dim(s) for s in self.streams)
+        if self.steps < 1 or self.checkpoints < 1 or self.num_gradients < 1:
+            msg = "steps, checkpoints and num_gradients must be positive"
+            raise ValueError(msg)
+        for user in self.user_streams:
+            if user.length < self.steps:
+                msg = f"user stream {user.name!r} has {user.length} vectors, fewer than steps = {self.steps}"
+                raise ValueError(msg)
+        self._validate_grid()
+
+    def _validate_streams(self) -> None:
+        for name in self.streams:
+            stream_dim(name)
+        names = self.stream_names
+        if not names:
+            msg = "streams (or user_streams) must not be empty"
+            raise ValueError(msg)
+        if len(set(names)) != len(names):
+            msg = f"every stream needs its own name, got {list(names)}"
+            raise ValueError(msg)
+
+    def _validate_grid(self) -> None:
+        if not all(0 < a < 1 for a in self.decays):
+            msg = f"every decay must lie in (0, 1), got {list(self.decays)}"
+            raise ValueError(msg)
+        if not all(math.isfinite(g) and g > 0 for g in self.dampings):
+            msg = f"every damping must be positive and finite, got {list(self.dampings)}"
+            raise ValueError(msg)
+        if self.rank not in self.ranks or self.decay not in self.decays or self.damping not in self.dampings:
+            msg = "the default rank, decay and damping must belong to ranks, decays and dampings"
+            raise ValueError(msg)
+        small = min(self.stream_dim(s) for s in self.stream_names)
         if min(self.ranks) < 1 or max(self.ranks) >= small:
             msg = f"every rank must lie in [1, {small}) (the smallest dimension)"
             raise ValueError(msg)
@@ -280,21 +557,29 @@ class _Pass:
         return self.config.decays if dtype == self.config.main_dtype else (self.config.decay,)
 
 
+_GINGER_FAMILY = frozenset({"ginger", "ginger-tail", "ginger-fd", "ginger-sm"})
+
+
 def _build_pass(config: StudyConfig, stream: str, seed: int, xp: Any) -> _Pass:
-    dim = stream_dim(stream)
+    dim = config.stream_dim(stream)
     c = config
+    chosen = set(c.methods)
     p = _Pass(c, stream, seed, dim, xp, {a: ExactEMA(dim, a) for a in c.decays}, {}, {}, {}, {}, {})
     for dtype in c.dtypes:
         common = {"dim": dim, "xp": xp, "dtype": getattr(xp, dtype)}
         for decay in p.decays_of(dtype):
-            p.diag[dtype, decay] = DiagonalRun(decay=decay, **common)
-            p.iso[dtype, decay] = IsotropicRun(decay=decay, **common)
+            p.diag[dtype, decay] = DiagonalRun(decay=decay, **common)  # always: the unit of time_vs_diag
+            if "identity" in chosen:
+                p.iso[dtype, decay] = IsotropicRun(decay=decay, **common)
             for rank in c.ranks:
-                p.ginger[dtype, rank, decay] = GingerRun(decay=decay, rank=rank, **common)
-                p.qng[dtype, rank, decay] = QNGRun(decay=decay, rank=rank, **common)
-        sm_settings = {(c.rank, g) for g in c.dampings} | {(r, c.damping) for r in c.ranks}
-        for rank, gamma in sorted(sm_settings):
-            p.sm[dtype, rank, c.decay, gamma] = GingerRun(decay=c.decay, rank=rank, path_damping=gamma, **common)
+                if chosen & _GINGER_FAMILY:
+                    p.ginger[dtype, rank, decay] = GingerRun(decay=decay, rank=rank, **common)
+                if "qng" in chosen:
+                    p.qng[dtype, rank, decay] = QNGRun(decay=decay, rank=rank, **common)
+        if "ginger-sm" in chosen:
+            sm_settings = {(c.rank, g) for g in c.dampings} | {(r, c.damping) for r in c.ranks}
+            for rank, gamma in sorted(sm_settings):
+                p.sm[dtype, rank, c.decay, gamma] = GingerRun(decay=c.decay, rank=rank, path_damping=gamma, **common)
     return p
 
 
@@ -362,21 +647,24 @@ class _Evaluator:
         }
 
     def timing(self, run: Any, dtype: str) -> dict[str, float]:
+        """``time_per_step_s`` and ``time_vs_diag``; NaN before any step was timed (the first one is not)."""
+        seconds = run.time_per_step if run.steps > 1 else math.nan
         diag = self.p.diag.get((dtype, self.decay))
-        out = {"time_per_step_s": run.time_per_step}
-        if diag is not None:
-            out["time_vs_diag"] = run.time_per_step / diag.time_per_step
-        return out
+        unit = diag.time_per_step if diag is not None and diag.steps > 1 else math.nan
+        return {"time_per_step_s": seconds, "time_vs_diag": seconds / unit if unit > 0 else math.nan}
 
     def curvature_error(self, approx: Structured, damping: float, proj: np.ndarray | None, key: Any) -> float:
-        """``‖G̃ − G‖₂ / ‖G‖₂``; ``G̃ − G`` does not depend on γ when ``G̃``'s damping moves with it (``key``)."""
-        target = damping + self.exact.eigvals
+        """``‖G̃ − G‖₂ / ‖G‖₂``; ``G̃ − G`` does not depend on γ when ``G̃``'s damping moves with it (``key``).
+
+        The cache holds the absolute norm ``‖G̃ − G‖₂`` (the relative error times ‖G‖₂ = γ + λ₁).
+        """
+        norm = damping + float(self.exact.eigvals[0])
         if key is None:
-            return difference_norm(approx, self.exact, target, proj) / float(target[0])
+            return spectral_error(approx, self.exact, damping, inverse=False, projection=proj)
         key = (*key, float(approx.diagonal[0] - damping) if approx.isotropic else 0.0)
         if key not in self._curvature:
-            self._curvature[key] = difference_norm(approx, self.exact, target, proj)
-        return self._curvature[key] / float(target[0])
+            self._curvature[key] = norm * spectral_error(approx, self.exact, damping, inverse=False, projection=proj)
+        return self._curvature[key] / norm
 
     def metrics(
         self,
@@ -431,18 +719,23 @@ def _rows_exact(ev: _Evaluator, mode: str, damping: float, ranks: tuple[int, ...
     ema = ev.p.exact[ev.decay]
     trace = ev.exact.trace
     common = {"dtype": "float64", "damping_mode": mode, "damping": damping}
-    rows = [
-        ev.row(
-            method="exact",
-            rank=ranks[0] if mode == "equal" else "",
-            effective_damping=damping,
-            represented_share=1.0,
-            **common,
-            **ev.metrics(ema.structure(damping), damping, ev.solve(damping), None, None, key=("exact",)),
+    chosen = ev.p.config.methods
+    rows = []
+    if "exact" in chosen:
+        rows.append(
+            ev.row(
+                method="exact",
+                rank=ranks[0] if mode == "equal" else "",
+                effective_damping=damping,
+                represented_share=1.0,
+                **common,
+                **ev.metrics(ema.structure(damping), damping, ev.solve(damping), None, None, key=("exact",)),
+            )
         )
-    ]
     for rank in ranks:
         for name, tail in (("oracle", False), ("oracle-tail", True)):
+            if name not in chosen:
+                continue
             s = ema.structure(damping, rank, tail=tail)
             rows.append(
                 ev.row(
@@ -473,10 +766,15 @@ def _ginger_checks(ev: _Evaluator, run: GingerRun, damping: float, rank: int) ->
 
 
 def _rows_ginger(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
-    run = ev.p.ginger[dtype, rank, ev.decay]
+    run = ev.p.ginger.get((dtype, rank, ev.decay))
+    if run is None:  # not chosen
+        return []
     variants: tuple[tuple[str, str], ...] = (("ginger", "plain"), ("ginger-tail", "tail"), ("ginger-fd", "fd"))
     if dtype != ev.p.config.main_dtype:
         variants = variants[:1]
+    variants = tuple(v for v in variants if v[0] in ev.p.config.methods)
+    if not variants:
+        return []
     represented = run.lowrank_trace() / ev.exact.trace
     nonfinite = int(to_numpy(run.state.num_nonfinite))
     rows = []
@@ -505,7 +803,9 @@ def _rows_ginger(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: in
 
 
 def _rows_sm(ev: _Evaluator, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
-    run = ev.p.sm[dtype, rank, ev.decay, damping]
+    run = ev.p.sm.get((dtype, rank, ev.decay, damping))
+    if run is None:  # not chosen, or not a setting of the Sherman–Morrison grid
+        return []
     s = run.structure(damping)
     return [
         ev.row(
@@ -525,7 +825,9 @@ def _rows_sm(ev: _Evaluator, damping: float, dtype: str, rank: int) -> list[dict
 
 
 def _rows_qng(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
-    run = ev.p.qng[dtype, rank, ev.decay]
+    run = ev.p.qng.get((dtype, rank, ev.decay))
+    if run is None:  # not chosen
+        return []
     s = run.structure()
     return [
         ev.row(
@@ -546,7 +848,10 @@ def _rows_qng(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) 
 def _rows_simple(ev: _Evaluator, mode: str, damping: float, rank: int | None) -> list[dict[str, Any]]:
     dtype = ev.p.config.main_dtype
     rows = []
-    for name, run in (("diag", ev.p.diag[dtype, ev.decay]), ("identity", ev.p.iso[dtype, ev.decay])):
+    for name, group in (("diag", ev.p.diag), ("identity", ev.p.iso)):
+        if name not in ev.p.config.methods:
+            continue
+        run = group[dtype, ev.decay]
         s = run.structure(damping)
         rows.append(
             ev.row(
@@ -579,8 +884,7 @@ def _evaluate(p: _Pass, step: int, *, final: bool) -> list[dict[str, Any]]:
                 for rank in ranks:
                     rows.extend(_rows_ginger(ev, "fixed", gamma, dtype, rank))
                     rows.extend(_rows_qng(ev, "fixed", gamma, dtype, rank))
-                    if (dtype, rank, decay, gamma) in p.sm:
-                        rows.extend(_rows_sm(ev, gamma, dtype, rank))
+                    rows.extend(_rows_sm(ev, gamma, dtype, rank))
         for rank in ranks:
             gamma = float(decay ** min(rank, step))
             rows.extend(_rows_exact(ev, "equal", gamma, (rank,)))
@@ -606,6 +910,13 @@ def _spectra(p: _Pass, step: int) -> list[dict[str, Any]]:
     return out
 
 
+def _stream_steps(config: StudyConfig, stream: str, seed: int) -> Iterator[StreamStep]:
+    for user in config.user_streams:
+        if user.name == stream:
+            return user.steps(config.steps)
+    return make_stream(stream, steps=config.steps, seed=seed)
+
+
 def _run_pass(config: StudyConfig, stream: str, seed: int, report: Callable[[int], None]) -> StudyResult:
     """One pass over one stream with one seed; ``report(n)`` is called every few steps with the steps done."""
     xp = namespace_by_name(config.backend, float64="float64" in config.dtypes)
@@ -613,7 +924,7 @@ def _run_pass(config: StudyConfig, stream: str, seed: int, report: Callable[[int
     p = _build_pass(config, stream, seed, xp)
     series = set(_checkpoints(config.steps, config.checkpoints))
     done = 0
-    for item in make_stream(stream, steps=config.steps, seed=seed):
+    for item in _stream_steps(config, stream, seed):
         p.loss = item.loss
         _advance(p, item.curvature, item.gradient)
         if item.step == config.steps:
@@ -644,7 +955,14 @@ def _worker_pass(config: StudyConfig, stream: str, seed: int) -> StudyResult:
     return _run_pass(config, stream, seed, _QUEUE.put)
 
 
-def run_study(config: StudyConfig | None = None, *, progress: bool = True, jobs: int = 1) -> StudyResult:
+def run_study(
+    config: StudyConfig | None = None,
+    *,
+    progress: bool = True,
+    jobs: int = 1,
+    out_dir: str | os.PathLike | None = None,
+    on_pass: Callable[[StudyResult], None] | None = None,
+) -> StudyResult:
     """Run a study: every stream × seed, every method × setting, metrics over time and at the end.
 
     Parameters
@@ -657,13 +975,35 @@ def run_study(config: StudyConfig | None = None, *, progress: bool = True, jobs:
         Number of worker processes; the passes (stream × seed) are
         independent. 1 runs everything in this process. The rows do not
         depend on ``jobs`` (except the measured times).
+    out_dir : str or os.PathLike, optional
+        A folder to write ``study.csv`` and ``spectra.csv`` to *while* the
+        study runs: it is created (with its parents) and checked for writing
+        before any computation; both files are started with their headers
+        (replacing files of the same names) and every finished pass appends
+        its rows and is flushed, so that an interrupted study keeps the
+        passes it finished. The files hold the passes in the order they
+        finish (with ``jobs`` > 1 not necessarily the order of ``rows``);
+        :func:`~lowrank_ggn.studies.write_outputs` rewrites them in the
+        order of ``rows``.
+    on_pass : callable, optional
+        Called in this process with the :class:`StudyResult` of each pass
+        (one stream and seed) as soon as it finishes (after the files of
+        ``out_dir`` are written).
 
     Returns
     -------
     StudyResult
-        ``rows`` with the keys :data:`COLUMNS` (in the order of the passes),
-        ``spectra`` (the final eigenvalues of every exact EMA) and the elapsed
-        ``seconds``.
+        ``rows`` with the keys :data:`COLUMNS` (in the order of the passes:
+        ``StudyConfig.passes()``), ``spectra`` (the final eigenvalues of
+        every exact EMA) and the elapsed ``seconds``.
+
+    Raises
+    ------
+    ValueError
+        For an invalid ``config`` (:meth:`StudyConfig.validate`), ``jobs``
+        not a positive integer, a backend that is not available, or an
+        ``out_dir`` that cannot be created or written to; all before any
+        computation.
     """
     config = StudyConfig() if config is None else config
     config.validate()
@@ -671,7 +1011,8 @@ def run_study(config: StudyConfig | None = None, *, progress: bool = True, jobs:
         msg = f"jobs must be a positive integer, got {jobs!r}"
         raise ValueError(msg)
     namespace_by_name(config.backend, float64="float64" in config.dtypes)  # fail early
-    passes = [(stream, seed) for stream in config.streams for seed in config.seeds]
+    finished = _sinks(out_dir, on_pass)
+    passes = config.passes()
     result = StudyResult(config)
     t0 = time.perf_counter()
     bar = _progress(progress, total=len(passes) * config.steps)
@@ -682,10 +1023,13 @@ def run_study(config: StudyConfig | None = None, *, progress: bool = True, jobs:
 
     try:
         if jobs == 1 or len(passes) == 1:
+            parts = []
             with _thread_limit(config.threads):
-                parts = [_run_pass(config, stream, seed, advance) for stream, seed in passes]
+                for stream, seed in passes:
+                    parts.append(_run_pass(config, stream, seed, advance))
+                    finished(parts[-1])
         else:
-            parts = _run_parallel(config, passes, min(jobs, len(passes)), advance)
+            parts = _run_parallel(config, passes, min(jobs, len(passes)), advance, finished)
     finally:
         if bar is not None:
             bar.close()
@@ -696,25 +1040,58 @@ def run_study(config: StudyConfig | None = None, *, progress: bool = True, jobs:
     return result
 
 
+def _sinks(
+    out_dir: str | os.PathLike | None, on_pass: Callable[[StudyResult], None] | None
+) -> Callable[[StudyResult], None]:
+    """Return the callback for a finished pass: append to the files of ``out_dir`` (checked now), then ``on_pass``."""
+    sinks: list[Callable[[StudyResult], None]] = []
+    if out_dir is not None:
+        from lowrank_ggn.studies._report import StudyFiles
+
+        sinks.append(StudyFiles(out_dir))
+    if on_pass is not None:
+        sinks.append(on_pass)
+
+    def finished(part: StudyResult) -> None:
+        for sink in sinks:
+            sink(part)
+
+    return finished
+
+
 def _run_parallel(
-    config: StudyConfig, passes: list[tuple[str, int]], jobs: int, advance: Callable[[int], None]
+    config: StudyConfig,
+    passes: list[tuple[str, int]],
+    jobs: int,
+    advance: Callable[[int], None],
+    finished: Callable[[StudyResult], None],
 ) -> list[StudyResult]:
+    """Run the passes in ``jobs`` processes; ``finished`` sees each result as it arrives; return them in order."""
     import multiprocessing as mp
     import queue as queue_module
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("spawn")
     channel = ctx.Queue()
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(channel, config.threads)) as ex:
-        futures = [ex.submit(_worker_pass, config, stream, seed) for stream, seed in passes]
-        while not all(f.done() for f in futures):
-            with contextlib.suppress(queue_module.Empty):
-                advance(channel.get(timeout=0.2))
+
+    def drain(timeout: float | None) -> None:
         while True:
             try:
-                advance(channel.get_nowait())
+                advance(channel.get(timeout=timeout) if timeout else channel.get_nowait())
             except queue_module.Empty:
-                break
+                return
+            timeout = None
+
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(channel, config.threads)) as ex:
+        futures = [ex.submit(_worker_pass, config, stream, seed) for stream, seed in passes]
+        pending = set(range(len(futures)))
+        while pending:
+            drain(0.2)
+            for i in sorted(pending):
+                if futures[i].done():
+                    pending.discard(i)
+                    finished(futures[i].result())
+        drain(None)
         return [f.result() for f in futures]
 
 
