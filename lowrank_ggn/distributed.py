@@ -51,6 +51,7 @@ from lowrank_ggn._core import operator as core_operator
 from lowrank_ggn._core import qng as core_qng
 from lowrank_ggn._core.aliases import Array, Device, DType
 from lowrank_ggn._core.checks import (
+    check_approximation,
     check_damping,
     check_decay,
     check_dim_rank,
@@ -74,6 +75,7 @@ __all__ = [
     "qng_init",
     "qng_precondition",
     "qng_update",
+    "update_precondition",
 ]
 
 Group = Any  # torch.distributed.ProcessGroup or None (the default group)
@@ -503,3 +505,61 @@ def qng_precondition(state: QNGState, g: Array, *, group: Group = None) -> Array
     reduce = _all_reduce(group)
     half = core_qng.factor_product(state, g, inverse=True, transpose=False, reduce=reduce)
     return core_qng.factor_product(state, half, inverse=True, transpose=True, reduce=reduce)
+
+
+def update_precondition(
+    approximation: Any, state: Any, d: Array, g: Array, *, damping: Any, group: Group = None
+) -> tuple[Any, Array]:
+    r"""One fused step of any shardable approximation on this rank's block: fold ``d`` in, precondition ``g``.
+
+    The step of ``approximation.update_precondition`` (for Ginger, one read of
+    the rank's rows of ``U`` for the reductions and one for the rotation and
+    the query), with every sum over ``dim`` completed by an all-reduce over
+    ``group`` (O(τ) numbers for Ginger). All ranks call it together.
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger or lowrank_ggn.QNG
+        The method and its hyper-parameters (``lg.ginger(...)``, ``lg.qng(...)``).
+    state : GingerState or QNGState
+        This rank's block of the state (:func:`ginger_init`, :func:`qng_init`).
+    d, g : torch.Tensor, shape (local_dim,)
+        This rank's blocks of the curvature vector and of the gradient, in the
+        state's dtype and on its device.
+    damping : float, 0-d tensor or None
+        γ > 0, the same on every rank; ``None`` for QNG.
+    group : ProcessGroup, optional
+        Default: the default group.
+
+    Returns
+    -------
+    tuple
+        ``(new_state, y)``, ``y`` this rank's block of the preconditioned gradient.
+
+    Raises
+    ------
+    ValueError
+        If the approximation cannot be split across ranks (the product form),
+        ``damping`` is invalid, or a block has the wrong shape.
+    TypeError
+        If an argument is not a tensor of the state's dtype.
+    RuntimeError
+        If the process group is not initialised.
+    """
+    check_approximation(approximation)
+    if not approximation.shardable:
+        msg = f"approximation {approximation.name!r} cannot be split across ranks; use lg.ginger or lg.qng"
+        raise ValueError(msg)
+    xp = _check_ginger(state) if isinstance(state, GingerState) else _check_qng(state)
+    long = state.basis if isinstance(state, GingerState) else state.factors
+    local_dim = long.shape[0] if isinstance(state, GingerState) else long.shape[1]
+    for x, name in ((d, "d"), (g, "g")):
+        _check_torch(x, name)
+        check_like(x, name, long, shapes=((local_dim,),))
+    if approximation.needs_damping:
+        check_damping(damping, like=long)
+    elif damping is not None:
+        msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
+        raise ValueError(msg)
+    _check_initialized()
+    return approximation.fold_precondition(xp, state, d, g, damping=damping, reduce=_all_reduce(group))

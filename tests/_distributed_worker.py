@@ -22,6 +22,7 @@ def run(rank: int, world: int, store: str, out_dir: str, case: dict[str, Any]) -
     import torch
     import torch.distributed as dist
 
+    import lowrank_ggn as lg
     import lowrank_ggn.distributed as lgd
 
     torch.set_num_threads(1)
@@ -54,6 +55,20 @@ def run(rank: int, world: int, store: str, out_dir: str, case: dict[str, Any]) -
             reorth = lgd.ginger_reorthonormalize(state)
             for field, value in reorth._asdict().items():
                 out[f"{name}/reorth/{field}"] = value.numpy()
+
+            # The generic fused step, for Ginger and QNG, on the same vectors.
+            fused = lg.ginger(rank=tau, decay=case["decay"], reorthonormalize_every=case["every"])
+            fs = lgd.ginger_init(part.stop - part.start, tau, dtype=dtype)
+            for d in case["ginger_d"]:
+                fs, fy = lgd.update_precondition(fused, fs, block(d), g, damping=case["damping"])
+            out[f"{name}/fused/y"] = fy.numpy()
+            out[f"{name}/fused/basis"] = fs.basis.numpy()
+            out[f"{name}/fused/eigvals"] = fs.eigvals.numpy()
+            qa = lg.qng(rank=tau, decay=case["decay"])
+            qs = lgd.qng_init(part.stop - part.start, tau, dtype=dtype)
+            for d in case["qng_d"]:
+                qs, qy = lgd.update_precondition(qa, qs, block(d), g, damping=None)
+            out[f"{name}/fused/qng_y"] = qy.numpy()
 
             q = lgd.qng_init(part.stop - part.start, tau, dtype=dtype)
             for d in case["qng_d"]:

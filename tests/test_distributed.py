@@ -201,6 +201,34 @@ def test_distributed_qng_equals_single_process(run, dtype):
     assert np.abs(y - y_ref).max() <= _tol(dtype, 50) * np.abs(y_ref).max()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_distributed_generic_fused_step_equals_single_process(run, dtype):
+    """lgd.update_precondition(approximation, ...) against the protocol's own fused step on the whole vector."""
+    case, _, ranks = run
+    g = torch.from_numpy(case["g"])
+    ginger = lg.ginger(rank=RANK, decay=DECAY, reorthonormalize_every=EVERY)
+    state = ginger.init(DIM, xp=torch, dtype=torch.float64)
+    for d in case["ginger_d"]:
+        state, y_ref = ginger.update_precondition(state, torch.from_numpy(d), g, damping=DAMPING)
+    m_ref = _dense(state.basis.numpy(), state.eigvals.numpy())
+    m = _dense(_blocks(ranks, f"{dtype}/fused/basis"), ranks[0][f"{dtype}/fused/eigvals"].astype(np.float64))
+    assert np.abs(m - m_ref).max() <= _tol(dtype, 100) * np.abs(m_ref).max()
+    y = _blocks(ranks, f"{dtype}/fused/y")
+    assert np.abs(y - y_ref.numpy()).max() <= _tol(dtype, 100) * np.abs(y_ref.numpy()).max()
+
+    qng = lg.qng(rank=RANK, decay=DECAY)
+    q = qng.init(DIM, xp=torch, dtype=torch.float64)
+    for d in case["qng_d"]:
+        q, qy_ref = qng.update_precondition(q, torch.from_numpy(d), g)
+    qy = _blocks(ranks, f"{dtype}/fused/qng_y")
+    assert np.abs(qy - qy_ref.numpy()).max() <= _tol(dtype, 50) * np.abs(qy_ref.numpy()).max()
+
+
+def test_distributed_generic_step_rejects_the_product_form():
+    with pytest.raises(ValueError, match="cannot be split"):
+        lgd.update_precondition(lg.ginger_product(rank=2, decay=0.9), None, None, None, damping=1.0)
+
+
 def test_distributed_functions_need_an_initialised_process_group():
     if dist.is_initialized():  # pragma: no cover - only when the caller started one
         pytest.skip("a process group is already initialised in this process")
