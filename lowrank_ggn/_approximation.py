@@ -96,11 +96,233 @@ def _no_damping(damping: Any) -> None:
         raise ValueError(msg)
 
 
+class Approximation:
+    r"""The approximation protocol: what every method (:class:`Ginger`, :class:`GingerProduct`, :class:`QNG`) provides.
+
+    A frozen dataclass of hyper-parameters; its methods are pure functions of
+    their arguments. The checked methods validate like the flat functions;
+    the engine methods (``fold``, ``fold_precondition``, ``solve``) check
+    nothing, take the array namespace first, and complete their sums over the
+    parameter axis through ``reduce`` — the front-ends call them inside
+    ``jax.jit``, ``shard_map`` or under ``torch.distributed``.
+    """
+
+    name: ClassVar[str]
+    """Short name of the method (``"ginger"``, ``"ginger-product"``, ``"qng"``)."""
+    needs_damping: ClassVar[bool]
+    """Whether the query takes a damping γ (False for QNG, whose damping is implicit)."""
+    shardable: ClassVar[bool]
+    """Whether ``reduce`` may be a collective (the state split by rows across devices)."""
+    state_type: ClassVar[type]
+    """The NamedTuple class of the states."""
+    rank: int
+    decay: float
+
+    def with_rank(self, rank: int) -> Approximation:
+        """Return a copy with another rank (for blocks with fewer than ``rank + 1`` parameters).
+
+        Parameters
+        ----------
+        rank : int
+            τ ≥ 1.
+
+        Returns
+        -------
+        Approximation
+            The same method and hyper-parameters, with ``rank``.
+        """
+        raise NotImplementedError
+
+    def init(self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None) -> Any:
+        """Return the empty state: the curvature 0 (QNG: the identity).
+
+        Parameters
+        ----------
+        dim : int
+            Number of parameters d, ``rank < dim``.
+        xp : module, optional
+            Array namespace or library module; default NumPy.
+        dtype : dtype, optional
+            float32 or float64 of that namespace.
+        device : device, optional
+            Where to allocate the state.
+
+        Returns
+        -------
+        NamedTuple
+            A state of :attr:`state_type`.
+        """
+        raise NotImplementedError
+
+    def update(self, state: Any, d: Array) -> Any:
+        """Return the state with the curvature vector ``d`` folded into the EMA (Eq 7).
+
+        Parameters
+        ----------
+        state : NamedTuple
+            The current state.
+        d : array, shape (dim,)
+            The curvature vector (Eq 8), in the state's dtype (float16/bfloat16 promoted).
+
+        Returns
+        -------
+        NamedTuple
+            The new state; a non-finite ``d`` leaves it unchanged except ``num_nonfinite``.
+        """
+        raise NotImplementedError
+
+    def update_precondition(self, state: Any, d: Array, g: Array, *, damping: Any) -> tuple[Any, Array]:
+        """Fold ``d`` in, then precondition ``g`` with the new state, in one fused step where the method has one.
+
+        Parameters
+        ----------
+        state : NamedTuple
+            The current state.
+        d, g : array, shape (dim,)
+            The curvature vector and the gradient.
+        damping : float, 0-d array or None
+            γ > 0 (may be traced under ``jax.jit``); ``None`` for QNG.
+
+        Returns
+        -------
+        tuple
+            ``(new_state, y)``, ``y`` the preconditioned ``g`` in ``g``'s dtype.
+        """
+        raise NotImplementedError
+
+    def precondition(self, state: Any, g: Array, *, damping: Any) -> Array:
+        """Apply the inverse of the damped curvature to ``g``.
+
+        Parameters
+        ----------
+        state : NamedTuple
+            The state.
+        g : array, shape (dim,) or (dim, k)
+            Gradient(s), one per column.
+        damping : float, 0-d array or None
+            γ > 0; ``None`` for QNG.
+
+        Returns
+        -------
+        array
+            ``G̃⁻¹ g``, shaped like ``g``.
+        """
+        raise NotImplementedError
+
+    def operator(self, state: Any, *, damping: Any) -> Any:
+        """Return the damped curvature as an operator object (``matvec``, ``solve``, ``dense``).
+
+        Parameters
+        ----------
+        state : NamedTuple
+            The state.
+        damping : float, 0-d array or None
+            γ > 0; ``None`` for QNG.
+
+        Returns
+        -------
+        DampedLowRank or FactorProduct
+            The operator, sharing the state's arrays.
+        """
+        raise NotImplementedError
+
+    def fold(self, xp: ArrayNamespace, state: Any, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False) -> Any:
+        """Unchecked :meth:`update` (the engine): ``d`` must already be in the state's dtype and layout.
+
+        Parameters
+        ----------
+        xp : namespace
+            The state's array namespace.
+        state : NamedTuple
+            The current state (this device's rows of it when ``reduce`` is a collective).
+        d : array, shape (dim,)
+            The curvature vector (this device's rows).
+        reduce : Reduction
+            Completes the sums over the parameter axis.
+        donate : bool
+            NumPy and PyTorch: write the new basis into the old one's memory.
+
+        Returns
+        -------
+        NamedTuple
+            The new state.
+        """
+        raise NotImplementedError
+
+    def fold_precondition(
+        self,
+        xp: ArrayNamespace,
+        state: Any,
+        d: Array,
+        g: Array,
+        *,
+        damping: Any,
+        reduce: Reduction = LOCAL,
+        donate: bool = False,
+    ) -> tuple[Any, Array]:
+        """Unchecked :meth:`update_precondition` (the engine).
+
+        Parameters
+        ----------
+        xp : namespace
+            The state's array namespace.
+        state : NamedTuple
+            The current state.
+        d, g : array, shape (dim,)
+            The curvature vector and the gradient, in the state's dtype.
+        damping : float, 0-d array or None
+            γ > 0; ``None`` for QNG.
+        reduce : Reduction
+            Completes the sums over the parameter axis.
+        donate : bool
+            NumPy and PyTorch: write the new basis into the old one's memory.
+
+        Returns
+        -------
+        tuple
+            ``(new_state, y)``.
+        """
+        raise NotImplementedError
+
+    def solve(self, xp: ArrayNamespace, state: Any, g: Array, *, damping: Any, reduce: Reduction = LOCAL) -> Array:
+        """Unchecked :meth:`precondition` (the engine).
+
+        Parameters
+        ----------
+        xp : namespace
+            The state's array namespace.
+        state : NamedTuple
+            The state.
+        g : array, shape (dim,) or (dim, k)
+            Gradient(s) in the state's dtype.
+        damping : float, 0-d array or None
+            γ > 0; ``None`` for QNG.
+        reduce : Reduction
+            Completes the sums over the parameter axis.
+
+        Returns
+        -------
+        array
+            ``G̃⁻¹ g``.
+        """
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
-class Ginger:
+class Ginger(Approximation):
     r"""Ginger: the best rank-τ approximation of the EMA, by Brand's update (eigen path).
 
-    Built by :func:`ginger`; see the module documentation for the protocol.
+    Built by :func:`ginger`. States are :class:`GingerState`; the operator is
+    :class:`DampedLowRank`. Splits across devices (``reduce`` may be a collective).
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    reorthonormalize_every : int, "auto" or None
+        As in :func:`ginger_update`.
     """
 
     rank: int
@@ -112,38 +334,31 @@ class Ginger:
     state_type: ClassVar[type] = GingerState
 
     def with_rank(self, rank: int) -> Ginger:
-        """A copy with another rank."""
         return dataclasses.replace(self, rank=_check_rank(rank))
 
     def init(
         self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
     ) -> GingerState:
-        """The empty state (see :func:`lowrank_ggn.ginger_init`)."""
         return ginger_init(dim, self.rank, xp=xp, dtype=dtype, device=device)
 
     def update(self, state: GingerState, d: Array) -> GingerState:
-        """Fold ``d`` into the state (see :func:`lowrank_ggn.ginger_update`)."""
         return ginger_update(state, d, decay=self.decay, reorthonormalize_every=self.reorthonormalize_every)
 
     def update_precondition(self, state: GingerState, d: Array, g: Array, *, damping: Any) -> tuple[GingerState, Array]:
-        """Fold ``d``, then precondition ``g`` with the new state: the fused step (:func:`lowrank_ggn.ginger_update_precondition`)."""
         return ginger_update_precondition(
             state, d, g, decay=self.decay, damping=damping, reorthonormalize_every=self.reorthonormalize_every
         )
 
     def precondition(self, state: GingerState, g: Array, *, damping: Any) -> Array:
-        """``(γI + U diag(σ) Uᵀ)⁻¹ g`` (see :func:`lowrank_ggn.ginger_precondition`)."""
         return ginger_precondition(state, g, damping=damping)
 
     def operator(self, state: GingerState, *, damping: Any) -> DampedLowRank:
-        """The damped curvature ``γI + U diag(σ) Uᵀ`` as an operator (no copy of the state)."""
         return DampedLowRank(diagonal=damping, basis=state.basis, eigvals=state.eigvals)
 
     # -- the unchecked engine: namespace first, sums completed through `reduce` --
     def fold(
         self, xp: ArrayNamespace, state: GingerState, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False
     ) -> GingerState:
-        """Unchecked :meth:`update` (``d`` already in the state's dtype)."""
         every = resolve_reorthonormalize_every(xp, state.basis.dtype, self.reorthonormalize_every)
         return core_ginger.update(
             xp, state, d, decay=self.decay, reorthonormalize_every=every, reduce=reduce, donate=donate
@@ -160,7 +375,6 @@ class Ginger:
         reduce: Reduction = LOCAL,
         donate: bool = False,
     ) -> tuple[GingerState, Array]:
-        """Unchecked :meth:`update_precondition`: one fused step, two passes over the basis."""
         every = resolve_reorthonormalize_every(xp, state.basis.dtype, self.reorthonormalize_every)
         return core_ginger.update_precondition(
             xp,
@@ -177,15 +391,26 @@ class Ginger:
     def solve(
         self, xp: ArrayNamespace, state: GingerState, g: Array, *, damping: Any, reduce: Reduction = LOCAL
     ) -> Array:
-        """Unchecked :meth:`precondition`."""
         return core_ginger.precondition(xp, state, g, damping=damping, reduce=reduce)
 
 
 @dataclasses.dataclass(frozen=True)
-class GingerProduct:
+class GingerProduct(Approximation):
     r"""Ginger in product form ``U = W Q``: O(dτ) amortised updates, the same results to working precision.
 
-    Built by :func:`ginger_product`. Runs on one device (``shardable`` is False).
+    Built by :func:`ginger_product`. States are :class:`GingerProductState`;
+    the operator forms ``U = WQ`` (one product, O(dim · capacity · rank)). Runs
+    on one device: ``shardable`` is False and ``reduce`` must be the local one;
+    :meth:`with_rank` resets the capacity to its default.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    capacity : int or None
+        Columns of the buffer for W (see :func:`ginger_product_init`).
     """
 
     rank: int
@@ -197,31 +422,25 @@ class GingerProduct:
     state_type: ClassVar[type] = GingerProductState
 
     def with_rank(self, rank: int) -> GingerProduct:
-        """A copy with another rank (the capacity is reset to its default)."""
         return dataclasses.replace(self, rank=_check_rank(rank), capacity=None)
 
     def init(
         self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
     ) -> GingerProductState:
-        """The empty state (see :func:`lowrank_ggn.ginger_product_init`)."""
         return ginger_product_init(dim, self.rank, capacity=self.capacity, xp=xp, dtype=dtype, device=device)
 
     def update(self, state: GingerProductState, d: Array) -> GingerProductState:
-        """Fold ``d`` into the state (see :func:`lowrank_ggn.ginger_product_update`)."""
         return ginger_product_update(state, d, decay=self.decay)
 
     def update_precondition(
         self, state: GingerProductState, d: Array, g: Array, *, damping: Any
     ) -> tuple[GingerProductState, Array]:
-        """The fused step in product form (see :func:`lowrank_ggn.ginger_product_update_precondition`)."""
         return ginger_product_update_precondition(state, d, g, decay=self.decay, damping=damping)
 
     def precondition(self, state: GingerProductState, g: Array, *, damping: Any) -> Array:
-        """``(γI + U diag(σ) Uᵀ)⁻¹ g`` with ``U = WQ``."""
         return ginger_product_precondition(state, g, damping=damping)
 
     def operator(self, state: GingerProductState, *, damping: Any) -> DampedLowRank:
-        """The damped curvature as an operator; forms ``U = WQ`` (one product, O(dim · capacity · rank))."""
         direct = ginger_product_to_state(state)
         return DampedLowRank(diagonal=damping, basis=direct.basis, eigvals=direct.eigvals)
 
@@ -234,7 +453,6 @@ class GingerProduct:
         reduce: Reduction = LOCAL,
         donate: bool = False,
     ) -> GingerProductState:
-        """Unchecked :meth:`update` (local reduction only)."""
         _local_only(reduce)
         return core_product.update(xp, state, d, decay=self.decay, donate=donate)
 
@@ -249,24 +467,31 @@ class GingerProduct:
         reduce: Reduction = LOCAL,
         donate: bool = False,
     ) -> tuple[GingerProductState, Array]:
-        """Unchecked :meth:`update_precondition` (local reduction only)."""
         _local_only(reduce)
         return core_product.update_precondition(xp, state, d, g, decay=self.decay, damping=damping, donate=donate)
 
     def solve(
         self, xp: ArrayNamespace, state: GingerProductState, g: Array, *, damping: Any, reduce: Reduction = LOCAL
     ) -> Array:
-        """Unchecked :meth:`precondition` (local reduction only)."""
         _local_only(reduce)
         return core_product.precondition(xp, state, g, as_scalar(xp, damping, state.columns))
 
 
 @dataclasses.dataclass(frozen=True)
-class QNG:
+class QNG(Approximation):
     r"""QNG (He et al., 2022; the paper's §2.2, corrected): a window of τ rank-one factors.
 
-    Built by :func:`qng`. Its damping is implicit (``ÂÂᵀ ⪰ α^k I``): the
-    methods take ``damping=None``.
+    Built by :func:`qng`. States are :class:`QNGState`; the operator is
+    :class:`FactorProduct`. Its damping is implicit (``ÂÂᵀ ⪰ α^k I``): the
+    methods take ``damping=None`` and raise ``ValueError`` for anything else.
+    ``donate`` has no effect (the window is updated by a branch, not a pass).
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1, the window length.
+    decay : float
+        α ∈ (0, 1).
     """
 
     rank: int
@@ -277,34 +502,28 @@ class QNG:
     state_type: ClassVar[type] = QNGState
 
     def with_rank(self, rank: int) -> QNG:
-        """A copy with another window length."""
         return dataclasses.replace(self, rank=_check_rank(rank))
 
     def init(
         self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
     ) -> QNGState:
-        """The empty window (see :func:`lowrank_ggn.qng_init`)."""
         return qng_init(dim, self.rank, xp=xp, dtype=dtype, device=device)
 
     def update(self, state: QNGState, d: Array) -> QNGState:
-        """Append the factor of ``d`` (see :func:`lowrank_ggn.qng_update`)."""
         return qng_update(state, d, decay=self.decay)
 
     def update_precondition(
         self, state: QNGState, d: Array, g: Array, *, damping: Any = None
     ) -> tuple[QNGState, Array]:
-        """Append the factor of ``d``, then ``(ÂÂᵀ)⁻¹ g`` of the new window."""
         _no_damping(damping)
         new = qng_update(state, d, decay=self.decay)
         return new, qng_precondition(new, g)
 
     def precondition(self, state: QNGState, g: Array, *, damping: Any = None) -> Array:
-        """``(ÂÂᵀ)⁻¹ g`` (see :func:`lowrank_ggn.qng_precondition`)."""
         _no_damping(damping)
         return qng_precondition(state, g)
 
     def operator(self, state: QNGState, *, damping: Any = None) -> FactorProduct:
-        """The curvature ``ÂÂᵀ`` as an operator."""
         _no_damping(damping)
         check_qng_state(state)
         return FactorProduct(state)
@@ -312,7 +531,6 @@ class QNG:
     def fold(
         self, xp: ArrayNamespace, state: QNGState, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False
     ) -> QNGState:  # noqa: ARG002
-        """Unchecked :meth:`update` (``donate`` has no effect: the window is a ring of small arrays)."""
         return core_qng.update(xp, state, d, decay=self.decay, reduce=reduce)
 
     def fold_precondition(
@@ -326,14 +544,12 @@ class QNG:
         reduce: Reduction = LOCAL,
         donate: bool = False,  # noqa: ARG002
     ) -> tuple[QNGState, Array]:
-        """Unchecked :meth:`update_precondition`."""
         new = core_qng.update(xp, state, d, decay=self.decay, reduce=reduce)
         return new, core_qng.precondition(new, g, reduce=reduce)
 
     def solve(
         self, xp: ArrayNamespace, state: QNGState, g: Array, *, damping: Any = None, reduce: Reduction = LOCAL
     ) -> Array:  # noqa: ARG002
-        """Unchecked :meth:`precondition`."""
         return core_qng.precondition(state, g, reduce=reduce)
 
 
@@ -356,7 +572,18 @@ class FactorProduct:
         return (dim, dim)
 
     def matvec(self, v: Array) -> Array:
-        """``ÂÂᵀ v`` for ``v`` of shape (dim,) or (dim, k). Cost O(dim · rank · k)."""
+        """Apply ``ÂÂᵀ``. Cost O(dim · rank · k).
+
+        Parameters
+        ----------
+        v : array, shape (dim,) or (dim, k)
+            Vector(s), one per column, in the state's dtype.
+
+        Returns
+        -------
+        array
+            ``ÂÂᵀ v``, shaped like ``v``.
+        """
         check_qng_state(self.state)
         dim = self.state.factors.shape[1]
         check_like(v, "v", self.state.factors, shapes=((dim,), (dim, -1)))
@@ -364,11 +591,28 @@ class FactorProduct:
         return core_qng.factor_product(self.state, half, inverse=False, transpose=False)
 
     def solve(self, g: Array) -> Array:
-        """``(ÂÂᵀ)⁻¹ g`` for ``g`` of shape (dim,) or (dim, k). Cost O(dim · rank · k)."""
+        """Apply ``(ÂÂᵀ)⁻¹ = Â⁻ᵀÂ⁻¹``. Cost O(dim · rank · k).
+
+        Parameters
+        ----------
+        g : array, shape (dim,) or (dim, k)
+            Right-hand side(s), one per column.
+
+        Returns
+        -------
+        array
+            ``(ÂÂᵀ)⁻¹ g``, shaped like ``g``.
+        """
         return qng_precondition(self.state, g)
 
     def dense(self) -> Array:
-        """``ÂÂᵀ`` as a dim × dim array."""
+        """Materialise ``ÂÂᵀ`` (O(dim²) memory: for tests and small problems).
+
+        Returns
+        -------
+        array, shape (dim, dim)
+            ``ÂÂᵀ``.
+        """
         return qng_dense(self.state)
 
 
@@ -436,6 +680,7 @@ def ginger_product(*, rank: int, decay: float, capacity: int | None = None) -> G
     Returns
     -------
     GingerProduct
+        ``init``, ``update``, ``update_precondition``, ``precondition``, ``operator``.
     """
     check_decay(decay)
     rank = _check_rank(rank)
@@ -458,6 +703,7 @@ def qng(*, rank: int, decay: float) -> QNG:
     Returns
     -------
     QNG
+        ``init``, ``update``, ``update_precondition``, ``precondition``, ``operator``.
     """
     check_decay(decay)
     return QNG(rank=_check_rank(rank), decay=float(decay))

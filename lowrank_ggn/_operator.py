@@ -227,11 +227,11 @@ class DampedLowRank(NamedTuple):
     """
 
     diagonal: Any
-    """γ > 0: the scalar multiple of the identity."""
+    """The damping γ > 0, the multiple of the identity."""
     basis: Array
-    """U, shape (dim, rank), orthonormal columns."""
+    """The basis U, shape (dim, rank), orthonormal columns."""
     eigvals: Array
-    """σ, shape (rank,), non-negative."""
+    """The eigenvalues σ, shape (rank,), non-negative."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -246,7 +246,17 @@ class DampedLowRank(NamedTuple):
         return xp, core.as_scalar(xp, self.diagonal, self.basis)
 
     def matvec(self, v: Array) -> Array:
-        """``G v`` for ``v`` of shape (dim,) or (dim, k) (one vector per column). Cost O(dim · rank · k).
+        """Apply the operator, ``G v = γv + U diag(σ) Uᵀ v``. Cost O(dim · rank · k).
+
+        Parameters
+        ----------
+        v : array, shape (dim,) or (dim, k)
+            Vector(s), one per column (float16/bfloat16 promoted exactly).
+
+        Returns
+        -------
+        array
+            ``G v``, shaped like ``v``, in its dtype.
 
         Raises
         ------
@@ -257,7 +267,17 @@ class DampedLowRank(NamedTuple):
         return cast_like(xp, core.matvec(xp, self.basis, self.eigvals, cast_like(xp, v, self.basis), gamma), v)
 
     def solve(self, g: Array) -> Array:
-        """``G⁻¹ g`` for ``g`` of shape (dim,) or (dim, k), by Woodbury's identity (Eq 16). Cost O(dim · rank · k).
+        """Apply the inverse, ``G⁻¹ g``, by Woodbury's identity (Eq 16), cancellation-free. Cost O(dim · rank · k).
+
+        Parameters
+        ----------
+        g : array, shape (dim,) or (dim, k)
+            Right-hand side(s), one per column (float16/bfloat16 promoted exactly).
+
+        Returns
+        -------
+        array
+            ``G⁻¹ g``, shaped like ``g``, in its dtype.
 
         Raises
         ------
@@ -268,7 +288,13 @@ class DampedLowRank(NamedTuple):
         return cast_like(xp, core.solve(xp, self.basis, self.eigvals, cast_like(xp, g, self.basis), gamma), g)
 
     def dense(self) -> Array:
-        """``G`` as a dim × dim array (O(dim²) memory: for tests and small problems)."""
+        """Materialise ``G`` (O(dim²) memory: for tests and small problems).
+
+        Returns
+        -------
+        array, shape (dim, dim)
+            ``γI + U diag(σ) Uᵀ``.
+        """
         xp = check_lowrank(self.basis, self.eigvals)
         check_damping(self.diagonal, "diagonal", like=self.basis)
         return core.dense(xp, self.basis, self.eigvals, core.as_scalar(xp, self.diagonal, self.basis))

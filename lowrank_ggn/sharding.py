@@ -193,7 +193,20 @@ def _vector_spec(x: Array, axis: AxisName) -> P:
 
 
 def is_explicit(mesh: Mesh, axis: AxisName) -> bool:
-    """Return whether the mesh axes of ``axis`` are ``Explicit`` (sharding in types)."""
+    """Return whether the mesh axes of ``axis`` are ``Explicit`` (sharding in types).
+
+    Parameters
+    ----------
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        Mesh axis names.
+
+    Returns
+    -------
+    bool
+        True when every axis of ``axis`` has ``AxisType.Explicit``.
+    """
     names = (axis,) if isinstance(axis, str) else axis
     types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
     return all(types[n] == AxisType.Explicit for n in names)
@@ -925,8 +938,10 @@ def state_sharding(approximation: Any, mesh: Mesh, axis: AxisName) -> Any:
     ----------
     approximation : lowrank_ggn.Ginger or lowrank_ggn.QNG
         An approximation whose ``shardable`` attribute is true.
-    mesh, axis
-        As in :func:`ginger_sharding`.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the long axis.
 
     Returns
     -------
@@ -967,8 +982,10 @@ def init(approximation: Any, dim: int, *, mesh: Mesh, axis: AxisName, dtype: DTy
         What to keep (``lg.ginger(...)`` or ``lg.qng(...)``).
     dim : int
         The number of parameters; a multiple of the number of devices along ``axis``.
-    mesh, axis
-        As in :func:`ginger_init`.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the parameters.
     dtype : dtype, optional
         ``jnp.float32`` or ``jnp.float64``.
 
@@ -1010,8 +1027,10 @@ def update_precondition_leaves(
         first axis.
     damping : float, 0-d array or None
         γ > 0 (may be traced); ``None`` for QNG.
-    mesh, axis
-        The device mesh and the axis (or axes) that splits the arrays.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the arrays.
 
     Returns
     -------
@@ -1052,7 +1071,22 @@ def precondition_leaves(
 ) -> list[Array]:
     """Precondition a gradient given as parameter-shaped arrays with any shardable approximation's state.
 
-    Parameters and layout as in :func:`update_precondition_leaves` (without ``d_leaves``).
+    The layout is that of :func:`update_precondition_leaves`.
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger or lowrank_ggn.QNG
+        The method.
+    state : GingerState or QNGState
+        Sharded as :func:`state_sharding` says.
+    g_leaves : list of arrays
+        The gradient, as arrays split along their first axis.
+    damping : float, 0-d array or None
+        γ > 0 (may be traced); ``None`` for QNG.
+    mesh : jax.sharding.Mesh
+        The device mesh.
+    axis : str or tuple of str
+        The mesh axis (or axes) that splits the arrays.
 
     Returns
     -------

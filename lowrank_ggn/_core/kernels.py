@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
-from lowrank_ggn.backends import device_of, is_jax_namespace, is_numpy_namespace, is_torch_namespace
+from lowrank_ggn.backends import device_of, is_jax, is_numpy, is_torch
 
 __all__ = [
     "apply",
@@ -61,12 +61,12 @@ def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
     """Return the blocked implementation to use for ``basis`` (``"numpy"``, ``"torch"``, ``"jax"``) or None."""
     if basis.shape[0] * basis.shape[1] < _MIN_BLOCKED:
         return None
-    if is_numpy_namespace(xp):
+    if is_numpy(xp):
         return "numpy"
-    if is_torch_namespace(xp) and basis.device.type == "cpu" and not basis.requires_grad:
+    if is_torch(xp) and basis.device.type == "cpu" and not basis.requires_grad:
         return "torch"
     if (
-        is_jax_namespace(xp)
+        is_jax(xp)
         # A d×1 basis: XLA's loop over its blocks is five times slower than the plain product.
         and basis.shape[1] >= 2
         and basis.shape[0] >= 4 * _block_rows(basis, basis.shape[1])
@@ -123,7 +123,7 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
     if kind == "torch":
         return _project_torch(columns, vectors)
     dots = xp.stack([xp.sum(vectors[0] * v) for v in vectors])
-    if is_jax_namespace(xp):
+    if is_jax(xp):
         return _project_jax(xp, basis, vectors, rows=rows), dots
     # Both operands of the product in row-major layout (a transposed operand may be copied first).
     if rows:
@@ -271,7 +271,7 @@ def write_row(xp: ArrayNamespace, a: Array, index: Array, row: Array, *, in_plac
     ``jax.jit``). Other backends: written into ``a`` itself when ``in_place``,
     else into a copy.
     """
-    if is_jax_namespace(xp):
+    if is_jax(xp):
         return a.at[index].set(row)
     out = a if in_place else _copy(xp, a)
     out[int(index), ...] = row
@@ -312,7 +312,7 @@ def fill_rows(xp: ArrayNamespace, a: Array, rows: Array, *, in_place: bool) -> A
     (JAX reuses the buffer of a donated ``a``).
     """
     k = rows.shape[0]
-    if in_place and not is_jax_namespace(xp):
+    if in_place and not is_jax(xp):
         a[:k, ...] = rows
         a[k:, ...] = 0
         return a
@@ -321,7 +321,7 @@ def fill_rows(xp: ArrayNamespace, a: Array, rows: Array, *, in_place: bool) -> A
 
 
 def _copy(xp: ArrayNamespace, a: Array) -> Array:
-    if is_torch_namespace(xp):
+    if is_torch(xp):
         return a.clone()
     return xp.asarray(a, copy=True)
 

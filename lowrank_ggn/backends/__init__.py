@@ -53,11 +53,11 @@ __all__ = [
     "floating_point_errors_ignored",
     "from_host_exact",
     "is_array",
-    "is_jax_namespace",
+    "is_jax",
     "is_low_precision_float",
-    "is_numpy_namespace",
+    "is_numpy",
     "is_real_floating",
-    "is_torch_namespace",
+    "is_torch",
     "is_traced",
     "jit",
     "library_by_name",
@@ -405,3 +405,51 @@ def widest_float_dtype(xp: ArrayNamespace, like: Array) -> DType:
         if jax.default_backend() == "tpu":
             return like.dtype
     return available["float64"]
+
+
+def is_numpy(xp: ArrayNamespace) -> bool:
+    """Return whether ``xp`` is NumPy's namespace (``numpy`` or its array-api-compat wrapper).
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    bool
+        True for NumPy.
+    """
+    return bool(is_numpy_namespace(xp))
+
+
+def is_torch(xp: ArrayNamespace) -> bool:
+    """Return whether ``xp`` is PyTorch's namespace (``torch`` or its array-api-compat wrapper).
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    bool
+        True for PyTorch.
+    """
+    return bool(is_torch_namespace(xp))
+
+
+def is_jax(xp: ArrayNamespace) -> bool:
+    """Return whether ``xp`` is JAX's namespace (``jax.numpy``).
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    bool
+        True for JAX.
+    """
+    return bool(is_jax_namespace(xp))

@@ -26,11 +26,8 @@ __all__ = [
 is_jax_array = _aac.is_jax_array
 is_torch_array = _aac.is_torch_array
 is_jax_namespace = _aac.is_jax_namespace
-"""Whether a namespace is JAX's (``jax.numpy``): array-api-compat's predicate."""
 is_torch_namespace = _aac.is_torch_namespace
-"""Whether a namespace is PyTorch's (``torch`` or its array-api-compat wrapper)."""
 is_numpy_namespace = _aac.is_numpy_namespace
-"""Whether a namespace is NumPy's (``numpy`` or its array-api-compat wrapper)."""
 is_cupy_namespace = _aac.is_cupy_namespace
 
 # Library modules that are not themselves array-API namespaces, mapped to the

@@ -67,6 +67,7 @@ def library_by_name(name: str, *, float64: bool = True) -> Any:
     Returns
     -------
     module
+        The library module (``numpy``, ``jax.numpy``, ``torch``, ``cupy`` or ``array_api_strict``).
 
     Raises
     ------
@@ -94,12 +95,45 @@ def library_by_name(name: str, *, float64: bool = True) -> Any:
 
 
 def namespace_by_name(name: str, *, float64: bool = True) -> ArrayNamespace:
-    """Import a backend by name and return its array-API namespace (see :func:`library_by_name`)."""
+    """Import a backend by name and return its array-API namespace.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`BACKEND_NAMES`.
+    float64 : bool
+        For JAX, turn on ``jax_enable_x64`` (see :func:`library_by_name`).
+
+    Returns
+    -------
+    module
+        The array-API namespace of that library.
+
+    Raises
+    ------
+    ValueError
+        As :func:`library_by_name`.
+    """
     return namespace_from_module(library_by_name(name, float64=float64))
 
 
 def jit(fn: Callable[..., Any], xp: ArrayNamespace, *, static_argnames: tuple[str, ...] = ()) -> Callable[..., Any]:
-    """Return ``jax.jit(fn)`` on JAX (eager JAX dispatch is slow) and ``fn`` elsewhere."""
+    """Return ``jax.jit(fn)`` on JAX (eager JAX dispatch is slow) and ``fn`` elsewhere.
+
+    Parameters
+    ----------
+    fn : callable
+        The function to compile.
+    xp : module
+        The array namespace it will run on.
+    static_argnames : tuple of str
+        Arguments that are Python values (for ``jax.jit``).
+
+    Returns
+    -------
+    callable
+        ``jax.jit(fn, static_argnames=...)`` on JAX, ``fn`` itself elsewhere.
+    """
     if is_jax_namespace(xp):
         import jax
 
@@ -108,10 +142,20 @@ def jit(fn: Callable[..., Any], xp: ArrayNamespace, *, static_argnames: tuple[st
 
 
 def block_until_ready(x: Any) -> Any:
-    """Wait until the computation of ``x`` (an array or a tuple of arrays) has finished; return ``x``.
+    """Wait until the computation of ``x`` has finished.
 
     JAX and GPU backends run asynchronously: a clock read without waiting
     measures only the dispatch.
+
+    Parameters
+    ----------
+    x : array or tuple of arrays
+        The results to wait for.
+
+    Returns
+    -------
+    array or tuple of arrays
+        ``x`` itself.
     """
     leaves = x if isinstance(x, tuple) else (x,)
     for leaf in leaves:

@@ -84,14 +84,29 @@ class ScaleByLowRankState(NamedTuple):
     count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
     """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules)."""
     blocks: tuple[Any, ...]
-    """One state of the approximation per block (a :class:`lowrank_ggn.GingerState`,
-    :class:`lowrank_ggn.QNGState`, ...), in the order of :func:`block_partition`; ``None`` for scalar blocks."""
+    """One approximation state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
 
 
 ScaleByGingerState = ScaleByLowRankState
-"""The state of :func:`scale_by_ginger` (the generic :class:`ScaleByLowRankState`)."""
+"""The state of :func:`scale_by_ginger`: the generic :class:`ScaleByLowRankState`.
+
+Parameters
+----------
+count : jax.Array
+    The step counter.
+blocks : tuple
+    One :class:`lowrank_ggn.GingerState` per block (``None`` for scalar blocks).
+"""
 ScaleByQNGState = ScaleByLowRankState
-"""The state of :func:`scale_by_qng` (the generic :class:`ScaleByLowRankState`)."""
+"""The state of :func:`scale_by_qng`: the generic :class:`ScaleByLowRankState`.
+
+Parameters
+----------
+count : jax.Array
+    The step counter.
+blocks : tuple
+    One :class:`lowrank_ggn.QNGState` per block (``None`` for scalar blocks).
+"""
 
 
 def block_partition(tree: Any, blocks: Blocks = "leaf") -> list[list[int]]:

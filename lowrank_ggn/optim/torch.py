@@ -104,8 +104,18 @@ class LowRank(torch.optim.Optimizer):
     damping : float, callable or None
         γ > 0, or a schedule ``count -> γ`` of the block's step count; ``None``
         for an approximation whose damping is implicit (QNG).
-    momentum, nesterov, weight_decay, blocks, update_every, state_dtype
-        As for :class:`Ginger`.
+    momentum : float
+        μ ∈ [0, 1), heavy-ball momentum on the preconditioned direction.
+    nesterov : bool
+        Nesterov momentum.
+    weight_decay : float
+        λ ≥ 0, decoupled (as ``torch.optim.AdamW``).
+    blocks : {"param", "group"}
+        One block per parameter tensor, or one per parameter group.
+    update_every : int
+        Fold the curvature vector into the state only every this many steps.
+    state_dtype : torch.dtype, optional
+        ``torch.float32`` or ``torch.float64``; default the parameters' dtype (at least float32).
 
     Examples
     --------

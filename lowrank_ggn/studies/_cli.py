@@ -118,7 +118,13 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def add_study_command(sub: argparse._SubParsersAction) -> None:
-    """Register ``study`` on the ``lowrank-ggn`` command line."""
+    """Register ``study`` on the ``lowrank-ggn`` command line.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The sub-command registry of the ``lowrank-ggn`` parser.
+    """
     from lowrank_ggn.backends import BACKEND_NAMES
     from lowrank_ggn.studies._methods import METHODS
     from lowrank_ggn.studies._runner import StudyConfig
