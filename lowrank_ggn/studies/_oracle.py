@@ -34,9 +34,12 @@ the second term only when k' < d (the dampings may differ), and the same for
 ``_metrics``) is computed this way, with the same definitions: the spectral
 norms are normalised by :math:`\|G^{-1}\|_2 = 1/(\gamma + \lambda_{\min})` and
 :math:`\|G\|_2 = \gamma + \lambda_{\max}` of the full spectrum (which is that of
-:math:`M_k` and d − k zeros); the cosine and the decrease fraction use
-explicit d-vectors :math:`G^{-1}g = P (\gamma I + M_k)^{-1} P^\top g + g_\perp/\gamma`
-and the quadratic form :math:`s^\top M s = (P^\top s)^\top M_k (P^\top s)`. Cost: one
+:math:`M_k` and d − k zeros). The steps :math:`\tilde G^{-1}g` and
+:math:`G^{-1}g` share the residual :math:`g - P'P'^\top g` (on which they are
+:math:`1/\tilde\gamma` and :math:`1/\gamma` times it), so the cosine and the
+decrease fraction come from k'-dimensional coordinates too; a method's own
+explicit step is used as given, with :math:`G^{-1}g` formed as a d-vector and
+:math:`s^\top M s = (P^\top s)^\top M_k (P^\top s)`. Cost: one
 factorisation of the window (:class:`WindowReduction`: a W × W Gram matrix
 and d × W matrix products, :math:`O(d W^2)`), shared by every method at a
 checkpoint, then :math:`O(d k' m)` per method; memory :math:`O(d (W + m))`.
@@ -54,7 +57,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from lowrank_ggn.studies._metrics import principal_angles, symmetric_norm
 
@@ -110,6 +112,17 @@ class WindowEMA:
         W ≥ 1: keep at most this many vectors (the newest); None (default):
         no limit but ``threshold``.
 
+    Attributes
+    ----------
+    dim : int
+        d.
+    decay, threshold : float
+        α and ε.
+    max_size : int or None
+        W's limit.
+    steps : int
+        t, the number of vectors folded in so far.
+
     Raises
     ------
     ValueError
@@ -117,8 +130,9 @@ class WindowEMA:
 
     Notes
     -----
-    Stateful, like the dense reference ``ExactEMA``: :meth:`update` appends
-    to a buffer that doubles when full (amortised :math:`O(d)` per step).
+    Stateful, like the dense reference ``ExactEMA``: :meth:`update` writes
+    into a ring buffer of rows, allocated at ``max_size`` rows when it is
+    given and doubled when full otherwise (amortised :math:`O(d)` per step).
     """
 
     def __init__(self, dim: int, decay: float, *, threshold: float = 1e-12, max_size: int | None = None) -> None:
@@ -184,7 +198,7 @@ class WindowEMA:
 
     @property
     def dropped(self) -> float:
-        r"""δ, the mass the window has dropped, :math:`\sum_{\text{dropped}} w_i \|d_i\|^2` at today's weights.
+        r"""The mass δ the window has dropped, :math:`\sum_{\text{dropped}} w_i \|d_i\|^2` at today's weights.
 
         :math:`M_t - M_{\text{window}}` is positive semidefinite with trace δ,
         so :math:`\|M_t - M_{\text{window}}\|_2 \le \delta` (up to rounding).
@@ -395,6 +409,8 @@ class WindowReduction:
         dim = window.dim
         self.dim = dim
         self.gradients = np.zeros((dim, 0)) if gradients is None else _as_columns("gradients", gradients, dim)
+        import scipy.linalg
+
         rows = window.vectors
         root = np.sqrt(window.weights)
         gram = rows @ rows.T
@@ -468,8 +484,10 @@ class WindowReduction:
 
         Returns
         -------
-        eigvals, eigvecs : numpy.ndarray
-            Shapes (r,) and (dim, r), r = min(τ, k).
+        eigvals : numpy.ndarray
+            Shape (r,), r = min(τ, k), descending.
+        eigvecs : numpy.ndarray
+            Shape (dim, r), orthonormal columns.
 
         Raises
         ------
