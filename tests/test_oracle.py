@@ -150,6 +150,27 @@ def test_dropped_bound_when_drops_matter():
         assert window.dropped <= 2 * miss * dim  # and δ is no vacuous bound (it is a trace of a PSD matrix)
 
 
+def test_reduction_leaves_out_only_what_it_reports():
+    """Directions below the cutoff (here: repeated vectors and a 3e-7 component) leave with their mass, bounded."""
+    rng = np.random.default_rng(4)
+    dim = 50
+    base = stream(rng, 6, dim, "power")
+    tiny = np.zeros(dim)
+    tiny[0] = 3e-7 * np.linalg.norm(base[0])  # an eigenvalue of about 1e-13 λ₁, below the cutoff 1e-12
+    window = WindowEMA(dim, 0.8)
+    for d in [*base, *base, base[0] + tiny]:
+        window.update(d)
+    reduction = window.reduce()
+    assert reduction.rank_bound == 6  # the repeats add nothing, the 1e-9 component is left out
+    p = reduction.basis
+    np.testing.assert_allclose(p.T @ p, np.eye(6), atol=1e-14)
+    kept = p @ reduction._m_k @ p.T
+    gap = window.dense() - kept
+    assert np.linalg.eigvalsh(gap).min() > -1e-15 * np.trace(kept)
+    assert 1e-15 * np.trace(kept) < _norm2(gap) <= reduction.dropped * (1 + 1e-2) + 1e-15 * np.trace(kept)
+    assert reduction.dropped < 1e-12 * np.trace(kept)
+
+
 def test_window_eigh_is_the_dense_top():
     rng = np.random.default_rng(2)
     window, _ = _window(rng, 120, 30, 0.95)
@@ -176,22 +197,23 @@ def _methods(rng, m, rank, damping, decay):
     factor = rng.standard_normal((dim, rank)) / math.sqrt(dim)  # QNG-like: not orthonormal, a full core, α^k
     floor = decay**rank
     core = np.cov(rng.standard_normal((rank, 3 * rank))) * lam[0] - 0.5 * floor * np.eye(rank)
-    wide = orthonormal(rng, dim, 2 * rank + 1)
+    wide = orthonormal(rng, dim, min(2 * rank + 1, dim))
     return [
         ("ginger", tilted, sigma, damping),
         ("ginger-tail", tilted, sigma, damping + 0.05 * lam[0]),
         ("ginger-undamped-side", tilted, sigma, 0.3 * damping),
         ("in-span", within, lam[:rank], damping),
+        ("dependent", np.concatenate([tilted, tilted[:, :1]], axis=1), np.append(sigma, sigma[0]), damping),
         ("qng", factor, core, floor),
         ("identity", np.zeros((dim, 0)), np.zeros(0), damping + np.trace(m) / dim),
-        ("wide", wide, np.linspace(2, 0.1, 2 * rank + 1) * lam[0], damping),
+        ("wide", wide, np.linspace(2, 0.1, wide.shape[1]) * lam[0], damping),
     ]
 
 
 @pytest.mark.parametrize(
     ("dim", "size", "decay"),
-    [(60, 40, 0.9), (60, 50, 0.99), (150, 12, 0.95), (300, 40, 0.99), (300, 20, 0.5)],
-    ids=["d60-W40", "d60-W50-complete", "d150-W12", "d300-W40", "d300-W20"],
+    [(60, 40, 0.9), (60, 50, 0.99), (30, 60, 0.95), (150, 12, 0.95), (300, 40, 0.99), (300, 20, 0.5)],
+    ids=["d60-W40", "d60-W50-complete", "d30-W60-spans", "d150-W12", "d300-W40", "d300-W20"],
 )
 def test_metrics_match_dense(dim, size, decay):
     rng = np.random.default_rng(dim + size)
@@ -208,7 +230,7 @@ def test_metrics_match_dense(dim, size, decay):
             for name, u, core, approx_damping in _methods(rng, m, rank, damping, decay):
                 want = dense_reference(m, u, core, approx_damping, damping, g, rank)
                 got = reduction.metrics(u, core, approx_damping, damping, rank=rank)
-                assert got["dropped"] == 0.0
+                assert 0.0 <= got["dropped"] < 1e-11 * scale  # only directions below 1e-12 λ₁ are left out
                 try:
                     assert_metrics_close(got, want, scale)
                 except AssertionError as err:
@@ -224,6 +246,23 @@ def test_metrics_match_dense(dim, size, decay):
                 if not tail:  # Eckart–Young: the oracle's inverse error is the bound itself
                     assert got["inv_spectral_error"] == pytest.approx(got["eckart_young_bound"], rel=1e-8)
                     assert got["angle_max_deg"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_extended_basis_is_orthonormal():
+    """P' = [P, Q₂] stays orthonormal even for a rank-deficient U (Householder fills Q₂ with arbitrary columns)."""
+    rng = np.random.default_rng(3)
+    dim = 200
+    window, _ = _window(rng, dim, 30, 0.9)
+    reduction = window.reduce(rng.standard_normal(dim))
+    tilted = orthonormal(rng, dim, 5)
+    inside = window.eigh(3)[1]
+    for u in (np.concatenate([tilted, tilted[:, :1]], axis=1), inside @ rng.standard_normal((3, 4))):
+        space = reduction._extend(u)
+        size = space["m"].shape[0]
+        lifted = space["lift"](np.eye(size))
+        np.testing.assert_allclose(lifted.T @ lifted, np.eye(size), atol=1e-13)
+        np.testing.assert_allclose(space["lift"](space["u"]), u, atol=1e-13)
+        assert np.abs(lifted.T @ space["perp"]).max() < 1e-13
 
 
 def test_metrics_match_the_dense_study_functions():

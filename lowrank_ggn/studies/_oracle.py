@@ -34,10 +34,14 @@ the second term only when k' < d (the dampings may differ), and the same for
 ``_metrics``) is computed this way, with the same definitions: the spectral
 norms are normalised by :math:`\|G^{-1}\|_2 = 1/(\gamma + \lambda_{\min})` and
 :math:`\|G\|_2 = \gamma + \lambda_{\max}` of the full spectrum (which is that of
-:math:`M_k` and d − k zeros); the cosine and the decrease fraction use
-explicit d-vectors :math:`G^{-1}g = P (\gamma I + M_k)^{-1} P^\top g + g_\perp/\gamma`
-and the quadratic form :math:`s^\top M s = \sum_i w_i (x_i^\top s)^2`. Cost: one
-thin QR of the window, :math:`O(d W^2)`, shared by every method at a
+:math:`M_k` and d − k zeros). The steps :math:`\tilde G^{-1}g` and
+:math:`G^{-1}g` share the residual :math:`g - P'P'^\top g` (on which they are
+:math:`1/\tilde\gamma` and :math:`1/\gamma` times it), so the cosine and the
+decrease fraction come from k'-dimensional coordinates too; a method's own
+explicit step is used as given, with :math:`G^{-1}g` formed as a d-vector and
+:math:`s^\top M s = (P^\top s)^\top M_k (P^\top s)`. Cost: one
+factorisation of the window (:class:`WindowReduction`: a W × W Gram matrix
+and d × W matrix products, :math:`O(d W^2)`), shared by every method at a
 checkpoint, then :math:`O(d k' m)` per method; memory :math:`O(d (W + m))`.
 
 **A diagonal approximation** :math:`\operatorname{diag}(a)` is not a scalar on
@@ -108,6 +112,17 @@ class WindowEMA:
         W ≥ 1: keep at most this many vectors (the newest); None (default):
         no limit but ``threshold``.
 
+    Attributes
+    ----------
+    dim : int
+        d.
+    decay, threshold : float
+        α and ε.
+    max_size : int or None
+        W's limit.
+    steps : int
+        t, the number of vectors folded in so far.
+
     Raises
     ------
     ValueError
@@ -115,8 +130,9 @@ class WindowEMA:
 
     Notes
     -----
-    Stateful, like the dense reference ``ExactEMA``: :meth:`update` appends
-    to a buffer that doubles when full (amortised :math:`O(d)` per step).
+    Stateful, like the dense reference ``ExactEMA``: :meth:`update` writes
+    into a ring buffer of rows, allocated at ``max_size`` rows when it is
+    given and doubled when full otherwise (amortised :math:`O(d)` per step).
     """
 
     def __init__(self, dim: int, decay: float, *, threshold: float = 1e-12, max_size: int | None = None) -> None:
@@ -137,7 +153,8 @@ class WindowEMA:
         self.dim, self.decay, self.threshold, self.max_size = int(dim), float(decay), float(threshold), max_size
         self.steps = 0
         self._dropped = 0.0
-        cap = _INITIAL_CAPACITY if max_size is None else min(_INITIAL_CAPACITY, max_size)
+        # With max_size the buffer is allocated at once (its pages are touched only when written).
+        cap = _INITIAL_CAPACITY if max_size is None else max_size
         # A ring buffer: slot i holds a vector born at step _born[i] (0: free); _head is the next slot to
         # write, the _count live vectors are the slots before it (cyclically), oldest first.
         self._rows = np.empty((cap, self.dim))
@@ -181,7 +198,7 @@ class WindowEMA:
 
     @property
     def dropped(self) -> float:
-        r"""δ, the mass the window has dropped, :math:`\sum_{\text{dropped}} w_i \|d_i\|^2` at today's weights.
+        r"""The mass δ the window has dropped, :math:`\sum_{\text{dropped}} w_i \|d_i\|^2` at today's weights.
 
         :math:`M_t - M_{\text{window}}` is positive semidefinite with trace δ,
         so :math:`\|M_t - M_{\text{window}}\|_2 \le \delta` (up to rounding).
@@ -286,7 +303,7 @@ class WindowEMA:
         rows = self._rows[self._live()]
         return (rows.T * self.weights) @ rows
 
-    def reduce(self, gradients: Any = None) -> WindowReduction:
+    def reduce(self, gradients: Any = None, *, cutoff: float = 1e-12) -> WindowReduction:
         """Factor the window once for all the metrics of one checkpoint (see :class:`WindowReduction`).
 
         Parameters
@@ -294,6 +311,9 @@ class WindowEMA:
         gradients : array_like, optional
             The gradients g of the cosine and decrease metrics, shape (dim,)
             or (dim, q); None: no gradient metrics.
+        cutoff : float, default 1e-12
+            Relative eigenvalue below which a direction is left out (see
+            :class:`WindowReduction`).
 
         Returns
         -------
@@ -305,7 +325,7 @@ class WindowEMA:
         ValueError
             If ``gradients`` has the wrong shape or is not finite.
         """
-        return WindowReduction(self, gradients)
+        return WindowReduction(self, gradients, cutoff=cutoff)
 
     def eigh(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
         r"""Return the top eigenpairs of :math:`M_{\text{window}}`: the oracle's rank-τ part (Eckart–Young).
@@ -335,13 +355,23 @@ class WindowEMA:
 class WindowReduction:
     r"""A :class:`WindowEMA` factored once: an orthonormal basis P of its span and :math:`M_k = P^\top M P`.
 
-    Built by :meth:`WindowEMA.reduce` from a thin QR factorisation of the
-    window (:math:`O(d W^2)`); it holds P (d × k), the eigendecomposition of
-    :math:`M_k` and, for the given gradients g, :math:`P^\top g` and the part
-    :math:`g_\perp` orthogonal to P. Every method's metrics are then computed
-    in a (k + m)-dimensional space (see the module introduction). The
-    reduction holds a reference to the window's buffer: do not update the
-    window while using it.
+    Built by :meth:`WindowEMA.reduce`. With :math:`B = \operatorname{diag}(\sqrt w) X`
+    (so that :math:`M = B^\top B`) and the eigendecomposition of the W × W Gram
+    matrix :math:`B B^\top = E \operatorname{diag}(s^2) E^\top`, the columns of
+    :math:`P_1 = B^\top E S^{-1}` are the eigenvectors of M; one Cholesky QR
+    pass, :math:`P_1 = P L^\top`, makes them orthonormal to working precision,
+    and :math:`M = P (L^\top S^2 L) P^\top`. Eigenvalues :math:`s_j^2` below
+    ``cutoff`` × the largest are left out (their directions cannot be resolved
+    from the Gram matrix); their sum is added to :attr:`dropped`, so the
+    reference is :math:`M_{\text{kept}}` with
+    :math:`0 \preceq M_t - M_{\text{kept}} \preceq` ``dropped`` · I. Cost
+    :math:`O(d W^2)` in matrix products (BLAS 3), memory :math:`O(d W)`; the
+    reduction keeps no reference to the window, which may go on updating.
+
+    It holds P (d × k), the eigendecomposition of :math:`M_k` and, for the
+    given gradients g, :math:`P^\top g` and the part :math:`g_\perp` orthogonal
+    to P. Every method's metrics are then computed in a (k + m)-dimensional
+    space (see the module introduction).
 
     Parameters
     ----------
@@ -349,13 +379,17 @@ class WindowReduction:
         The exact EMA.
     gradients : array_like, optional
         Gradients, shape (dim,) or (dim, q).
+    cutoff : float, default 1e-12
+        Relative eigenvalue below which a direction of the window is left out
+        (and its mass added to :attr:`dropped`); it must keep
+        ε / ``cutoff`` well below 1 (ε = 2.2e-16) for the Cholesky pass.
 
     Attributes
     ----------
     dim : int
         d.
     basis : numpy.ndarray
-        P, shape (dim, k), orthonormal columns spanning the window (k = min(W, d)).
+        P, shape (dim, k), orthonormal columns spanning the window (k ≤ min(W, d)).
     eigvals : numpy.ndarray
         λ of :math:`M_k`, shape (k,), descending, clamped at 0.
     eigvecs : numpy.ndarray
@@ -364,25 +398,38 @@ class WindowReduction:
     gradients : numpy.ndarray
         g, shape (dim, q) (q = 0 without gradients).
     dropped : float
-        The window's :attr:`WindowEMA.dropped` when reduced.
+        δ: the window's :attr:`WindowEMA.dropped` when reduced plus the mass
+        left out here; :math:`\|M_t - P M_k P^\top\|_2 \le \delta` (up to rounding).
     """
 
-    def __init__(self, window: WindowEMA, gradients: Any = None) -> None:
+    def __init__(self, window: WindowEMA, gradients: Any = None, *, cutoff: float = 1e-12) -> None:
+        if not 1e-15 <= cutoff < 1:
+            msg = f"cutoff must lie in [1e-15, 1), got {cutoff!r}"
+            raise ValueError(msg)
         dim = window.dim
         self.dim = dim
-        self._rows = window.vectors
-        self._weights = window.weights
-        self.dropped = window.dropped
-        n = self._rows.shape[0]
         self.gradients = np.zeros((dim, 0)) if gradients is None else _as_columns("gradients", gradients, dim)
-        if n:
-            p, coords = np.linalg.qr(self._rows.T)
+        import scipy.linalg
+
+        rows = window.vectors
+        root = np.sqrt(window.weights)
+        gram = rows @ rows.T
+        s2, e = np.linalg.eigh(root[:, None] * ((gram + gram.T) / 2) * root[None, :])
+        s2, e = s2[::-1], e[:, ::-1]
+        keep = s2 > cutoff * s2[0] if s2.size and s2[0] > 0 else np.zeros(s2.shape, dtype=bool)
+        self.dropped = window.dropped + float(np.maximum(s2[~keep], 0.0).sum())
+        s = np.sqrt(s2[keep])
+        p1 = rows.T @ (e[:, keep] * (root[:, None] / s))
+        if s.size:
+            chol = np.linalg.cholesky(p1.T @ p1)  # ≈ I: P₁ is orthonormal to about ε / cutoff
+            inv = scipy.linalg.solve_triangular(chol, np.eye(s.size), lower=True)  # L⁻¹, well conditioned
+            p = p1 @ inv.T  # P = P₁ L⁻ᵀ
+            m_k = (chol.T * s2[keep]) @ chol
         else:
-            p, coords = np.zeros((dim, 0)), np.zeros((0, 0))
+            p, m_k = np.zeros((dim, 0)), np.zeros((0, 0))
         self.basis = p
-        root = coords * np.sqrt(self._weights)
-        m_k = root @ root.T
-        lam, y = np.linalg.eigh((m_k + m_k.T) / 2)
+        m_k = (m_k + m_k.T) / 2
+        lam, y = np.linalg.eigh(m_k)
         self.eigvals = np.maximum(lam[::-1], 0.0)
         self.eigvecs = y[:, ::-1]
         self._m_k = m_k
@@ -437,8 +484,10 @@ class WindowReduction:
 
         Returns
         -------
-        eigvals, eigvecs : numpy.ndarray
-            Shapes (r,) and (dim, r), r = min(τ, k).
+        eigvals : numpy.ndarray
+            Shape (r,), r = min(τ, k), descending.
+        eigvecs : numpy.ndarray
+            Shape (dim, r), orthonormal columns.
 
         Raises
         ------
@@ -486,9 +535,9 @@ class WindowReduction:
         return self._solves[damping]
 
     def _quadratic(self, s: np.ndarray) -> np.ndarray:
-        r"""Column-wise :math:`s^\top M s = \sum_i w_i (x_i^\top s)^2`, O(d W q)."""
-        xs = self._rows @ s
-        return (self._weights[:, None] * xs * xs).sum(axis=0)
+        r"""Column-wise :math:`s^\top M s = (P^\top s)^\top M_k (P^\top s)`, O(d k q)."""
+        c = self.basis.T @ s
+        return (c * (self._m_k @ c)).sum(axis=0)
 
     def _gradient_metrics(self, step: np.ndarray, damping: float) -> dict[str, float]:
         """Cosine and decrease fraction of explicit steps ``G̃⁻¹g`` (definitions of ``_metrics``)."""
@@ -510,11 +559,14 @@ class WindowReduction:
             if m:
                 c, r = self._split(u)
                 q2, r2 = np.linalg.qr(r)
-                # Columns of q2 from a residual at rounding level are noise: orthogonalise them again.
-                c3, q2b = self._split(q2)
-                q2, r3 = np.linalg.qr(q2b)
-                c = c + c3 @ r2
-                r2 = r3 @ r2
+                diag = np.abs(np.diag(r2))
+                if diag.min() <= 1e-8 * max(diag.max(), np.abs(c).max(initial=0.0)):
+                    # A (nearly) dependent residual: Householder fills q2 with columns that need not be
+                    # orthogonal to P. Orthogonalise them again (U = P c + q2 r2 is kept).
+                    c3, q2b = self._split(q2)
+                    q2, r3 = np.linalg.qr(q2b)
+                    c = c + c3 @ r2
+                    r2 = r3 @ r2
             else:
                 q2, c, r2 = np.zeros((dim, 0)), np.zeros((k, 0)), np.zeros((0, 0))
             e = q2.shape[1]
@@ -713,12 +765,23 @@ class WindowReduction:
             "curv_spectral_error": curv_gap / (damping + self.lambda_max),
             "dropped": self.dropped,
         }
-        if self.gradients.shape[1]:
-            if step is None:
-                step = space["lift"](approx_inv @ space["g"]) + space["perp"] / approx_damping
+        if not self.gradients.shape[1]:
+            out.update(cosine=math.nan, decrease_fraction=math.nan)
+        elif step is not None:
             out.update(self._gradient_metrics(step, damping))
         else:
-            out.update(cosine=math.nan, decrease_fraction=math.nan)
+            # G̃⁻¹g = P'a + r/γ̃ and G⁻¹g = P'b + r/γ share the residual r = g − P'P'ᵀg: O(k'² q).
+            gc = space["g"]
+            a, b = approx_inv @ gc, exact_inv @ gc
+            rho = (space["perp"] ** 2).sum(axis=0)
+            sb = (a * b).sum(axis=0) + rho / (approx_damping * damping)
+            ss = (a * a).sum(axis=0) + rho / approx_damping**2
+            bb = (b * b).sum(axis=0) + rho / damping**2
+            gs = (gc * a).sum(axis=0) + rho / approx_damping
+            gb = (gc * b).sum(axis=0) + rho / damping
+            achieved = gs - 0.5 * (damping * ss + (a * (m_small @ a)).sum(axis=0))
+            out["cosine"] = float(np.mean(sb / np.sqrt(ss * bb)))
+            out["decrease_fraction"] = float(np.mean(achieved / (0.5 * gb)))
         if rank is not None:
             lam_next = float(self.spectrum(rank + 1)[rank])
             out["lambda_next"] = lam_next
