@@ -860,8 +860,9 @@ LARGE_STREAMS: dict[str, LargeStream] = {
     "digits-cnn-blocks": LargeStream(_CNN, per_tensor=True, learning_rate=1e-3),
     "digits-mlp-1m": LargeStream(_MLP_1M, per_tensor=False, learning_rate=1e-3),
 }
-"""Streams at scale (d = 136,586 to 1,126,410), kept apart from :data:`STREAMS` so that the default study
-is unchanged: their exact EMA cannot be a dense d × d matrix (use :class:`~lowrank_ggn.studies.WindowEMA`).
+"""Streams at scale (d = 136,586 to 1,126,410), kept apart from :data:`STREAMS`.
+
+The default study is unchanged by them: their exact EMA cannot be a dense d × d matrix (use :class:`~lowrank_ggn.studies.WindowEMA`).
 ``digits-mlp-wide``: :class:`DeepMLP` 64–512–256–10 (d = 167,178); ``digits-cnn``: :class:`SmallCNN`
 (d = 136,586); ``digits-mlp-1m``: :class:`DeepMLP` 64–1024–1024–10 (d = 1,126,410); ``-blocks``: the same
 stream, one block per parameter array (:attr:`LargeStream.per_tensor`). All use batches of 32 and Adam
