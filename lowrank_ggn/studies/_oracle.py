@@ -94,7 +94,7 @@ class WindowEMA:
     :math:`M_0 = 0`. A vector leaves the window when its weight falls below
     ``threshold`` × (1 − α) (the newest vector's weight, the largest), or when
     more than ``max_size`` newer ones are kept; its mass
-    :math:`w_i \|d_i\|^2` is added to :attr:`dropped`, which decays with the
+    :math:`w_i \|d_i\|^2` is added to ``dropped``, which decays with the
     weights, so that at every step
     :math:`0 \preceq M_t - M_{\text{window}} \preceq` ``dropped`` · I.
 
@@ -362,7 +362,7 @@ class WindowReduction:
     pass, :math:`P_1 = P L^\top`, makes them orthonormal to working precision,
     and :math:`M = P (L^\top S^2 L) P^\top`. Eigenvalues :math:`s_j^2` below
     ``cutoff`` × the largest are left out (their directions cannot be resolved
-    from the Gram matrix); their sum is added to :attr:`dropped`, so the
+    from the Gram matrix); their sum is added to ``dropped``, so the
     reference is :math:`M_{\text{kept}}` with
     :math:`0 \preceq M_t - M_{\text{kept}} \preceq` ``dropped`` · I. Cost
     :math:`O(d W^2)` in matrix products (BLAS 3), memory :math:`O(d W)`; the
@@ -381,7 +381,7 @@ class WindowReduction:
         Gradients, shape (dim,) or (dim, q).
     cutoff : float, default 1e-12
         Relative eigenvalue below which a direction of the window is left out
-        (and its mass added to :attr:`dropped`); it must keep
+        (and its mass added to ``dropped``); it must keep
         ε / ``cutoff`` well below 1 (ε = 2.2e-16) for the Cholesky pass.
 
     Attributes

@@ -842,9 +842,11 @@ class LargeStream(NamedTuple):
     model: DeepMLP | SmallCNN
     """The model trained and differentiated; ``model.dim`` is d."""
     per_tensor: bool
-    """False: the whole model is one block. True: one block per parameter array (``model.blocks``), the
-    block-diagonal structure of the authors' code: block j's curvature vector is ``d_t[model.blocks[j]]``, the
-    same √B-scaled batch-mean sampled-label gradient restricted to that array."""
+    """Whether each parameter array is a block of its own (True) or the whole model is one block (False).
+
+    Per array (``model.blocks``) is the block-diagonal structure of the authors' code: block j's curvature
+    vector is ``d_t[model.blocks[j]]``, the same √B-scaled batch-mean sampled-label gradient restricted to
+    that array."""
     learning_rate: float
     """Adam's step size along the trajectory."""
 
@@ -860,13 +862,14 @@ LARGE_STREAMS: dict[str, LargeStream] = {
     "digits-cnn-blocks": LargeStream(_CNN, per_tensor=True, learning_rate=1e-3),
     "digits-mlp-1m": LargeStream(_MLP_1M, per_tensor=False, learning_rate=1e-3),
 }
-"""Streams at scale (d = 136,586 to 1,126,410), kept apart from :data:`STREAMS`.
+"""Streams at scale (d = 136,586 to 1,126,410), by name, for :func:`make_large_stream`.
 
-The default study is unchanged by them: their exact EMA cannot be a dense d × d matrix (use :class:`~lowrank_ggn.studies.WindowEMA`).
-``digits-mlp-wide``: :class:`DeepMLP` 64–512–256–10 (d = 167,178); ``digits-cnn``: :class:`SmallCNN`
-(d = 136,586); ``digits-mlp-1m``: :class:`DeepMLP` 64–1024–1024–10 (d = 1,126,410); ``-blocks``: the same
-stream, one block per parameter array (:attr:`LargeStream.per_tensor`). All use batches of 32 and Adam
-with step size 1e-3 (:func:`fisher_stream`)."""
+They are kept apart from :data:`STREAMS` so that the default study is unchanged: their exact EMA cannot
+be a dense d × d matrix (use :class:`~lowrank_ggn.studies.WindowEMA`). ``digits-mlp-wide``:
+:class:`DeepMLP` 64–512–256–10 (d = 167,178); ``digits-cnn``: :class:`SmallCNN` (d = 136,586);
+``digits-mlp-1m``: :class:`DeepMLP` 64–1024–1024–10 (d = 1,126,410); ``-blocks``: the same stream, one
+block per parameter array (:attr:`LargeStream.per_tensor`). All use batches of 32 and Adam with step
+size 1e-3 (:func:`fisher_stream`)."""
 
 
 def _large(name: str) -> LargeStream:
@@ -911,7 +914,7 @@ def make_large_stream(name: str, *, steps: int, seed: int, batch_size: int = 32)
     seed : int
         Random seed (parameters, batches, sampled labels).
     batch_size : int, default 32
-        |B_t|.
+        :math:`|B_t|`, the mini-batch size.
 
     Returns
     -------
