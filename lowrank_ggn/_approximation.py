@@ -308,6 +308,16 @@ class Approximation:
         raise NotImplementedError
 
 
+def _inherit_docstrings(cls: type) -> type:
+    """Give each method of ``cls`` without a docstring the one of :class:`Approximation` (the protocol's contract)."""
+    for name, value in vars(cls).items():
+        base = getattr(Approximation, name, None)
+        if callable(value) and getattr(value, "__doc__", None) is None and base is not None:
+            value.__doc__ = base.__doc__
+    return cls
+
+
+@_inherit_docstrings
 @dataclasses.dataclass(frozen=True)
 class Ginger(Approximation):
     r"""Ginger: the best rank-τ approximation of the EMA, by Brand's update (eigen path).
@@ -394,6 +404,7 @@ class Ginger(Approximation):
         return core_ginger.precondition(xp, state, g, damping=damping, reduce=reduce)
 
 
+@_inherit_docstrings
 @dataclasses.dataclass(frozen=True)
 class GingerProduct(Approximation):
     r"""Ginger in product form ``U = W Q``: O(dτ) amortised updates, the same results to working precision.
@@ -477,6 +488,7 @@ class GingerProduct(Approximation):
         return core_product.precondition(xp, state, g, as_scalar(xp, damping, state.columns))
 
 
+@_inherit_docstrings
 @dataclasses.dataclass(frozen=True)
 class QNG(Approximation):
     r"""QNG (He et al., 2022; the paper's §2.2, corrected): a window of τ rank-one factors.

@@ -1,7 +1,7 @@
 """The ``lowrank-ggn study`` command.
 
 Every argument is checked when the command line is parsed (argparse ``type``
-functions) or right after (:func:`_check_study`): a bad value, an unusable
+functions) or right after (``_check_study``): a bad value, an unusable
 backend, a stream file that is not a finite (T, d) float array, a grid the
 streams cannot take or an output folder that cannot be written to is
 argparse's one-line usage error (exit status 2), before any computation.
