@@ -38,7 +38,7 @@ Attributes every approximation has: ``name``, ``rank``, ``decay``,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from lowrank_ggn._core import ginger as core_ginger
 from lowrank_ggn._core import product as core_product
@@ -96,7 +96,7 @@ def _no_damping(damping: Any) -> None:
         raise ValueError(msg)
 
 
-class Approximation:
+class Approximation(Protocol):
     r"""The approximation protocol: what every method (:class:`Ginger`, :class:`GingerProduct`, :class:`QNG`) provides.
 
     A frozen dataclass of hyper-parameters; its methods are pure functions of
@@ -131,7 +131,7 @@ class Approximation:
         Approximation
             The same method and hyper-parameters, with ``rank``.
         """
-        raise NotImplementedError
+        ...
 
     def init(self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None) -> Any:
         """Return the empty state: the curvature 0 (QNG: the identity).
@@ -152,7 +152,7 @@ class Approximation:
         NamedTuple
             A state of :attr:`state_type`.
         """
-        raise NotImplementedError
+        ...
 
     def update(self, state: Any, d: Array) -> Any:
         """Return the state with the curvature vector ``d`` folded into the EMA (Eq 7).
@@ -169,7 +169,7 @@ class Approximation:
         NamedTuple
             The new state; a non-finite ``d`` leaves it unchanged except ``num_nonfinite``.
         """
-        raise NotImplementedError
+        ...
 
     def update_precondition(self, state: Any, d: Array, g: Array, *, damping: Any) -> tuple[Any, Array]:
         """Fold ``d`` in, then precondition ``g`` with the new state, in one fused step where the method has one.
@@ -188,7 +188,7 @@ class Approximation:
         tuple
             ``(new_state, y)``, ``y`` the preconditioned ``g`` in ``g``'s dtype.
         """
-        raise NotImplementedError
+        ...
 
     def precondition(self, state: Any, g: Array, *, damping: Any) -> Array:
         """Apply the inverse of the damped curvature to ``g``.
@@ -207,7 +207,7 @@ class Approximation:
         array
             ``G̃⁻¹ g``, shaped like ``g``.
         """
-        raise NotImplementedError
+        ...
 
     def operator(self, state: Any, *, damping: Any) -> Any:
         """Return the damped curvature as an operator object (``matvec``, ``solve``, ``dense``).
@@ -224,7 +224,7 @@ class Approximation:
         DampedLowRank or FactorProduct
             The operator, sharing the state's arrays.
         """
-        raise NotImplementedError
+        ...
 
     def fold(self, xp: ArrayNamespace, state: Any, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False) -> Any:
         """Unchecked :meth:`update` (the engine): ``d`` must already be in the state's dtype and layout.
@@ -247,7 +247,7 @@ class Approximation:
         NamedTuple
             The new state.
         """
-        raise NotImplementedError
+        ...
 
     def fold_precondition(
         self,
@@ -282,7 +282,7 @@ class Approximation:
         tuple
             ``(new_state, y)``.
         """
-        raise NotImplementedError
+        ...
 
     def solve(self, xp: ArrayNamespace, state: Any, g: Array, *, damping: Any, reduce: Reduction = LOCAL) -> Array:
         """Unchecked :meth:`precondition` (the engine).
@@ -305,7 +305,7 @@ class Approximation:
         array
             ``G̃⁻¹ g``.
         """
-        raise NotImplementedError
+        ...
 
 
 def _inherit_docstrings(cls: type) -> type:
