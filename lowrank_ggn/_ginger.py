@@ -24,6 +24,9 @@ from lowrank_ggn._core.checks import (
     check_dim_rank,
     check_ginger_state,
     check_like,
+    nan_if,
+    reject_if,
+    traced_out_of_range,
 )
 from lowrank_ggn._core.operator import as_scalar, dense
 from lowrank_ggn._core.options import check_bool, resolve_reorthonormalize_every
@@ -225,6 +228,7 @@ def ginger_update(
         raise ValueError(msg)
     every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     check_bool(donate, "donate")
+    d = reject_if(xp, traced_out_of_range(xp, basis, decay=decay, damping=damping, squared=True), d)
     if method == "sherman-morrison":
         return core.update_sherman_morrison(
             xp, state, d, decay=decay, damping=damping, reorthonormalize_every=every, donate=donate
@@ -291,6 +295,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     dim = state.basis.shape[0]
     check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)), promote=True)
     check_damping(damping, like=state.basis)
+    damping = nan_if(xp, traced_out_of_range(xp, state.basis, damping=damping), damping, state.basis)
     return cast_like(xp, core.precondition(xp, state, cast_like(xp, g, state.basis), damping=damping), g)
 
 
@@ -372,6 +377,9 @@ def ginger_update_precondition(
     check_damping(damping, like=basis)
     every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     check_bool(donate, "donate")
+    bad_damping = traced_out_of_range(xp, basis, damping=damping)
+    d = reject_if(xp, traced_out_of_range(xp, basis, decay=decay), reject_if(xp, bad_damping, d))
+    damping = nan_if(xp, bad_damping, damping, basis)
     new, y = core.update_precondition(
         xp, state, d, g, decay=decay, damping=damping, reorthonormalize_every=every, donate=donate
     )
