@@ -209,7 +209,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     state : QNGState
         The current window of factors.
     d : array, shape (dim,)
-        Curvature vector (Eq 8), in the state's dtype or float16/bfloat16
+        Curvature vector (Eq 8), in the state's dtype or a lower precision
         (promoted exactly).
     decay : float or 0-d array
         α ∈ (0, 1).
@@ -254,7 +254,7 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     state : QNGState
         The window of factors.
     g : array, shape (dim,) or (dim, k)
-        Gradient(s), one per column, in the state's dtype, or float16/bfloat16
+        Gradient(s), one per column, in the state's dtype, or a lower precision
         (promoted exactly; the result is rounded back once).
 
     Returns
