@@ -24,6 +24,9 @@ from lowrank_ggn._core.checks import (
     check_dim_rank,
     check_ginger_state,
     check_like,
+    nan_if,
+    reject_if,
+    traced_out_of_range,
 )
 from lowrank_ggn._core.operator import as_scalar, dense
 from lowrank_ggn._core.options import check_bool, resolve_reorthonormalize_every
@@ -63,7 +66,10 @@ class GingerState(NamedTuple):
 
     ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
     step: Array
-    """0-d int32: number of accepted updates."""
+    """0-d int32: number of accepted updates.
+
+    Saturates instead of wrapping: at 2³¹ − 1 it steps back by the
+    re-orthonormalisation period (1 without one), so the period keeps running."""
     num_nonfinite: Array
     """0-d int32: number of updates rejected as non-finite.
 
@@ -167,8 +173,8 @@ def ginger_update(
     d : array, shape (dim,)
         Curvature vector ``d_t``: the sampled-label gradient of Eq 8 (the
         plain gradient gives the empirical Fisher). Same namespace, dtype and
-        device as the state; float16/bfloat16 is also accepted and promoted
-        exactly to the state's dtype.
+        device as the state; a lower precision (float16, bfloat16, float32
+        into float64) is also accepted and promoted exactly to the state's dtype.
     decay : float or 0-d array
         α ∈ (0, 1).
     damping : float or 0-d array, optional
@@ -193,7 +199,8 @@ def ginger_update(
     GingerState
         The updated state. If ``d`` (or the result) is not finite, the state
         is returned unchanged except ``num_nonfinite``, which is incremented;
-        this also holds under ``jax.jit``.
+        this also holds under ``jax.jit``, where a traced ``decay`` or
+        ``damping`` out of its range (see Raises) is rejected the same way.
 
     Raises
     ------
@@ -225,6 +232,7 @@ def ginger_update(
         raise ValueError(msg)
     every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     check_bool(donate, "donate")
+    d = reject_if(xp, traced_out_of_range(xp, basis, decay=decay, damping=damping, squared=True), d)
     if method == "sherman-morrison":
         return core.update_sherman_morrison(
             xp, state, d, decay=decay, damping=damping, reorthonormalize_every=every, donate=donate
@@ -267,7 +275,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     state : GingerState
         The curvature ``U diag(σ) Uᵀ``.
     g : array, shape (dim,) or (dim, k)
-        Gradient(s), one per column: the state's dtype, or float16/bfloat16
+        Gradient(s), one per column: the state's dtype, or a lower precision
         (promoted to it exactly; the result is rounded back once).
     damping : float or 0-d array
         γ > 0. It can change at every call (damping schedules,
@@ -291,6 +299,7 @@ def ginger_precondition(state: GingerState, g: Array, *, damping: Any) -> Array:
     dim = state.basis.shape[0]
     check_like(g, "g", state.basis, shapes=((dim,), (dim, -1)), promote=True)
     check_damping(damping, like=state.basis)
+    damping = nan_if(xp, traced_out_of_range(xp, state.basis, damping=damping), damping, state.basis)
     return cast_like(xp, core.precondition(xp, state, cast_like(xp, g, state.basis), damping=damping), g)
 
 
@@ -372,6 +381,9 @@ def ginger_update_precondition(
     check_damping(damping, like=basis)
     every = resolve_reorthonormalize_every(xp, basis.dtype, reorthonormalize_every)
     check_bool(donate, "donate")
+    bad_damping = traced_out_of_range(xp, basis, damping=damping)
+    d = reject_if(xp, traced_out_of_range(xp, basis, decay=decay), reject_if(xp, bad_damping, d))
+    damping = nan_if(xp, bad_damping, damping, basis)
     new, y = core.update_precondition(
         xp, state, d, g, decay=decay, damping=damping, reorthonormalize_every=every, donate=donate
     )

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._core import operator as core
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
-from lowrank_ggn._core.checks import cast_like, check_damping, check_like, check_lowrank
+from lowrank_ggn._core.checks import cast_like, check_damping, check_like, check_lowrank, nan_if, traced_out_of_range
 from lowrank_ggn.backends import array_namespace, is_array
 
 __all__ = ["DampedLowRank", "damped_dense", "damped_matvec", "damped_solve", "kappa_from_sigma", "sigma_from_kappa"]
@@ -127,6 +127,7 @@ def damped_solve(basis: Array, eigvals: Array, g: Array, *, damping: Any) -> Arr
     xp = check_lowrank(basis, eigvals)
     _check_rhs(g, "g", basis)
     check_damping(damping, like=basis)
+    damping = nan_if(xp, traced_out_of_range(xp, basis, damping=damping), damping, basis)
     return cast_like(xp, core.solve(xp, basis, eigvals, cast_like(xp, g, basis), core.as_scalar(xp, damping, basis)), g)
 
 
@@ -160,6 +161,7 @@ def damped_matvec(basis: Array, eigvals: Array, v: Array, *, damping: Any) -> Ar
     xp = check_lowrank(basis, eigvals)
     _check_rhs(v, "v", basis)
     check_damping(damping, like=basis)
+    damping = nan_if(xp, traced_out_of_range(xp, basis, damping=damping), damping, basis)
     gamma = core.as_scalar(xp, damping, basis)
     return cast_like(xp, core.matvec(xp, basis, eigvals, cast_like(xp, v, basis), gamma), v)
 

@@ -46,18 +46,22 @@ from typing import Any, NamedTuple
 from lowrank_ggn._core import product as core
 from lowrank_ggn._core.aliases import Array, Device, DType
 from lowrank_ggn._core.checks import (
+    cast_like,
     check_damping,
     check_decay,
     check_dim_rank,
     check_ginger_state,
     check_like,
     check_product_state,
+    nan_if,
+    reject_if,
+    traced_out_of_range,
 )
 from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn._core.options import check_bool
 from lowrank_ggn._ginger import GingerState
 from lowrank_ggn._operator import damped_dense
-from lowrank_ggn.backends import canonical_float_dtype, device_of, resolve_namespace
+from lowrank_ggn.backends import canonical_float_dtype, device_of, floating_point_errors_ignored, resolve_namespace
 
 __all__ = [
     "GingerProductState",
@@ -251,9 +255,10 @@ def ginger_product_dense(state: GingerProductState, *, damping: Any = 0.0) -> Ar
 
 def _check_vector(state: GingerProductState, v: Any, name: str, *, batch: bool = False) -> None:
     dim = state.columns.shape[1]
-    check_like(v, name, state.columns, shapes=((dim,), (dim, -1)) if batch else ((dim,),))
+    check_like(v, name, state.columns, shapes=((dim,), (dim, -1)) if batch else ((dim,),), promote=True)
 
 
+@floating_point_errors_ignored()
 def ginger_product_update(
     state: GingerProductState, d: Array, *, decay: Any, donate: bool = False
 ) -> GingerProductState:
@@ -291,11 +296,13 @@ def ginger_product_update(
     """
     xp = check_product_state(state)
     _check_vector(state, d, "d")
-    check_decay(decay)
+    check_decay(decay, like=state.columns)
     check_bool(donate, "donate")
+    d = reject_if(xp, traced_out_of_range(xp, state.columns, decay=decay), cast_like(xp, d, state.columns))
     return core.update(xp, state, d, decay=decay, donate=donate)
 
 
+@floating_point_errors_ignored()
 def ginger_product_update_precondition(
     state: GingerProductState,
     d: Array,
@@ -342,10 +349,19 @@ def ginger_product_update_precondition(
     xp = check_product_state(state)
     _check_vector(state, d, "d")
     _check_vector(state, g, "g")
-    check_decay(decay)
-    check_damping(damping)
+    check_decay(decay, like=state.columns)
+    check_damping(damping, like=state.columns)
     check_bool(donate, "donate")
-    return core.update_precondition(xp, state, d, g, decay=decay, damping=damping, donate=donate)
+    columns = state.columns
+    bad_damping = traced_out_of_range(xp, columns, damping=damping)
+    d = reject_if(
+        xp, bad_damping, reject_if(xp, traced_out_of_range(xp, columns, decay=decay), cast_like(xp, d, columns))
+    )
+    damping = nan_if(xp, bad_damping, damping, columns)
+    new, y = core.update_precondition(
+        xp, state, d, cast_like(xp, g, columns), decay=decay, damping=damping, donate=donate
+    )
+    return new, cast_like(xp, y, g)
 
 
 def ginger_product_precondition(state: GingerProductState, g: Array, *, damping: Any) -> Array:
@@ -370,9 +386,10 @@ def ginger_product_precondition(state: GingerProductState, g: Array, *, damping:
     """
     xp = check_product_state(state)
     _check_vector(state, g, "g", batch=True)
-    check_damping(damping)
-    y = core.precondition(xp, state, g, as_scalar(xp, damping, state.columns))
-    return y
+    check_damping(damping, like=state.columns)
+    damping = nan_if(xp, traced_out_of_range(xp, state.columns, damping=damping), damping, state.columns)
+    y = core.precondition(xp, state, cast_like(xp, g, state.columns), as_scalar(xp, damping, state.columns))
+    return cast_like(xp, y, g)
 
 
 def ginger_product_compress(state: GingerProductState, *, donate: bool = False) -> GingerProductState:

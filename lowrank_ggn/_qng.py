@@ -28,7 +28,15 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._core import qng as core
 from lowrank_ggn._core.aliases import Array, Device, DType
-from lowrank_ggn._core.checks import cast_like, check_decay, check_dim_rank, check_like, check_qng_state
+from lowrank_ggn._core.checks import (
+    cast_like,
+    check_decay,
+    check_dim_rank,
+    check_like,
+    check_qng_state,
+    reject_if,
+    traced_out_of_range,
+)
 from lowrank_ggn.backends import (
     canonical_float_dtype,
     device_of,
@@ -201,7 +209,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     state : QNGState
         The current window of factors.
     d : array, shape (dim,)
-        Curvature vector (Eq 8), in the state's dtype or float16/bfloat16
+        Curvature vector (Eq 8), in the state's dtype or a lower precision
         (promoted exactly).
     decay : float or 0-d array
         α ∈ (0, 1).
@@ -231,6 +239,7 @@ def qng_update(state: QNGState, d: Array, *, decay: Any) -> QNGState:
     d = cast_like(xp, d, factors)
     check_decay(decay, like=factors)
     core.check_decay_range(xp, decay, factors)
+    d = reject_if(xp, traced_out_of_range(xp, factors, decay=decay), d)
     return core.update(xp, state, d, decay=decay)
 
 
@@ -245,7 +254,7 @@ def qng_precondition(state: QNGState, g: Array) -> Array:
     state : QNGState
         The window of factors.
     g : array, shape (dim,) or (dim, k)
-        Gradient(s), one per column, in the state's dtype, or float16/bfloat16
+        Gradient(s), one per column, in the state's dtype, or a lower precision
         (promoted exactly; the result is rounded back once).
 
     Returns

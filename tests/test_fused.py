@@ -209,16 +209,22 @@ def test_rejected_update_is_bit_exact(xp, bad, dim):
 @settings(max_examples=6)
 @given(seed=seeds, rank=st.integers(1, 6), k=st.integers(1, 3), big=st.booleans())
 def test_kernels_against_dense(xp, seed, rank, k, big):
-    """``project``, ``residual`` and ``rotate`` (generic and blocked) against float64 matrix products."""
+    """``project``, ``residual`` and ``rotate`` (generic and blocked) against float64 matrix products.
+
+    ``big``: several blocks of the blocked NumPy/PyTorch paths (a float32 block
+    has ``2**21 // ((rank + 2) * 4)`` rows at most), so that a partial sum
+    overwritten by each block instead of accumulated is caught.
+    """
     rng = np.random.default_rng(seed)
-    dim = 70_000 // rank + 11 if big else 50
+    dim = 3 * (2**21 // ((rank + 2) * 4)) + 11 if big else 50
     u = rng.standard_normal((dim, rank))
     vecs = rng.standard_normal((k, dim))
     rot = rng.standard_normal((rank, rank))
     b, a = rng.standard_normal(rank), rng.standard_normal(rank)
-    U, R, B, A = (xp.asarray(x) for x in (u, rot, b, a))
+    a2, beta = rng.standard_normal((rank, 2)), rng.standard_normal(2)
+    U, R, B, A, A2, BETA = (xp.asarray(x) for x in (u, rot, b, a, a2, beta))
     V = [xp.asarray(v) for v in vecs]
-    u, rot, b, a = (xp.to_numpy(x) for x in (U, R, B, A))
+    u, rot, b, a, a2, beta = (xp.to_numpy(x) for x in (U, R, B, A, A2, BETA))
     vecs = np.array([xp.to_numpy(v) for v in V])
     coef, dots = project(xp.ns, U, V)
     scale = np.abs(u).max() * np.abs(vecs).max() * dim
@@ -237,9 +243,10 @@ def test_kernels_against_dense(xp, seed, rank, k, big):
             np.testing.assert_allclose(xp.to_numpy(back), u.T @ p_ref, atol=xp.tol(10) * pscale)
             other = p_ref if w is None else vecs[-1]
             np.testing.assert_allclose(xp.to_numpy(pdots), [p_ref @ p_ref, p_ref @ other], atol=xp.tol(10) * pscale)
-    new, y = rotate(xp.ns, U, R, V[0], B, query=(A, 0.5, V[-1], 2.0))
+    new, y = rotate(xp.ns, U, R, V[0], B, query=(A2, BETA, V[-1], 2.0))
     np.testing.assert_allclose(xp.to_numpy(new), u @ rot + np.outer(vecs[0], b), atol=xp.tol(20) * rank * 10)
-    np.testing.assert_allclose(xp.to_numpy(y), u @ a + 0.5 * vecs[0] + 2.0 * vecs[-1], atol=xp.tol(20) * rank * 10)
+    y_ref = 2.0 * (vecs[-1] + u @ a2[:, 0] + beta[0] * vecs[0]) + u @ a2[:, 1] + beta[1] * vecs[0]
+    np.testing.assert_allclose(xp.to_numpy(y), y_ref, atol=xp.tol(20) * rank * 10)
     if can_overwrite(xp.ns, new):
         expected = xp.to_numpy(new) @ rot + np.outer(vecs[0], b)
         same, _ = rotate(xp.ns, new, R, V[0], B, out=new)
@@ -275,8 +282,10 @@ def test_fused_validation():
         lg.ginger_update_precondition(state, d, d, decay=1.0, damping=1.0)
     with pytest.raises(ValueError, match="g must have shape"):
         lg.ginger_update_precondition(state, d, np.ones((10, 2)), decay=0.9, damping=1.0)
-    with pytest.raises(TypeError, match="g has dtype"):
-        lg.ginger_update_precondition(state, d, np.ones(10, np.float32), decay=0.9, damping=1.0)
+    with pytest.raises(TypeError, match="g has dtype"):  # a higher precision than the state's is refused
+        lg.ginger_update_precondition(
+            lg.ginger_init(10, 3, dtype=np.float32), np.ones(10, np.float32), np.ones(10), decay=0.9, damping=1.0
+        )
     with pytest.raises(TypeError, match="donate"):
         lg.ginger_update(state, d, decay=0.9, donate=1)
 

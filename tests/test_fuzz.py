@@ -77,7 +77,9 @@ def _as(xp, x, dtype_kind):
     complex_dtype = np.complex64 if xp.name == "array_api_strict" and xp.dtype_name == "float32" else np.complex128
     with np.errstate(over="ignore", invalid="ignore"):  # casting huge or non-finite test data is intended
         converted = _convert(xp, x, dtype_kind, other, complex_dtype)
-    return converted, None if dtype_kind == "same" else TypeError
+    # A lower precision than the state's (float32 into float64) is promoted exactly; a higher one is refused.
+    promoted = dtype_kind in {"other-float", "half"} and xp.dtype_name == "float64"
+    return converted, None if dtype_kind == "same" or promoted else TypeError
 
 
 def _convert(xp, x, dtype_kind, other, complex_dtype):

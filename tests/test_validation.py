@@ -113,8 +113,11 @@ def test_wrong_shapes(xp, state, qstate, shape):
 
 
 def test_integer_complex_and_mixed_dtypes(xp, state, qstate):
-    other = "float32" if xp.dtype_name == "float64" else "float64"
-    cases = [np.arange(6), np.ones(6, dtype=other), np.ones(6, dtype=np.complex128)]
+    # A lower precision than the state's is promoted exactly (float32 into float64); a higher one is refused.
+    cases = [np.arange(6), np.ones(6, dtype=np.complex128)]
+    if xp.dtype_name == "float32":
+        cases.append(np.ones(6, dtype="float64"))
+    product = lg.ginger_product_from_state(state)
     for value in cases:
         arr = xp.asarray(value, dtype=value.dtype)
         with pytest.raises(TypeError, match="d "):
@@ -123,6 +126,25 @@ def test_integer_complex_and_mixed_dtypes(xp, state, qstate):
             lg.qng_update(qstate, arr, decay=0.9)
         with pytest.raises(TypeError, match="g "):
             lg.ginger_precondition(state, arr, damping=1.0)
+        with pytest.raises(TypeError, match="d "):
+            lg.ginger_product_update(product, arr, decay=0.9)
+        with pytest.raises(TypeError, match="g "):
+            lg.ginger_product_precondition(product, arr, damping=1.0)
+
+
+def test_product_form_decay_and_damping_in_the_state_dtype(xp, state):
+    """The product form refuses what the direct form refuses: values that round to 0, 1 or inf in the dtype."""
+    product = lg.ginger_product_from_state(state)
+    d = xp.asarray(np.ones(6))
+    tiny = 1e-40 if xp.dtype_name == "float32" else 1e-310
+    for fn in (lg.ginger_update, lg.ginger_product_update):
+        target = state if fn is lg.ginger_update else product
+        with pytest.raises(ValueError, match="decay"):
+            fn(target, d, decay=1 - 1e-9 if xp.dtype_name == "float32" else 1.0)
+    with pytest.raises(ValueError, match="damping"):
+        lg.ginger_product_precondition(product, d, damping=tiny)
+    with pytest.raises(ValueError, match="damping"):
+        lg.ginger_product_update_precondition(product, d, d, decay=0.9, damping=tiny)
 
 
 def test_arrays_from_another_namespace(xp, state):

@@ -36,11 +36,15 @@ __all__ = [
     "check_ginger_state",
     "check_like",
     "check_lowrank",
+    "check_plain",
     "check_product_state",
     "check_qng_state",
     "check_scalar",
     "concrete_float",
     "has_fields",
+    "nan_if",
+    "reject_if",
+    "traced_out_of_range",
 ]
 
 
@@ -150,6 +154,43 @@ def check_damping(damping: Any, name: str = "damping", *, like: Array | None = N
             raise ValueError(msg)
 
 
+def traced_out_of_range(
+    xp: ArrayNamespace, like: Array, *, decay: Any = None, damping: Any = None, squared: bool = False
+) -> Array | None:
+    """Under a JAX transformation: a 0-d bool, True when a traced ``decay`` or ``damping`` is out of range.
+
+    The ranges are those of :func:`check_decay` and :func:`check_damping`
+    (after rounding to the dtype of ``like``; NaN and ±inf are out of range).
+    Concrete values are not looked at (their checks raise instead); ``None``
+    when no given value is traced. The callers turn a True into a rejected
+    update (counted in ``num_nonfinite``) or a NaN query.
+    """
+    info = xp.finfo(like.dtype)
+    bad = None
+    if decay is not None and is_traced(decay):
+        a = xp.astype(xp.asarray(decay), like.dtype)
+        bad = ~((a >= info.smallest_normal) & (a < 1))
+    if damping is not None and is_traced(damping):
+        power = 0.5 if squared else 1.0
+        low, high = float(info.smallest_normal) ** power, float(info.max) ** power
+        g = xp.astype(xp.asarray(damping), like.dtype)
+        out = ~((g >= low) & (g <= high))
+        bad = out if bad is None else bad | out
+    return bad
+
+
+def reject_if(xp: ArrayNamespace, bad: Array | None, d: Array) -> Array:
+    """``d``, or NaN everywhere when the 0-d ``bad`` is True: the update then rejects it and counts it."""
+    return d if bad is None else xp.where(bad, xp.full_like(d, xp.nan), d)
+
+
+def nan_if(xp: ArrayNamespace, bad: Array | None, damping: Any, like: Array) -> Any:
+    """``damping``, or NaN when the 0-d ``bad`` is True (the query is then NaN)."""
+    if bad is None:
+        return damping
+    return xp.where(bad, xp.asarray(xp.nan, dtype=like.dtype), xp.asarray(damping, dtype=like.dtype))
+
+
 def check_dim_rank(dim: Any, rank: Any) -> tuple[int, int]:
     """Check 1 ≤ ``rank`` < ``dim`` (both Python integers) and return them.
 
@@ -174,6 +215,26 @@ def check_dim_rank(dim: Any, rank: Any) -> tuple[int, int]:
     return dim, rank
 
 
+def check_plain(x: Any, name: str) -> None:
+    """Refuse arrays whose storage the kernels cannot read as a plain dense array.
+
+    NumPy masked arrays (their mask would be ignored by some operations and
+    not others) and sparse or otherwise non-strided PyTorch tensors.
+
+    Raises
+    ------
+    TypeError
+        Naming the argument and saying how to convert it.
+    """
+    if type(x).__module__.startswith("numpy.ma"):
+        msg = f"{name} is a NumPy masked array; pass a plain array (np.ma.filled(x, value) or x.data)"
+        raise TypeError(msg)
+    layout = getattr(x, "layout", None)
+    if layout is not None and type(x).__module__.startswith("torch") and str(layout) != "torch.strided":
+        msg = f"{name} is a {str(layout).removeprefix('torch.')} PyTorch tensor; pass a dense one (x.to_dense())"
+        raise TypeError(msg)
+
+
 def check_like(
     x: Any,
     name: str,
@@ -184,10 +245,13 @@ def check_like(
 ) -> ArrayNamespace:
     """Check that ``x`` is an array compatible with ``like``.
 
-    Compatible means: same namespace, same dtype, same device, and a shape
-    among ``shapes`` (``-1`` matches any length). With ``promote=True`` a
-    float16 or bfloat16 ``x`` is also accepted (the caller promotes it with
-    :func:`cast_like`).
+    Compatible means: a plain dense array (see :func:`check_plain`), same
+    namespace, same dtype, same device, and a shape among ``shapes`` (``-1``
+    matches any length). With ``promote=True`` a real floating ``x`` of lower
+    precision than ``like`` is also accepted — float16 or bfloat16 into a
+    float32 or float64 state, float32 into float64 —, because the caller
+    promotes it exactly with :func:`cast_like`; a higher precision (float64
+    into float32) would be rounded and is refused.
 
     Returns
     -------
@@ -205,6 +269,7 @@ def check_like(
     if not is_array(x):
         msg = f"{name} must be an array, got {type(x).__name__}"
         raise TypeError(msg)
+    check_plain(x, name)
     try:
         xp = array_namespace(x, like)
     except TypeError as err:
@@ -216,8 +281,9 @@ def check_like(
     if not is_real_floating(xp, x.dtype):
         msg = f"{name} must have a real floating dtype, got {x.dtype}"
         raise TypeError(msg)
-    if x.dtype != like.dtype and not (promote and is_low_precision_float(xp, x.dtype)):
-        msg = f"{name} has dtype {x.dtype} but the state has dtype {like.dtype}; cast it first"
+    if x.dtype != like.dtype and not (promote and _promotes_exactly(xp, x.dtype, like.dtype)):
+        hint = "cast it first" if promote else "cast it first (this argument is not promoted)"
+        msg = f"{name} has dtype {x.dtype} but the state has dtype {like.dtype}; {hint}"
         raise TypeError(msg)
     shape = tuple(x.shape)
     if not any(_shape_matches(shape, s) for s in shapes):
@@ -230,6 +296,13 @@ def check_like(
     return xp
 
 
+def _promotes_exactly(xp: ArrayNamespace, dtype: Any, target: Any) -> bool:
+    """Whether every value of the real floating ``dtype`` is exactly representable in ``target``."""
+    if is_low_precision_float(xp, dtype):
+        return True
+    return int(xp.finfo(dtype).bits) < int(xp.finfo(target).bits)
+
+
 def _shape_matches(shape: tuple[int, ...], pattern: tuple[int, ...]) -> bool:
     return len(shape) == len(pattern) and all(p < 0 or p == n for n, p in zip(shape, pattern, strict=True))
 
@@ -237,8 +310,8 @@ def _shape_matches(shape: tuple[int, ...], pattern: tuple[int, ...]) -> bool:
 def cast_like(xp: ArrayNamespace, x: Array, like: Array) -> Array:
     """Return ``x`` in the dtype of ``like`` (a no-op when they already agree).
 
-    Used for float16/bfloat16 vectors accepted by ``check_like(..., promote=True)``:
-    the conversion to float32/float64 is exact.
+    Used for the lower-precision vectors accepted by ``check_like(..., promote=True)``:
+    the conversion is exact.
     """
     return x if x.dtype == like.dtype else xp.astype(x, like.dtype)
 
@@ -248,6 +321,7 @@ def check_lowrank(basis: Array, eigvals: Array) -> ArrayNamespace:
     if not is_array(basis):
         msg = f"basis must be an array, got {type(basis).__name__}"
         raise TypeError(msg)
+    check_plain(basis, "basis")
     if basis.ndim != 2:
         msg = f"basis must be a 2-d array (dim, rank), got shape {tuple(basis.shape)}"
         raise ValueError(msg)
@@ -271,6 +345,7 @@ def _floating_2d(x: Any, name: str, layout: str) -> ArrayNamespace:
     if not is_array(x) or x.ndim != 2:
         msg = f"{name} must be a 2-d array ({layout})"
         raise TypeError(msg)
+    check_plain(x, name)
     xp = array_namespace(x)
     if not xp.isdtype(x.dtype, "real floating"):
         msg = f"{name} must have a real floating dtype, got {x.dtype}"

@@ -13,7 +13,7 @@ One update is two passes over ``U``:
    which Brand's update is planned on (τ+1)×(τ+1) arrays
    (:func:`lowrank_ggn._core.brand.plan`);
 2. one read and one write for ``U' = U·R + v ⊗ b``, which also evaluates the
-   query of the new state ``y = g/γ + U'z = g/γ + U(Rz) + v(bᵀz)`` when a
+   query of the new state ``y = (g − U'c')/γ + U'w`` (``U'x = U(Rx) + v(bᵀx)``) when a
    gradient is given (:func:`update_precondition`).
 
 A rejected update (non-finite ``d`` or result) rotates by the identity, which
@@ -49,6 +49,7 @@ __all__ = [
     "maybe_reorthonormalize",
     "precondition",
     "reorthonormalize",
+    "saturating_increment",
     "update",
     "update_precondition",
     "update_sherman_morrison",
@@ -107,6 +108,7 @@ def _finish(
     alpha: Array,
     query: tuple[Array, Array, Array, Array] | None,
     donate: bool,
+    period: int | None,
 ) -> tuple[Any, Array | None]:
     """Pass 2: rotate the basis (and evaluate the query), and assemble the new state."""
     basis = state.basis
@@ -117,10 +119,25 @@ def _finish(
         basis=new_basis,
         eigvals=xp.where(ok, eigvals, state.eigvals),
         discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+        step=saturating_increment(xp, state.step, ok, period=period),
+        num_nonfinite=saturating_increment(xp, state.num_nonfinite, ~ok),
     )
     return new, y
+
+
+def saturating_increment(xp: ArrayNamespace, counter: Array, inc: Array, *, period: int | None = None) -> Array:
+    """``counter + inc`` (``inc`` a 0-d bool) that never wraps past the largest value of its integer dtype.
+
+    At the top the counter saturates: it stays there, or with ``period`` it
+    steps back to ``top − period + 1`` so that ``counter % period`` keeps
+    cycling through every residue (a schedule driven by the counter keeps its
+    period forever, within ``period`` of the top).
+    """
+    top = xp.iinfo(counter.dtype).max
+    at_top = counter >= top
+    bumped = counter + xp.astype(inc & ~at_top, counter.dtype)
+    back = xp.full_like(counter, top - (period or 1) + 1)
+    return xp.where(inc & at_top, back, bumped)
 
 
 def _accepted(xp: ArrayNamespace, finite: Array, eigvals: Array, dropped: Array) -> Array:
@@ -148,7 +165,16 @@ def update(
     _, brand = _plan(xp, state, term, None, reduce)
     ok = _accepted(xp, term.finite, brand.eigvals, brand.discarded)
     new, _ = _finish(
-        xp, state, brand, eigvals=brand.eigvals, dropped=brand.discarded, ok=ok, alpha=alpha, query=None, donate=donate
+        xp,
+        state,
+        brand,
+        eigvals=brand.eigvals,
+        dropped=brand.discarded,
+        ok=ok,
+        alpha=alpha,
+        query=None,
+        donate=donate,
+        period=reorthonormalize_every,
     )
     return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce)
 
@@ -168,7 +194,7 @@ def update_precondition(
     r"""Update with ``d``, then ``y = (γI + U'diag(σ')U'ᵀ)⁻¹ g`` of the new state, in the same two passes.
 
     ``U'ᵀg = Rᵀ(Uᵀg) + b(vecᵀg)`` needs no further pass, and the query
-    ``g/γ + U'z`` is written by the rotation pass. A step that
+    ``(g − U'c')/γ + U'(c'/(γ+σ'))`` is written by the rotation pass. A step that
     re-orthonormalises returns the query of the state before
     re-orthonormalisation (the same matrix). ``g`` has shape (dim,).
     """
@@ -182,10 +208,20 @@ def update_precondition(
     eigvals = xp.where(ok, brand.eigvals, state.eigvals)
     vec_dot = xp.where(ok, brand.vec_dot, xp.zeros_like(brand.vec_dot))
     c_new = rot.T @ coef[:, 1] + vrot * vec_dot
-    z = -(c_new / gamma) * (eigvals / (gamma + eigvals))
-    query = (rot @ z, xp.sum(vrot * z), g, 1 / gamma)
+    # The split form (g − U'c')/γ + U'(c'/(γ+σ')) of _core.operator.solve, through U' = U·rot + vec ⊗ vrot.
+    coef = xp.stack([-c_new, c_new / (gamma + eigvals)], axis=1)
+    query = (rot @ coef, vrot @ coef, g, 1 / gamma)
     new, y = _finish(
-        xp, state, brand, eigvals=brand.eigvals, dropped=brand.discarded, ok=ok, alpha=alpha, query=query, donate=donate
+        xp,
+        state,
+        brand,
+        eigvals=brand.eigvals,
+        dropped=brand.discarded,
+        ok=ok,
+        alpha=alpha,
+        query=query,
+        donate=donate,
+        period=reorthonormalize_every,
     )
     return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce), y
 
@@ -219,7 +255,18 @@ def update_sherman_morrison(
     eigvals = sigma_from_kappa(xp, brand.eigvals, gamma)
     dropped = sigma_from_kappa(xp, brand.discarded, gamma)
     ok = _accepted(xp, finite, eigvals, dropped)
-    new, _ = _finish(xp, state, brand, eigvals=eigvals, dropped=dropped, ok=ok, alpha=alpha, query=None, donate=donate)
+    new, _ = _finish(
+        xp,
+        state,
+        brand,
+        eigvals=eigvals,
+        dropped=dropped,
+        ok=ok,
+        alpha=alpha,
+        query=None,
+        donate=donate,
+        period=reorthonormalize_every,
+    )
     return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, LOCAL)
 
 

@@ -8,7 +8,7 @@ Three primitives, each reading the ``dim × n`` basis ``U`` once:
   with its own projection ``Uᵀp̃`` and ``[p̃ᵀp̃, p̃ᵀw]``: both passes of
   classical Gram–Schmidt twice (CGS2) in one read, the second one implicit;
 * :func:`rotate` — ``U·R + v ⊗ b`` (a rotation of the basis plus a rank-one
-  term) and, optionally, a query column ``U·a + β v + η g``.
+  term) and, optionally, a query column ``η(g + U·a₀ + β₀ v) + U·a₁ + β₁ v``.
 
 The generic path is plain array-API code (JAX fuses it under ``jax.jit``).
 NumPy and PyTorch on the CPU get a blocked path instead: the rows are processed
@@ -76,6 +76,24 @@ def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
     return None
 
 
+def _kind(xp: ArrayNamespace, basis: Array, *others: object) -> str | None:
+    """:func:`_blocked`, except that PyTorch inputs that require gradients take the generic path.
+
+    The blocked PyTorch path writes into preallocated buffers (``out=``), which
+    autograd does not support; the generic path is differentiable at every size.
+    """
+    kind = _blocked(xp, basis)
+    if kind == "torch" and any(_requires_grad(x) for x in others):
+        return None
+    return kind
+
+
+def _requires_grad(x: object) -> bool:
+    if isinstance(x, (tuple, list)):
+        return any(_requires_grad(y) for y in x)
+    return bool(getattr(x, "requires_grad", False))
+
+
 def _one_jax_device() -> bool:
     """Whether JAX sees a single device.
 
@@ -117,7 +135,7 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
     given as ``Uᵀ`` (shape ``(n, dim)``, one column of U per row).
     """
     columns = basis.T if rows else basis
-    kind = _blocked(xp, columns)
+    kind = _kind(xp, columns, vectors)
     if kind == "numpy":
         return _project_numpy(columns, vectors)
     if kind == "torch":
@@ -164,7 +182,7 @@ def residual(
     row-split basis). ``rows=True``: ``basis`` is given as ``Uᵀ``.
     """
     columns = basis.T if rows else basis
-    kind = _blocked(xp, columns)
+    kind = _kind(xp, columns, v, coef, w)
     if kind == "numpy":
         return _residual_numpy(columns, v, coef, w)
     if kind == "torch":
@@ -191,7 +209,12 @@ def rotate(
     out: Array | None = None,
     rows: bool = False,
 ) -> tuple[Array, Array | None]:
-    r"""Return ``U·rot + vec ⊗ vrot`` and, when ``query = (a, β, g, η)`` is given, ``U·a + β·vec + η·g``.
+    r"""Return ``U·rot + vec ⊗ vrot`` and, when ``query = (a, β, g, η)`` is given, the query column.
+
+    The query column is ``η·(g + U·a[:, 0] + β[0]·vec) + U·a[:, 1] + β[1]·vec``:
+    the split form ``(g − U'c)/γ + U'(c/(γ+σ))`` of a damped solve, whose
+    two terms are each finite whenever the answer is (the form
+    ``g/γ + U'z`` overflows with ``g/γ`` although the answer is small).
 
     Parameters
     ----------
@@ -202,8 +225,8 @@ def rotate(
     vec : array, shape (dim,)
     vrot : array, shape (m,)
     query : tuple, optional
-        ``(a, beta, g, eta)`` with ``a`` of shape (n,), ``g`` of shape (dim,)
-        and 0-d ``beta``, ``eta``.
+        ``(a, beta, g, eta)`` with ``a`` of shape (n, 2), ``beta`` of shape
+        (2,), ``g`` of shape (dim,) and 0-d ``eta``.
     out : array, optional
         NumPy/PyTorch only (see :func:`can_overwrite`): where to write the
         rotated basis, shape (dim, m); may be ``basis`` itself when ``m = n``.
@@ -216,7 +239,7 @@ def rotate(
         The rotated basis (dim, m) and the query column (dim,) or None.
     """
     columns = basis.T if rows else basis
-    kind = _blocked(xp, columns)
+    kind = _kind(xp, columns, rot, vec, vrot, query)
     if kind == "numpy":
         return _rotate_numpy(columns, rot, vec, vrot, query=query, out=out)
     if kind == "torch":
@@ -242,26 +265,37 @@ def _rotate_generic(
     m = rot.shape[1]
     if rows:
         # One product (m [+1]) × n by n × dim: a single read of Uᵀ, row-major operands.
-        coef = rot.T if query is None else xp.concat([rot.T, query[0][None, :]], axis=0)
+        coef = rot.T if query is None else xp.concat([rot.T, query[0].T], axis=0)
         both = coef @ basis
         new = both[:m, ...].T + vec[:, None] * vrot[None, :]
         if query is None:
             return new, None
         _, beta, g, eta = query
-        return new, both[m, ...] + beta * vec + eta * g
+        return new, _query_column(both[m, ...], both[m + 1, ...], beta, vec=vec, g=g, eta=eta)
     new = basis @ rot + vec[:, None] * vrot[None, :]
     if query is None:
         return new, None
     a, beta, g, eta = query
-    return new, basis @ a + beta * vec + eta * g
+    ua = basis @ a
+    return new, _query_column(ua[:, 0], ua[:, 1], beta, vec=vec, g=g, eta=eta)
+
+
+def _query_column(u0: Array, u1: Array, beta: Array, *, vec: Array, g: Array, eta: Array) -> Array:
+    """``η(g + u₀ + β₀ vec) + u₁ + β₁ vec`` (``u_j = U a_j``)."""
+    return eta * (g + u0 + beta[0] * vec) + (u1 + beta[1] * vec)
 
 
 def apply(xp: ArrayNamespace, basis: Array, coef: Array, vec: Array, scale: Array, *, rows: bool = False) -> Array:
-    """Return ``U·coef + scale·vec`` (one read of ``U``; ``basis`` is ``Uᵀ`` when ``rows``)."""
+    r"""Return ``scale·(vec − U·coef[:, 0]) + U·coef[:, 1]`` for ``vec`` of shape (dim,), ``coef`` (n, 2).
+
+    One read of ``U`` (``basis`` is ``Uᵀ`` when ``rows``). This is the split
+    form of a damped solve, ``(g − Uc)/γ + U(c/(γ+σ))``: unlike
+    ``g/γ + U z``, neither term overflows when the answer is finite, however
+    small ``γ`` is.
+    """
     del xp
-    if rows:
-        return (coef @ basis if coef.ndim == 1 else (coef.T @ basis).T) + scale * vec
-    return basis @ coef + scale * vec
+    both = coef.T @ basis if rows else (basis @ coef).T  # (2, dim)
+    return scale * (vec - both[0, ...]) + both[1, ...]
 
 
 def write_row(xp: ArrayNamespace, a: Array, index: Array, row: Array, *, in_place: bool) -> Array:
@@ -399,21 +433,27 @@ def _rotate_numpy(
     y = None
     if query is not None:
         a, beta, g, eta = query
-        a = np.asarray(a, dtype=dtype)
-        beta, eta = dtype.type(beta), dtype.type(eta)
+        a_t = np.ascontiguousarray(np.asarray(a, dtype=dtype).T)  # (2, n)
+        beta0, beta1, eta = dtype.type(beta[0]), dtype.type(beta[1]), dtype.type(eta)
         y = np.empty(dim, dtype=dtype)
         piece = np.empty(step, dtype=dtype)
+        two = np.empty((2, step), dtype=dtype)
     for start in range(0, dim, step):
         stop = min(start + step, dim)
         width = stop - start
         block = basis[start:stop].T  # (n, width): read from memory once, then used from cache
         v = vec[start:stop]
         if y is not None:
+            # y = η(g + U a₀ + β₀ v) + U a₁ + β₁ v, block by block.
             yb = y[start:stop]
-            np.matmul(a, block, out=yb)
-            np.multiply(v, beta, out=piece[:width])
-            yb += piece[:width]
-            np.multiply(g[start:stop], eta, out=piece[:width])
+            ua = two[:, :width]
+            np.matmul(a_t, block, out=ua)
+            np.multiply(v, beta0, out=yb)
+            yb += ua[0]
+            yb += g[start:stop]
+            yb *= eta
+            yb += ua[1]
+            np.multiply(v, beta1, out=piece[:width])
             yb += piece[:width]
         target = work[:, :width] if work is not None else out_t[:, start:stop]
         np.matmul(rot_t, block, out=target)
@@ -490,16 +530,20 @@ def _rotate_torch(
     if query is not None:
         a, beta, g, eta = query
         y = torch.empty(dim, dtype=dtype, device=dev)
-        beta, eta = float(beta), float(eta)
+        beta0, beta1, eta = float(beta[0]), float(beta[1]), float(eta)
+        two = torch.empty((step, 2), dtype=dtype, device=dev)
     for start in range(0, dim, step):
         stop = min(start + step, dim)
         width = stop - start
         block = basis[start:stop].T  # (n, width)
         v = vec[start:stop]
         if y is not None:
+            # y = η(g + U a₀ + β₀ v) + U a₁ + β₁ v, block by block.
             yb = y[start:stop]
-            torch.mv(block.T, a, out=yb)
-            yb.add_(v, alpha=beta).add_(g[start:stop], alpha=eta)
+            ua = two[:width]
+            torch.mm(block.T, a, out=ua)
+            torch.add(ua[:, 0], g[start:stop], out=yb)
+            yb.add_(v, alpha=beta0).mul_(eta).add_(ua[:, 1]).add_(v, alpha=beta1)
         target = work[:, :width] if work is not None else out_t[:, start:stop]
         torch.mm(rot_t, block, out=target)
         target.addr_(vrot, v)
@@ -536,7 +580,8 @@ def _rotate_jax(
         if query is None:
             return new, None
         a, beta, _, eta = query
-        return new, u @ a + beta * v + eta * g
+        ua = u @ a
+        return new, eta * (g + ua[:, 0] + beta[0] * v) + (ua[:, 1] + beta[1] * v)
 
     g_all = None if query is None else query[2]
 

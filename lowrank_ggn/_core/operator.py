@@ -41,15 +41,18 @@ def sigma_from_kappa(xp: ArrayNamespace, kappa: Array, gamma: Array) -> Array:
 def solve(
     xp: ArrayNamespace, basis: Array, eigvals: Array, g: Array, gamma: Array, *, reduce: Reduction = LOCAL
 ) -> Array:
-    r"""``(γI + U diag(σ) Uᵀ)⁻¹ g`` for ``g`` of shape (dim,) or (dim, k), cancellation-free.
+    r"""``(γI + U diag(σ) Uᵀ)⁻¹ g`` for ``g`` of shape (dim,) or (dim, k), in the split form.
 
-    ``y = g/γ + U z`` with ``z = −(c/γ)·σ/(γ+σ)``, ``c = Uᵀg``: Eq 16 with the
-    coefficients combined before ``U`` is read again (two reads of ``U``).
-    Cost O(dim · rank · k).
+    ``y = (g − U c)/γ + U (c/(γ+σ))`` with ``c = Uᵀg``: the component of ``g``
+    outside the span of ``U`` divided by γ plus the one inside divided by
+    ``γ + σ`` (Eq 16 rearranged). Each term is finite whenever the answer
+    is, however small γ is (``g/γ + U z`` with ``z = −(c/γ)·σ/(γ+σ)``
+    overflows with ``g/γ`` although the answer is small). Two reads of ``U``
+    (``Uᵀg``, then both products in one). Cost O(dim · rank · k).
     """
     if g.ndim == 1:
         c = reduce.sum(g @ basis)
-        return apply(xp, basis, -(c / gamma) * (eigvals / (gamma + eigvals)), g, 1 / gamma)
+        return apply(xp, basis, xp.stack([c, c / (gamma + eigvals)], axis=1), g, 1 / gamma)
     k = g.shape[1]
     c = reduce.sum(basis.T @ g)
     coef = xp.concat([c, c / (gamma + eigvals)[:, None]], axis=1)

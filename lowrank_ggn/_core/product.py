@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.brand import cgs2, finite_max_abs, plan, reject
+from lowrank_ggn._core.ginger import saturating_increment
 from lowrank_ggn._core.kernels import apply, can_overwrite, compress_rows, project, rotate, write_row
 from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn._core.reduction import LOCAL
@@ -30,11 +31,12 @@ def precondition(xp: ArrayNamespace, state: Any, g: Array, gamma: Array) -> Arra
     if g.ndim == 1:
         c_w, _ = project(xp, live, (g,), rows=True)
         c = coords.T @ c_w[:, 0]
-        z = -(c / gamma) * (sigma / (gamma + sigma))
-        return apply(xp, live, coords @ z, g, 1 / gamma, rows=True)
+        # The split form (g − Uc)/γ + U(c/(γ+σ)) of lowrank_ggn._core.operator.solve.
+        return apply(xp, live, coords @ xp.stack([c, c / (gamma + sigma)], axis=1), g, 1 / gamma, rows=True)
+    k = g.shape[1]
     c = coords.T @ (live @ g)
-    z = -(c / gamma) * (sigma[:, None] / (gamma + sigma[:, None]))
-    return ((coords @ z).T @ live).T + g / gamma
+    both = ((coords @ xp.concat([c, c / (gamma + sigma[:, None])], axis=1)).T @ live).T
+    return (g - both[:, :k]) / gamma + both[:, k:]
 
 
 def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any, donate: bool = False) -> Any:
@@ -142,20 +144,24 @@ def _fused_query(
     gamma: Array,
     ok: Array,
 ) -> tuple[Array, Array]:
-    r"""Coefficients ``(a, β)`` of ``y = g/γ + W a + β·vec``, the query of the new state.
+    r"""Coefficients ``(a, β)`` (two columns each) of the query of the new state, as :func:`rotate` takes them.
 
-    ``y = g/γ + U'z`` with ``U' = [W p] Q'``, ``z = −σ'c'/(γ(γ+σ'))``,
-    ``c' = Q'ᵀ[Wᵀg; pᵀg]``; with ``ζ = Q'z`` and ``p = (vec − W·shift)/r`` this
-    is ``g/γ + W(ζ_W − ζ_p·shift/r) + (ζ_p/r)·vec``.
+    ``y = (g − U'c')/γ + U'w`` with ``w = c'/(γ+σ')`` (the split form of
+    :func:`lowrank_ggn._core.operator.solve`), ``U' = [W p] Q'``,
+    ``c' = Q'ᵀ[Wᵀg; pᵀg]``; with ``p = (vec − W·shift)/r``,
+    ``U'x = W(ζ_W − ζ_p·shift/r) + (ζ_p/r)·vec`` for ``ζ = Q'x``.
     """
     vec_dot = xp.where(ok, split.vec_dot, xp.zeros_like(split.vec_dot))
     p_g = (vec_dot - xp.sum(split.shift * g_w)) * inv_r
     c_new = coords.T @ (g_w + p_g * new_row)
-    z = -(c_new / gamma) * (sigma / (gamma + sigma))
-    zeta = coords @ z
-    zeta_p = xp.sum(zeta * new_row)
-    zeta_w = xp.where(in_use, zeta, xp.zeros_like(zeta))
-    return zeta_w - zeta_p * inv_r * split.shift, zeta_p * inv_r
+    a, beta = [], []
+    for x in (-c_new, c_new / (gamma + sigma)):
+        zeta = coords @ x
+        zeta_p = xp.sum(zeta * new_row)
+        zeta_w = xp.where(in_use, zeta, xp.zeros_like(zeta))
+        a.append(zeta_w - zeta_p * inv_r * split.shift)
+        beta.append(zeta_p * inv_r)
+    return xp.stack(a, axis=1), xp.stack(beta)
 
 
 def _step(
@@ -207,7 +213,7 @@ def _step(
         a, beta = _fused_query(
             xp, split, g_w, new_coords, new_sigma, inv_r=inv_r, new_row=new_row, in_use=in_use, gamma=gam, ok=ok
         )
-        query = (a[:n_live], beta, g, 1 / gam)
+        query = (a[:n_live, :], beta, g, 1 / gam)
     rot_p = -(inv_r * split.shift)[:n_live, None]
     vrot_p = xp.reshape(inv_r, (1,))
     # Both the buffer and the live rows must take the blocked path, which alone writes into `out`.
@@ -223,8 +229,8 @@ def _step(
         count=count + xp.astype(append, count.dtype),
         eigvals=new_sigma,
         discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+        step=saturating_increment(xp, state.step, ok),
+        num_nonfinite=saturating_increment(xp, state.num_nonfinite, ~ok),
     )
     # The buffer is full: compress (W ← WQ, Q ← I). Its memory is ours (a copy, or donated).
     full = new.count >= capacity

@@ -82,7 +82,10 @@ class ScaleByLowRankState(NamedTuple):
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter
-    """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules)."""
+    """0-d int32: number of ``update`` calls (drives ``update_every`` and damping schedules).
+
+    It saturates instead of wrapping: after ``2³¹ − 1`` calls it cycles through the
+    last ``update_every`` values below ``2³¹``, which keeps the period of ``update_every``."""
     blocks: tuple[Any, ...]
     """One approximation state per block, in the order of :func:`block_partition`; ``None`` for scalar blocks."""
 
@@ -167,13 +170,31 @@ def _check_blocks(blocks: Blocks) -> None:
         raise ValueError(msg)
 
 
+def _check_real_floating(tree: Any, what: str, curvature: Any = None) -> None:
+    """Refuse any leaf of ``tree`` that is not real floating, naming its path.
+
+    ``curvature``, when given, is checked as well. Integer leaves (counters,
+    indices, ...) are neither preconditioned nor cast: a block mixing them with floating leaves would round them through
+    the float state. Keep them out of the optimised pytree (or mask them with
+    ``optax.masked``).
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            msg = (
+                f"{what} leaf {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}; only real floating "
+                "leaves can be preconditioned (keep integer and complex leaves out of the optimised pytree, "
+                "e.g. with optax.masked)"
+            )
+            raise TypeError(msg)
+    if curvature is not None:
+        _check_real_floating(curvature, "curvature")
+
+
 def _block_dtype(leaves: Sequence[Any], idx: Sequence[int], state_dtype: Any) -> Any:
     if state_dtype is not None:
         return state_dtype
     dtype = jnp.result_type(*[leaves[i].dtype for i in idx])
-    if not jnp.issubdtype(dtype, jnp.floating):
-        msg = f"parameters must be floating point, got dtype {dtype}"
-        raise TypeError(msg)
     return jnp.promote_types(dtype, jnp.float32)  # float16/bfloat16 blocks keep a float32 state
 
 
@@ -321,6 +342,7 @@ def scale_by_lowrank(
         raise ValueError(msg)
 
     def init_fn(params: Any) -> ScaleByLowRankState:
+        _check_real_floating(params, "parameter")
         return ScaleByLowRankState(
             count=jnp.zeros([], jnp.int32),
             blocks=_init_blocks(params, blocks, approximation, state_dtype, placement=placement),
@@ -366,8 +388,7 @@ def scale_by_lowrank(
             _unflatten_block(y, leaves, idx, out)
             new_blocks.append(new_block)
         new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
-        count = optax.safe_int32_increment(state.count)
-        return new_updates, ScaleByLowRankState(count=count, blocks=tuple(new_blocks))
+        return new_updates, ScaleByLowRankState(count=_next_count(state.count, update_every), blocks=tuple(new_blocks))
 
     update_jit = jax.jit(update_impl)
 
@@ -375,9 +396,22 @@ def scale_by_lowrank(
         updates: Any, state: ScaleByLowRankState, params: Any = None, *, curvature: Any = None, **extra_args: Any
     ) -> tuple[Any, ScaleByLowRankState]:
         del params, extra_args
+        _check_real_floating(updates, "gradient", curvature)
         return update_jit(updates, state, curvature)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _next_count(count: jax.Array, update_every: int) -> jax.Array:
+    """``count + 1``, saturating near the int32 maximum without losing the period of ``update_every``.
+
+    At ``2³¹ − 1`` the count steps back to ``2³¹ − update_every``, so that
+    ``count % update_every`` keeps cycling and curvature updates stay due
+    every ``update_every`` steps forever (optax's ``safe_int32_increment``
+    would stop at ``2³¹ − 1``, where the update is then due always or never).
+    """
+    top = jnp.iinfo(jnp.int32).max
+    return jnp.where(count >= top, jnp.int32(top - update_every + 1), count + 1).astype(jnp.int32)
 
 
 def _block_step(
