@@ -325,7 +325,12 @@ def _programs(dim, mesh, dtype=jnp.float32):
     )
     kw = {"mesh": mesh, "axis": "x"}
     fns = {
-        "ginger_update": (lambda s, d: lgs.ginger_update(s, d, decay=DECAY, **kw), (ginger, vec)),
+        # Without re-orthonormalisation (the float32 default, "auto", re-orthonormalises every 100 updates;
+        # its Gram matrix is measured by ginger_update_reorth).
+        "ginger_update": (
+            lambda s, d: lgs.ginger_update(s, d, decay=DECAY, reorthonormalize_every=None, **kw),
+            (ginger, vec),
+        ),
         "ginger_update_reorth": (
             lambda s, d: lgs.ginger_update(s, d, decay=DECAY, reorthonormalize_every=EVERY, **kw),
             (ginger, vec),
@@ -440,7 +445,8 @@ def test_sharded_optax_under_jit_matches_one_device(kind, method):
     split_spec = P("x", None) if method == "ginger" else P(None, "x")
     laid = [_laid_out(getattr(b, field), split_spec) for b in blocks if b is not None]
     assert sorted(laid) == [False, True, True]
-    # one compiled step: only small all-reduces, whatever the parameter sizes
+    # one compiled step: only small all-reduces, whatever the parameter sizes (XLA may combine the
+    # independent all-reduces of the two split blocks' fused steps, 2τ + 2 numbers each, into one)
     found = lgs.collectives(compiled)
     assert {c.kind for c in found} == {"all-reduce"}, found
-    assert max(c.nbytes for c in found) <= RANK * RANK * 8, found
+    assert max(c.nbytes for c in found) <= 2 * RANK * RANK * 8, found
