@@ -223,6 +223,7 @@ def _step(
         count=count + xp.astype(append, count.dtype),
         eigvals=new_sigma,
         discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
+        escaped=xp.where(ok, alpha * state.escaped + dropped, state.escaped),
         step=state.step + xp.astype(ok, state.step.dtype),
         num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
     )
