@@ -24,9 +24,9 @@ from lowrank_ggn.backends import (
 )
 
 __all__ = [
-    "PROTOCOL",
     "GINGER_FIELDS",
     "PRODUCT_FIELDS",
+    "PROTOCOL",
     "QNG_FIELDS",
     "cast_like",
     "check_approximation",
