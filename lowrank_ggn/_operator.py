@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from lowrank_ggn._core import operator as core
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.checks import cast_like, check_damping, check_like, check_lowrank
@@ -257,8 +259,9 @@ class DampedLowRank(NamedTuple):
         if is_array(diag) and getattr(diag, "ndim", 0) == 1:
             check_like(diag, "diagonal", self.basis, shapes=((self.basis.shape[0],),))
             if not is_traced(diag):
-                low = float(xp.min(diag))
-                if not (low > 0 and bool(xp.all(xp.isfinite(diag)))):
+                host = to_numpy(diag)  # on the host: also concrete inside another function's trace
+                low = float(host.min())
+                if not (low > 0 and bool(np.all(np.isfinite(host)))):
                     msg = f"diagonal must be positive and finite everywhere, got a minimum of {low!r}"
                     raise ValueError(msg)
             return xp, diag
