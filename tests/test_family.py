@@ -52,7 +52,9 @@ def test_escaped_certifies_the_dropped_curvature(xp, method):
     elif method == "product":
         state = lg.ginger_product_to_state(_run(xp, lg.ginger_product(rank=RANK, decay=DECAY), ds))
     else:
-        approx = lg.ginger(rank=RANK, decay=DECAY) if method == "ginger" else lg.frequent_directions(rank=RANK, decay=DECAY)
+        approx = (
+            lg.ginger(rank=RANK, decay=DECAY) if method == "ginger" else lg.frequent_directions(rank=RANK, decay=DECAY)
+        )
         state = _run(xp, approx, ds)
     rho = float(xp.to_numpy(state.escaped))
     ev = np.linalg.eigvalsh(m - _kept(xp, state))
@@ -112,9 +114,15 @@ def test_diagonal_and_ginger_diagonal(xp):
     op = approx.operator(state, damping=GAMMA)
     dense = xp.to_numpy(op.dense())
     np.testing.assert_allclose(np.diag(dense), GAMMA + np.diag(m), rtol=xp.tol(500))
-    np.testing.assert_allclose(dense - np.diag(np.diag(dense)), _kept(xp, state) - np.diag(np.diag(_kept(xp, state))), atol=xp.tol(100))
+    np.testing.assert_allclose(
+        dense - np.diag(np.diag(dense)), _kept(xp, state) - np.diag(np.diag(_kept(xp, state))), atol=xp.tol(100)
+    )
     want = np.linalg.solve(dense, g)
-    np.testing.assert_allclose(xp.to_numpy(approx.precondition(state, xp.asarray(g), damping=GAMMA)), want, atol=xp.tol(500) * np.abs(want).max())
+    np.testing.assert_allclose(
+        xp.to_numpy(approx.precondition(state, xp.asarray(g), damping=GAMMA)),
+        want,
+        atol=xp.tol(500) * np.abs(want).max(),
+    )
 
 
 def test_nystrom_ordering_and_exactness(xp):
@@ -182,7 +190,9 @@ def test_jit_and_optax(factory):
     )
     for name in ("escaped", "discarded", "eigvals", "diagonal", "step"):
         if hasattr(state, name):
-            np.testing.assert_allclose(np.asarray(getattr(state, name)), getattr(eager_state, name), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(
+                np.asarray(getattr(state, name)), getattr(eager_state, name), rtol=1e-9, atol=1e-12
+            )
     params = {"w": jnp.ones(DIM)}
     tx = optax.chain(scale_by_lowrank(approx, damping=GAMMA), optax.scale(-0.1))
     opt = tx.init(params)
