@@ -5,7 +5,9 @@ vectors ``d_t`` (Eq 7: ``M_t = α M_{t−1} + (1−α) d_t d_tᵀ``, approximate
 applies the inverse of its damped curvature to gradients. In the spirit of
 optax's ``GradientTransformation`` and matfree's algorithm factories, each
 method is a small immutable object built by a factory — :func:`ginger`,
-:func:`ginger_product`, :func:`qng` — holding its hyper-parameters, with
+:func:`ginger_product`, :func:`qng`, :func:`frequent_directions`,
+:func:`nystrom`, :func:`ginger_diagonal`, :func:`diagonal` (compared on the
+page "Choosing an approximation") — holding its hyper-parameters, with
 
 ``init(dim, *, xp=None, dtype=None, device=None)``
     the empty state (a NamedTuple of arrays, a JAX pytree);
@@ -38,13 +40,28 @@ Attributes every approximation has: ``name``, ``rank``, ``decay``,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
+import numpy as np
+
+from lowrank_ggn._core import diagonal as core_diagonal
+from lowrank_ggn._core import frequent_directions as core_fd
 from lowrank_ggn._core import ginger as core_ginger
+from lowrank_ggn._core import nystrom as core_nystrom
+from lowrank_ggn._core import operator as core_operator
 from lowrank_ggn._core import product as core_product
 from lowrank_ggn._core import qng as core_qng
 from lowrank_ggn._core.aliases import Array, ArrayNamespace, Device, DType
-from lowrank_ggn._core.checks import check_decay, check_like, check_qng_state
+from lowrank_ggn._core.checks import (
+    cast_like,
+    check_damping,
+    check_decay,
+    check_dim_rank,
+    check_ginger_state,
+    check_like,
+    check_qng_state,
+    has_fields,
+)
 from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn._core.options import check_reorthonormalize_every, resolve_reorthonormalize_every
 from lowrank_ggn._core.reduction import LOCAL, Reduction
@@ -71,14 +88,26 @@ from lowrank_ggn._qng import (
     qng_precondition,
     qng_update,
 )
+from lowrank_ggn.backends import canonical_float_dtype, floating_point_errors_ignored, resolve_namespace
 
 __all__ = [
     "QNG",
+    "Diagonal",
+    "DiagonalState",
     "FactorProduct",
+    "FrequentDirections",
     "Ginger",
+    "GingerDiagonal",
+    "GingerDiagonalState",
     "GingerProduct",
+    "Nystrom",
+    "NystromState",
+    "diagonal",
+    "frequent_directions",
     "ginger",
+    "ginger_diagonal",
     "ginger_product",
+    "nystrom",
     "qng",
 ]
 
@@ -719,3 +748,596 @@ def qng(*, rank: int, decay: float) -> QNG:
     """
     check_decay(decay)
     return QNG(rank=_check_rank(rank), decay=float(decay))
+
+
+# =========================================================================== the approximation family
+
+
+class DiagonalState(NamedTuple):
+    """State of :func:`diagonal`: the exact diagonal of the EMA. A NamedTuple of arrays (a JAX pytree)."""
+
+    diagonal: Array
+    """m, shape (dim,): ``m_t = α m_{t−1} + (1−α) d_t∘d_t``, the diagonal of the exact EMA."""
+    step: Array
+    """0-d int32: number of accepted updates."""
+    num_nonfinite: Array
+    """0-d int32: number of updates rejected as non-finite (the state is then unchanged)."""
+
+
+class GingerDiagonalState(NamedTuple):
+    """State of :func:`ginger_diagonal`: Ginger's fields (see :class:`lowrank_ggn.GingerState`) and the exact diagonal."""
+
+    basis: Array
+    """U, shape (dim, rank), orthonormal columns."""
+    eigvals: Array
+    """σ, shape (rank,), non-negative, sorted descending."""
+    discarded: Array
+    """0-d: trace of the curvature dropped, EMA-weighted."""
+    escaped: Array
+    """0-d: ρ, with ``0 ⪯ M − U diag(σ) Uᵀ ⪯ ρI``."""
+    diagonal: Array
+    """m, shape (dim,): the diagonal of the exact EMA."""
+    step: Array
+    """0-d int32: number of accepted updates."""
+    num_nonfinite: Array
+    """0-d int32: number of rejected (non-finite) updates."""
+
+
+class NystromState(NamedTuple):
+    """State of :func:`nystrom`: the test matrix and the exact sketch ``Y = M Ω``."""
+
+    test_matrix: Array
+    """Ω, shape (dim, sketch_size): fixed Gaussian, drawn once from the seed."""
+    sketch: Array
+    """Y = M Ω, shape (dim, sketch_size)."""
+    step: Array
+    """0-d int32: number of accepted updates."""
+    num_nonfinite: Array
+    """0-d int32: number of rejected (non-finite) updates."""
+
+
+def _empty_counters(ns: Any, device: Any) -> tuple[Array, Array]:
+    return ns.zeros((), dtype=ns.int32, device=device), ns.zeros((), dtype=ns.int32, device=device)
+
+
+def _namespace_dtype(xp: Any, dtype: Any) -> tuple[Any, Any]:
+    ns = resolve_namespace(xp)
+    return ns, canonical_float_dtype(ns, dtype)
+
+
+def _check_state(state: Any, cls: type, vector: str) -> Any:
+    if not has_fields(state, cls._fields):  # type: ignore[attr-defined]
+        msg = f"state must be a {cls.__name__}, got {type(state).__name__}"
+        raise TypeError(msg)
+    like = getattr(state, vector)
+    if not hasattr(like, "ndim") or like.ndim not in (1, 2):
+        msg = f"state.{vector} must be an array"
+        raise TypeError(msg)
+    return check_like(like, f"state.{vector}", like, shapes=(tuple(like.shape),))
+
+
+def _vector(state_vec: Array, x: Any, name: str, *, batch: bool = False) -> tuple[Any, Array]:
+    dim = state_vec.shape[0]
+    xp = check_like(x, name, state_vec, shapes=((dim,), (dim, -1)) if batch else ((dim,),), promote=True)
+    return xp, cast_like(xp, x, state_vec)
+
+
+@_inherit_docstrings
+@dataclasses.dataclass(frozen=True)
+class FrequentDirections(Approximation):
+    r"""Frequent Directions in EMA form (Liberty 2013; Ghashami et al. 2016; Sketchy, Feinberg et al. 2023).
+
+    Built by :func:`frequent_directions`. Its state is a
+    :class:`~lowrank_ggn.GingerState`: the same update as Ginger (two passes,
+    the fused query, sharding and ``torch.distributed``), except that the
+    eigenvalue ``δ`` that Ginger drops is subtracted from the τ kept ones;
+    ``state.escaped`` is ρ with ``0 ⪯ M − M̃ ⪯ ρI`` (tight for FD) and
+    ``state.discarded`` the trace dropped. With ``add_escaped=True`` the
+    queries use the damping ``γ + ρ`` (Sketchy's choice), whose operator
+    dominates ``γI + M``.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    reorthonormalize_every : int, "auto" or None
+        As in :func:`ginger_update`.
+    add_escaped : bool
+        Query with the damping ``γ + ρ``.
+    """
+
+    rank: int
+    decay: float
+    reorthonormalize_every: int | Literal["auto"] | None = "auto"
+    add_escaped: bool = False
+    name: ClassVar[str] = "frequent-directions"
+    needs_damping: ClassVar[bool] = True
+    shardable: ClassVar[bool] = True
+    state_type: ClassVar[type] = GingerState
+
+    def with_rank(self, rank: int) -> FrequentDirections:
+        return dataclasses.replace(self, rank=_check_rank(rank))
+
+    def _gamma(self, state: GingerState, damping: Any) -> Any:
+        return damping + state.escaped if self.add_escaped else damping
+
+    def init(
+        self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
+    ) -> GingerState:
+        return ginger_init(dim, self.rank, xp=xp, dtype=dtype, device=device)
+
+    @floating_point_errors_ignored()
+    def update(self, state: GingerState, d: Array) -> GingerState:
+        xp = check_ginger_state(state)
+        xp, d = _vector(state.basis, d, "d")
+        check_decay(self.decay, like=state.basis)
+        return self.fold(xp, state, d)
+
+    @floating_point_errors_ignored()
+    def update_precondition(self, state: GingerState, d: Array, g: Array, *, damping: Any) -> tuple[GingerState, Array]:
+        xp = check_ginger_state(state)
+        _, d = _vector(state.basis, d, "d")
+        _, g_cast = _vector(state.basis, g, "g")
+        check_decay(self.decay, like=state.basis)
+        check_damping(damping, like=state.basis)
+        new, y = self.fold_precondition(xp, state, d, g_cast, damping=damping)
+        return new, cast_like(xp, y, g)
+
+    def precondition(self, state: GingerState, g: Array, *, damping: Any) -> Array:
+        return self.operator(state, damping=damping).solve(g)
+
+    def operator(self, state: GingerState, *, damping: Any) -> DampedLowRank:
+        check_ginger_state(state)
+        check_damping(damping, like=state.basis)
+        return DampedLowRank(diagonal=self._gamma(state, damping), basis=state.basis, eigvals=state.eigvals)
+
+    def fold(
+        self, xp: ArrayNamespace, state: GingerState, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False
+    ) -> GingerState:
+        every = resolve_reorthonormalize_every(xp, state.basis.dtype, self.reorthonormalize_every)
+        return core_fd.update(xp, state, d, decay=self.decay, reorthonormalize_every=every, reduce=reduce, donate=donate)
+
+    def fold_precondition(
+        self,
+        xp: ArrayNamespace,
+        state: GingerState,
+        d: Array,
+        g: Array,
+        *,
+        damping: Any,
+        reduce: Reduction = LOCAL,
+        donate: bool = False,
+    ) -> tuple[GingerState, Array]:
+        # With add_escaped the query takes ρ of the new state, so it is evaluated after the update.
+        every = resolve_reorthonormalize_every(xp, state.basis.dtype, self.reorthonormalize_every)
+        if self.add_escaped:
+            new = core_fd.update(
+                xp, state, d, decay=self.decay, reorthonormalize_every=every, reduce=reduce, donate=donate
+            )
+            return new, self.solve(xp, new, g, damping=damping, reduce=reduce)
+        return core_fd.update_precondition(
+            xp, state, d, g, decay=self.decay, damping=damping, reorthonormalize_every=every, reduce=reduce, donate=donate
+        )
+
+    def solve(
+        self, xp: ArrayNamespace, state: GingerState, g: Array, *, damping: Any, reduce: Reduction = LOCAL
+    ) -> Array:
+        return core_ginger.precondition(xp, state, g, damping=self._gamma(state, damping), reduce=reduce)
+
+
+@_inherit_docstrings
+@dataclasses.dataclass(frozen=True)
+class Diagonal(Approximation):
+    r"""The exact diagonal of the EMA, ``m ← αm + (1−α) d∘d``; operator ``diag(γ + m)``. O(dim) memory and time.
+
+    Built by :func:`diagonal`. ``rank`` is nominal (1; the state has no basis)
+    and ``with_rank`` returns the object unchanged.
+
+    Parameters
+    ----------
+    decay : float
+        α ∈ (0, 1).
+    rank : int
+        Nominal (1).
+    """
+
+    decay: float
+    rank: int = 1
+    name: ClassVar[str] = "diagonal"
+    needs_damping: ClassVar[bool] = True
+    shardable: ClassVar[bool] = False
+    state_type: ClassVar[type] = DiagonalState
+
+    def with_rank(self, rank: int) -> Diagonal:  # noqa: ARG002
+        return self  # the rank is nominal
+
+    def init(
+        self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
+    ) -> DiagonalState:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            msg = f"dim must be a positive integer, got {dim!r}"
+            raise ValueError(msg) if isinstance(dim, int) and not isinstance(dim, bool) else TypeError(msg)
+        ns, dt = _namespace_dtype(xp, dtype)
+        return DiagonalState(ns.zeros((dim,), dtype=dt, device=device), *_empty_counters(ns, device))
+
+    @floating_point_errors_ignored()
+    def update(self, state: DiagonalState, d: Array) -> DiagonalState:
+        _check_state(state, DiagonalState, "diagonal")
+        xp, d = _vector(state.diagonal, d, "d")
+        check_decay(self.decay, like=state.diagonal)
+        return self.fold(xp, state, d)
+
+    @floating_point_errors_ignored()
+    def update_precondition(
+        self, state: DiagonalState, d: Array, g: Array, *, damping: Any
+    ) -> tuple[DiagonalState, Array]:
+        new = self.update(state, d)
+        return new, self.precondition(new, g, damping=damping)
+
+    def precondition(self, state: DiagonalState, g: Array, *, damping: Any) -> Array:
+        _check_state(state, DiagonalState, "diagonal")
+        xp, g_cast = _vector(state.diagonal, g, "g", batch=True)
+        check_damping(damping, like=state.diagonal)
+        return cast_like(xp, self.solve(xp, state, g_cast, damping=damping), g)
+
+    def operator(self, state: DiagonalState, *, damping: Any) -> DampedLowRank:
+        xp = _check_state(state, DiagonalState, "diagonal")
+        check_damping(damping, like=state.diagonal)
+        m = state.diagonal
+        dev = m.device if hasattr(m, "device") else None
+        basis = xp.zeros((m.shape[0], 0), dtype=m.dtype, device=dev)
+        return DampedLowRank(diagonal=as_scalar(xp, damping, m) + m, basis=basis, eigvals=basis[0, :])
+
+    def fold(
+        self, xp: ArrayNamespace, state: DiagonalState, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False
+    ) -> DiagonalState:
+        return core_diagonal.update(xp, state, d, decay=self.decay, reduce=reduce)
+
+    def fold_precondition(
+        self,
+        xp: ArrayNamespace,
+        state: DiagonalState,
+        d: Array,
+        g: Array,
+        *,
+        damping: Any,
+        reduce: Reduction = LOCAL,
+        donate: bool = False,  # noqa: ARG002
+    ) -> tuple[DiagonalState, Array]:
+        new = self.fold(xp, state, d, reduce=reduce)
+        return new, self.solve(xp, new, g, damping=damping, reduce=reduce)
+
+    def solve(
+        self, xp: ArrayNamespace, state: DiagonalState, g: Array, *, damping: Any, reduce: Reduction = LOCAL
+    ) -> Array:
+        d = as_scalar(xp, damping, state.diagonal) + state.diagonal
+        return g / (d[:, None] if g.ndim == 2 else d)
+
+
+@_inherit_docstrings
+@dataclasses.dataclass(frozen=True)
+class GingerDiagonal(Approximation):
+    r"""Ginger plus the exact diagonal of the EMA (SLANG's diagonal correction, Mishkin et al. 2018).
+
+    Built by :func:`ginger_diagonal`. Operator ``D + U diag(σ) Uᵀ`` with
+    ``D = γ + max(m − diag(U diag(σ) Uᵀ), 0)``: its diagonal is ``γ + diag(M)``.
+    O(dim) more memory than Ginger; each query factorises ``D^{-1/2}UΣ^{1/2}``
+    (O(dim · rank²): build the operator once to reuse it). One device
+    (``shardable`` is False).
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    reorthonormalize_every : int, "auto" or None
+        As in :func:`ginger_update`.
+    """
+
+    rank: int
+    decay: float
+    reorthonormalize_every: int | Literal["auto"] | None = "auto"
+    name: ClassVar[str] = "ginger-diagonal"
+    needs_damping: ClassVar[bool] = True
+    shardable: ClassVar[bool] = False
+    state_type: ClassVar[type] = GingerDiagonalState
+
+    def with_rank(self, rank: int) -> GingerDiagonal:
+        return dataclasses.replace(self, rank=_check_rank(rank))
+
+    def init(
+        self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
+    ) -> GingerDiagonalState:
+        g = ginger_init(dim, self.rank, xp=xp, dtype=dtype, device=device)
+        ns = resolve_namespace(xp)
+        m = ns.zeros((dim,), dtype=g.basis.dtype, device=device)
+        return GingerDiagonalState(g.basis, g.eigvals, g.discarded, g.escaped, m, g.step, g.num_nonfinite)
+
+    def _check(self, state: Any) -> ArrayNamespace:
+        if not has_fields(state, GingerDiagonalState._fields):
+            msg = f"state must be a GingerDiagonalState, got {type(state).__name__}"
+            raise TypeError(msg)
+        xp = check_ginger_state(state)
+        check_like(state.diagonal, "state.diagonal", state.basis, shapes=((state.basis.shape[0],),))
+        return xp
+
+    @floating_point_errors_ignored()
+    def update(self, state: GingerDiagonalState, d: Array) -> GingerDiagonalState:
+        xp = self._check(state)
+        _, d = _vector(state.basis, d, "d")
+        check_decay(self.decay, like=state.basis)
+        return self.fold(xp, state, d)
+
+    @floating_point_errors_ignored()
+    def update_precondition(
+        self, state: GingerDiagonalState, d: Array, g: Array, *, damping: Any
+    ) -> tuple[GingerDiagonalState, Array]:
+        new = self.update(state, d)
+        return new, self.precondition(new, g, damping=damping)
+
+    def precondition(self, state: GingerDiagonalState, g: Array, *, damping: Any) -> Array:
+        return self.operator(state, damping=damping).solve(g)
+
+    def operator(self, state: GingerDiagonalState, *, damping: Any) -> DampedLowRank:
+        xp = self._check(state)
+        check_damping(damping, like=state.basis)
+        gamma = as_scalar(xp, damping, state.basis)
+        return DampedLowRank(diagonal=core_diagonal.correction(xp, state, gamma), basis=state.basis, eigvals=state.eigvals)
+
+    def fold(
+        self,
+        xp: ArrayNamespace,
+        state: GingerDiagonalState,
+        d: Array,
+        *,
+        reduce: Reduction = LOCAL,
+        donate: bool = False,
+    ) -> GingerDiagonalState:
+        every = resolve_reorthonormalize_every(xp, state.basis.dtype, self.reorthonormalize_every)
+        return core_diagonal.ginger_update(
+            xp, state, d, decay=self.decay, reorthonormalize_every=every, reduce=reduce, donate=donate
+        )
+
+    def fold_precondition(
+        self,
+        xp: ArrayNamespace,
+        state: GingerDiagonalState,
+        d: Array,
+        g: Array,
+        *,
+        damping: Any,
+        reduce: Reduction = LOCAL,
+        donate: bool = False,
+    ) -> tuple[GingerDiagonalState, Array]:
+        _local_only(reduce)
+        new = self.fold(xp, state, d, donate=donate)
+        return new, self.solve(xp, new, g, damping=damping)
+
+    def solve(
+        self, xp: ArrayNamespace, state: GingerDiagonalState, g: Array, *, damping: Any, reduce: Reduction = LOCAL
+    ) -> Array:
+        _local_only(reduce)
+        diag = core_diagonal.correction(xp, state, as_scalar(xp, damping, state.basis))
+        return core_operator.diag_solve(xp, core_operator.whiten(xp, diag, state.basis, state.eigvals), g)
+
+
+@_inherit_docstrings
+@dataclasses.dataclass(frozen=True)
+class Nystrom(Approximation):
+    r"""Streaming randomized Nyström approximation (Tropp, Yurtsever, Udell, Cevher 2017).
+
+    Built by :func:`nystrom`. Updates cost O(dim · s); the rank-τ eigenpairs
+    are reconstructed (O(dim · s²)) when :meth:`operator` is called — build the
+    operator once per step and reuse it; :meth:`precondition` and the fused
+    step reconstruct at every call. ``M̂ ⪯ M`` (to the shift ν, rounding level)
+    and ``M̂ = M`` while ``rank M ≤ τ ≤ s``. One device (``shardable`` is False).
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    sketch_size : int or None
+        s ≥ τ, the columns of the test matrix Ω.
+    seed : int
+        Seed of Ω.
+    """
+
+    rank: int
+    decay: float
+    sketch_size: int | None = None
+    seed: int = 0
+    name: ClassVar[str] = "nystrom"
+    needs_damping: ClassVar[bool] = True
+    shardable: ClassVar[bool] = False
+    state_type: ClassVar[type] = NystromState
+
+    def with_rank(self, rank: int) -> Nystrom:
+        return dataclasses.replace(self, rank=_check_rank(rank), sketch_size=None)
+
+    def init(
+        self, dim: int, *, xp: Any | None = None, dtype: DType | None = None, device: Device | None = None
+    ) -> NystromState:
+        dim, rank = check_dim_rank(dim, self.rank)
+        size = min(2 * rank, dim) if self.sketch_size is None else self.sketch_size
+        if size > dim:
+            msg = f"sketch_size must be at most dim={dim}, got {size}"
+            raise ValueError(msg)
+        ns, dt = _namespace_dtype(xp, dtype)
+        host = np.random.default_rng(self.seed).standard_normal((dim, size))
+        omega = ns.asarray(host, dtype=dt, device=device)
+        return NystromState(omega, ns.zeros((dim, size), dtype=dt, device=device), *_empty_counters(ns, device))
+
+    def _check(self, state: Any) -> ArrayNamespace:
+        xp = _check_state(state, NystromState, "sketch")
+        check_like(state.test_matrix, "state.test_matrix", state.sketch, shapes=(tuple(state.sketch.shape),))
+        return xp
+
+    @floating_point_errors_ignored()
+    def update(self, state: NystromState, d: Array) -> NystromState:
+        self._check(state)
+        xp, d = _vector(state.sketch, d, "d")
+        check_decay(self.decay, like=state.sketch)
+        return self.fold(xp, state, d)
+
+    @floating_point_errors_ignored()
+    def update_precondition(self, state: NystromState, d: Array, g: Array, *, damping: Any) -> tuple[NystromState, Array]:
+        new = self.update(state, d)
+        return new, self.precondition(new, g, damping=damping)
+
+    def precondition(self, state: NystromState, g: Array, *, damping: Any) -> Array:
+        return self.operator(state, damping=damping).solve(g)
+
+    def operator(self, state: NystromState, *, damping: Any) -> DampedLowRank:
+        xp = self._check(state)
+        check_damping(damping, like=state.sketch)
+        basis, eigvals = core_nystrom.reconstruct(xp, state, self.rank)
+        return DampedLowRank(diagonal=damping, basis=basis, eigvals=eigvals)
+
+    def fold(
+        self, xp: ArrayNamespace, state: NystromState, d: Array, *, reduce: Reduction = LOCAL, donate: bool = False
+    ) -> NystromState:
+        _local_only(reduce)
+        return core_nystrom.update(xp, state, d, decay=self.decay)
+
+    def fold_precondition(
+        self,
+        xp: ArrayNamespace,
+        state: NystromState,
+        d: Array,
+        g: Array,
+        *,
+        damping: Any,
+        reduce: Reduction = LOCAL,
+        donate: bool = False,  # noqa: ARG002
+    ) -> tuple[NystromState, Array]:
+        new = self.fold(xp, state, d, reduce=reduce)
+        return new, self.solve(xp, new, g, damping=damping, reduce=reduce)
+
+    def solve(
+        self, xp: ArrayNamespace, state: NystromState, g: Array, *, damping: Any, reduce: Reduction = LOCAL
+    ) -> Array:
+        _local_only(reduce)
+        basis, eigvals = core_nystrom.reconstruct(xp, state, self.rank)
+        return core_operator.solve(xp, basis, eigvals, g, as_scalar(xp, damping, basis))
+
+
+def frequent_directions(
+    *, rank: int, decay: float, reorthonormalize_every: int | Literal["auto"] | None = "auto", add_escaped: bool = False
+) -> FrequentDirections:
+    r"""Frequent Directions (EMA form) in the approximation protocol.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`lowrank_ggn.ginger_update`.
+    add_escaped : bool, default False
+        Use ``γ + ρ`` (``state.escaped``) as the damping of the queries (Sketchy).
+
+    Returns
+    -------
+    FrequentDirections
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lowrank_ggn as lg
+    >>> fd = lg.frequent_directions(rank=2, decay=0.9)
+    >>> state = fd.init(20)
+    >>> for d in np.random.default_rng(0).standard_normal((10, 20)):
+    ...     state = fd.update(state, d)
+    >>> bool(state.escaped > 0)
+    True
+    """
+    check_decay(decay)
+    if not isinstance(add_escaped, bool):
+        msg = f"add_escaped must be a bool, got {type(add_escaped).__name__}"
+        raise TypeError(msg)
+    return FrequentDirections(
+        rank=_check_rank(rank),
+        decay=float(decay),
+        reorthonormalize_every=check_reorthonormalize_every(reorthonormalize_every),
+        add_escaped=add_escaped,
+    )
+
+
+def diagonal(*, decay: float) -> Diagonal:
+    """The exact diagonal of the EMA in the approximation protocol (operator ``diag(γ + m)``).
+
+    Parameters
+    ----------
+    decay : float
+        α ∈ (0, 1).
+
+    Returns
+    -------
+    Diagonal
+    """
+    check_decay(decay)
+    return Diagonal(decay=float(decay))
+
+
+def ginger_diagonal(
+    *, rank: int, decay: float, reorthonormalize_every: int | Literal["auto"] | None = "auto"
+) -> GingerDiagonal:
+    """Ginger plus the exact diagonal of the EMA (SLANG) in the approximation protocol.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    reorthonormalize_every : int, "auto" or None, default "auto"
+        As in :func:`lowrank_ggn.ginger_update`.
+
+    Returns
+    -------
+    GingerDiagonal
+    """
+    check_decay(decay)
+    return GingerDiagonal(
+        rank=_check_rank(rank),
+        decay=float(decay),
+        reorthonormalize_every=check_reorthonormalize_every(reorthonormalize_every),
+    )
+
+
+def nystrom(*, rank: int, decay: float, sketch_size: int | None = None, seed: int = 0) -> Nystrom:
+    """The streaming randomized Nyström approximation in the approximation protocol.
+
+    Parameters
+    ----------
+    rank : int
+        τ ≥ 1, the rank of the reconstruction.
+    decay : float
+        α ∈ (0, 1).
+    sketch_size : int, optional
+        s ≥ τ, the columns of the test matrix Ω (default ``min(2τ, dim)``);
+        the state holds two dim × s arrays.
+    seed : int, default 0
+        Seed of Ω (``numpy.random.default_rng``).
+
+    Returns
+    -------
+    Nystrom
+    """
+    check_decay(decay)
+    rank = _check_rank(rank)
+    if sketch_size is not None and (
+        isinstance(sketch_size, bool) or not isinstance(sketch_size, int) or sketch_size < rank
+    ):
+        msg = f"sketch_size must be an integer at least rank={rank}, got {sketch_size!r}"
+        raise ValueError(msg)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        msg = f"seed must be a non-negative integer, got {seed!r}"
+        raise ValueError(msg)
+    return Nystrom(rank=rank, decay=float(decay), sketch_size=sketch_size, seed=seed)

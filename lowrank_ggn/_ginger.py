@@ -53,7 +53,7 @@ class GingerState(NamedTuple):
 
     Parameters
     ----------
-    basis, eigvals, discarded, step, num_nonfinite : array
+    basis, eigvals, discarded, escaped, step, num_nonfinite : array
         The fields, in this order (see the attributes below).
     """
 
@@ -65,6 +65,15 @@ class GingerState(NamedTuple):
     """0-d: trace of the curvature dropped by truncation so far, EMA-weighted.
 
     ``trace(M_t) = sum(σ) + discarded`` for the exact EMA ``M_t``."""
+    escaped: Array
+    """0-d: ρ_t, a certified bound on the spectral norm of the curvature dropped so far.
+
+    ``0 ⪯ M_t − U diag(σ) Uᵀ ⪯ ρ_t I`` for the exact EMA ``M_t``, with
+    ``ρ_t = α ρ_{t−1} + δ_t`` and ``δ_t`` the eigenvalue dropped at step t
+    (plus any rounding-level residual mass dropped). For Ginger one eigenvalue
+    is dropped per step, so ``escaped`` equals ``discarded`` in exact
+    arithmetic; for Frequent Directions (:func:`lowrank_ggn.frequent_directions`)
+    ``discarded`` is the trace, ``escaped`` the spectral bound."""
     step: Array
     """0-d int32: number of accepted updates.
 
@@ -137,6 +146,7 @@ def ginger_init(
         basis=basis,
         eigvals=ns.zeros((rank,), dtype=dt, device=device),
         discarded=ns.zeros((), dtype=dt, device=device),
+        escaped=ns.zeros((), dtype=dt, device=device),
         step=ns.zeros((), dtype=ns.int32, device=device),
         num_nonfinite=ns.zeros((), dtype=ns.int32, device=device),
     )
@@ -257,7 +267,7 @@ def ginger_reorthonormalize(state: GingerState) -> GingerState:
     Returns
     -------
     GingerState
-        Same ``step``, ``discarded`` and ``num_nonfinite``.
+        Same ``step``, ``discarded``, ``escaped`` and ``num_nonfinite``.
     """
     xp = check_ginger_state(state)
     return core.reorthonormalize(xp, state)

@@ -84,7 +84,7 @@ class GingerProductState(NamedTuple):
 
     Parameters
     ----------
-    columns, coords, count, eigvals, discarded, step, num_nonfinite : array
+    columns, coords, count, eigvals, discarded, escaped, step, num_nonfinite : array
         The fields, in this order (see the attributes below).
     """
 
@@ -98,6 +98,8 @@ class GingerProductState(NamedTuple):
     """Eigenvalues σ, shape (rank,), non-negative and sorted descending."""
     discarded: Array
     """0-d: EMA-weighted curvature dropped by truncation, ``trace(M_t) = sum(σ) + discarded``."""
+    escaped: Array
+    """0-d: ρ_t, the certified bound ``0 ⪯ M_t − U diag(σ) Uᵀ ⪯ ρ_t I`` (see :class:`GingerState`)."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
@@ -175,6 +177,7 @@ def ginger_product_init(
         count=ns.asarray(rank, dtype=ns.int32, device=device),
         eigvals=ns.zeros((rank,), dtype=dt, device=device),
         discarded=ns.zeros((), dtype=dt, device=device),
+        escaped=ns.zeros((), dtype=dt, device=device),
         step=ns.zeros((), dtype=ns.int32, device=device),
         num_nonfinite=ns.zeros((), dtype=ns.int32, device=device),
     )
@@ -206,6 +209,7 @@ def ginger_product_from_state(state: GingerState, *, capacity: int | None = None
         count=xp.asarray(rank, dtype=xp.int32, device=dev),
         eigvals=state.eigvals,
         discarded=state.discarded,
+        escaped=state.escaped,
         step=state.step,
         num_nonfinite=state.num_nonfinite,
     )
@@ -229,6 +233,7 @@ def ginger_product_to_state(state: GingerProductState) -> GingerState:
         basis=state.columns.T @ state.coords,
         eigvals=state.eigvals,
         discarded=state.discarded,
+        escaped=state.escaped,
         step=state.step,
         num_nonfinite=state.num_nonfinite,
     )

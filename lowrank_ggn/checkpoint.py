@@ -1025,6 +1025,82 @@ def _like_placement(leaf: Any) -> tuple[ArrayNamespace, Any]:
 # --------------------------------------------------------------------------- loading
 
 
+# State layouts that gained a field: {type spec: (current fields, (new field, copied from))}. A file saved
+# before ``escaped`` existed (5-field GingerState, 7-field GingerProductState) loads with
+# ``escaped = discarded``, which is what the current code would have computed: Ginger drops one eigenvalue
+# per step, so the EMA of the dropped spectral norms equals the EMA of the dropped traces.
+_UPGRADES: dict[str, tuple[list[str], tuple[str, str]]] = {
+    "GingerState": (
+        ["basis", "eigvals", "discarded", "escaped", "step", "num_nonfinite"],
+        ("escaped", "discarded"),
+    ),
+    "GingerProductState": (
+        ["columns", "coords", "count", "eigvals", "discarded", "escaped", "step", "num_nonfinite"],
+        ("escaped", "discarded"),
+    ),
+}
+
+
+def _upgrade_of(spec: str, fields: list[str]) -> tuple[list[str], tuple[str, str]] | None:
+    """Return the upgrade of a lowrank_ggn type stored with an older field list, or None."""
+    module_name, _, qualname = spec.partition(":")
+    entry = _UPGRADES.get(qualname) if _is_own_module(module_name) else None
+    if entry is None or fields != [f for f in entry[0] if f != entry[1][0]]:
+        return None
+    return entry
+
+
+def _upgraded_fields(spec: str, fields: list[str]) -> list[str]:
+    entry = _upgrade_of(spec, fields)
+    return fields if entry is None else list(entry[0])
+
+
+def _upgrade_layouts(manifest: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bring states saved with an older field layout (see ``_UPGRADES``) to the current one, in the manifest.
+
+    The new field's node reuses the stored leaf it is copied from (a new
+    record with the same member); leaves are then renumbered in tree order,
+    the order ``like=`` templates are matched in. Returns the new records
+    (the input when nothing was upgraded).
+    """
+    changed = False
+
+    def visit(node: dict[str, Any]) -> None:
+        nonlocal changed
+        for child in node.get("items", ()):
+            visit(child)
+        entry = _upgrade_of(node["type"], node["fields"]) if node["kind"] == "namedtuple" else None
+        if entry is None:
+            return
+        fields, (added, source) = entry
+        items = dict(zip(node["fields"], node["items"], strict=True))
+        if items[source]["kind"] != "array":
+            return
+        record = dict(records[items[source]["leaf"]])
+        record["path"] = record["path"].rsplit(".", 1)[0] + f".{added}"
+        records.append(record)
+        items[added] = {"kind": "array", "leaf": len(records) - 1}
+        node["fields"] = list(fields)
+        node["items"] = [items[f] for f in fields]
+        changed = True
+
+    records = list(records)
+    visit(manifest["tree"])
+    if not changed:
+        return records
+    order: list[int] = []
+
+    def renumber(node: dict[str, Any]) -> None:
+        if node["kind"] == "array":
+            order.append(node["leaf"])
+            node["leaf"] = len(order) - 1
+        for child in node.get("items", ()):
+            renumber(child)
+
+    renumber(manifest["tree"])
+    return [records[i] for i in order]
+
+
 def _build(node: dict[str, Any], arrays: list[Any]) -> Any:
     kind = node["kind"]
     if kind == "array":
@@ -1119,6 +1195,8 @@ def load_checkpoint(
     manifest, data = _read(path)
     records = manifest["leaves"]
     types = _check_structure(path, manifest)
+    records = _upgrade_layouts(manifest, records)
+    types = [(spec, _upgraded_fields(spec, fields)) for spec, fields in types]
     _check_states_finite(path, manifest["tree"], records, data)
     for node in _dtype_nodes(manifest["tree"], []):
         _load_dtype(node)

@@ -229,6 +229,7 @@ def ginger_init(
         basis=xp.astype(rows[:, None] == cols[None, :], dt),
         eigvals=xp.zeros((rank,), dtype=dt, device=device),
         discarded=xp.zeros((), dtype=dt, device=device),
+        escaped=xp.zeros((), dtype=dt, device=device),
         step=xp.zeros((), dtype=xp.int32, device=device),
         num_nonfinite=xp.zeros((), dtype=xp.int32, device=device),
     )
@@ -363,7 +364,7 @@ def ginger_reorthonormalize(state: GingerState, *, group: Group = None) -> Ginge
     Returns
     -------
     GingerState
-        This rank's block; same ``step``, ``discarded`` and ``num_nonfinite``.
+        This rank's block; same ``step``, ``discarded``, ``escaped`` and ``num_nonfinite``.
     """
     xp = _check_ginger(state)
     _check_initialized()

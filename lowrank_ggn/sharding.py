@@ -155,7 +155,7 @@ def ginger_sharding(mesh: Mesh, axis: AxisName) -> GingerState:
     """
     _axis_size(mesh, axis)
     rep = NamedSharding(mesh, P())
-    return GingerState(NamedSharding(mesh, P(axis, None)), rep, rep, rep, rep)
+    return GingerState(NamedSharding(mesh, P(axis, None)), rep, rep, rep, rep, rep)
 
 
 def qng_sharding(mesh: Mesh, axis: AxisName) -> QNGState:
@@ -181,7 +181,7 @@ def qng_sharding(mesh: Mesh, axis: AxisName) -> QNGState:
 
 
 def _ginger_specs(axis: AxisName) -> GingerState:
-    return GingerState(P(axis, None), P(), P(), P(), P())
+    return GingerState(P(axis, None), P(), P(), P(), P(), P())
 
 
 def _qng_specs(axis: AxisName) -> QNGState:
@@ -535,7 +535,7 @@ def ginger_reorthonormalize(state: GingerState, *, mesh: Mesh, axis: AxisName) -
     Returns
     -------
     GingerState
-        Same ``step``, ``discarded`` and ``num_nonfinite``; sharded like the input.
+        Same ``step``, ``discarded``, ``escaped`` and ``num_nonfinite``; sharded like the input.
     """
     _check_jax_state(state, check_ginger_state, "basis")
     _check_dim(state.basis.shape[0], mesh, axis, "state.basis")

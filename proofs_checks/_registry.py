@@ -212,6 +212,7 @@ SECTION_MODULES = (
     "proofs_checks.sec2_2_qng",
     "proofs_checks.sec2_3_ginger",
     "proofs_checks.sec3_convergence",
+    "proofs_checks.sec9_family",
     "proofs_checks.errata",
 )
 """The modules that register checks, in the order of the paper."""

@@ -418,7 +418,7 @@ def err_eq17_h(ctx: Context) -> Outcome:
     for alpha in (0.9, 0.99):
         u, sig, d = _one_step_case(rng, dim, rank, gamma, _top(ctx))
         ub, sb, db = ctx.asarray(u), ctx.asarray(sig), ctx.asarray(d)
-        state = lg.GingerState(ub, sb, ctx.asarray(0.0), ctx.xp.asarray(0), ctx.xp.asarray(0))
+        state = lg.GingerState(ub, sb, ctx.asarray(0.0), ctx.asarray(0.0), ctx.xp.asarray(0), ctx.xp.asarray(0))
         new = ctx.lg.ginger_update(state, db, decay=alpha)
         h_old = ctx.to_numpy(ctx.lg.damped_solve(ub, sb, db, damping=gamma / alpha))
         h_new = ctx.to_numpy(ctx.lg.damped_solve(new.basis, new.eigvals, db, damping=gamma / alpha))

@@ -565,8 +565,8 @@ def complexity(ctx: Context) -> Outcome:
         sum(int(np.prod(a.shape)) for a in ctx.lg.ginger_init(n, rank, xp=ctx.module, dtype=ctx.dtype)) for n in dims
     ]
     out.add(
-        r"numbers stored in the state $-(d\tau+\tau+3)$, max over $d$",
-        max(abs(c - (n * rank + rank + 3)) for c, n in zip(counts, dims, strict=True)),
+        r"numbers stored in the state $-(d\tau+\tau+4)$, max over $d$",
+        max(abs(c - (n * rank + rank + 4)) for c, n in zip(counts, dims, strict=True)),
         0,
     )
     if ctx.backend in {"numpy", "array_api_strict"}:

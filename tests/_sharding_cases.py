@@ -198,7 +198,7 @@ def test_sharded_reorthonormalize_keeps_the_matrix(dtype):
     q, _ = np.linalg.qr(rng.standard_normal((dim, RANK)))
     basis = q + 1e-4 * rng.standard_normal((dim, RANK))  # drifted away from orthonormality
     eigvals = np.array([3.0, 1.0, 0.5, 0.1])
-    state = lg.GingerState(*(jnp.asarray(x, dtype=dtype) for x in (basis, eigvals, 0.0)), jnp.int32(7), jnp.int32(0))
+    state = lg.GingerState(*(jnp.asarray(x, dtype=dtype) for x in (basis, eigvals, 0.0, 0.0)), jnp.int32(7), jnp.int32(0))
     state = lgs.shard_ginger_state(state, mesh, "x")
     out = jax.jit(lambda s: lgs.ginger_reorthonormalize(s, mesh=mesh, axis="x"))(state)
     m0 = (basis * eigvals) @ basis.T

@@ -371,7 +371,7 @@ def _trees(xp):
             st.lists(children, max_size=3),
             st.lists(children, max_size=3).map(tuple),
             st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 9)), children, max_size=3),
-            st.tuples(children, children).map(lambda t: lg.GingerState(t[0], t[1], None, 0, 1)),
+            st.tuples(children, children).map(lambda t: lg.GingerState(t[0], t[1], None, None, 0, 1)),
         )
 
     return st.recursive(_leaves(xp), extend, max_leaves=6)

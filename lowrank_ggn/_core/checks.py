@@ -24,9 +24,9 @@ from lowrank_ggn.backends import (
 )
 
 __all__ = [
-    "PROTOCOL",
     "GINGER_FIELDS",
     "PRODUCT_FIELDS",
+    "PROTOCOL",
     "QNG_FIELDS",
     "cast_like",
     "check_approximation",
@@ -333,11 +333,11 @@ def check_lowrank(basis: Array, eigvals: Array) -> ArrayNamespace:
     return xp
 
 
-GINGER_FIELDS = ("basis", "eigvals", "discarded", "step", "num_nonfinite")
+GINGER_FIELDS = ("basis", "eigvals", "discarded", "escaped", "step", "num_nonfinite")
 """The fields of :class:`lowrank_ggn.GingerState`."""
 QNG_FIELDS = ("factors", "betas", "scales", "sqnorms", "step", "num_nonfinite")
 """The fields of :class:`lowrank_ggn.QNGState`."""
-PRODUCT_FIELDS = ("columns", "coords", "count", "eigvals", "discarded", "step", "num_nonfinite")
+PRODUCT_FIELDS = ("columns", "coords", "count", "eigvals", "discarded", "escaped", "step", "num_nonfinite")
 """The fields of :class:`lowrank_ggn.GingerProductState`."""
 
 
@@ -362,6 +362,7 @@ def check_ginger_state(state: Any) -> ArrayNamespace:
     xp = _floating_2d(basis, "state.basis", "dim, rank")
     check_like(state.eigvals, "state.eigvals", basis, shapes=((basis.shape[1],),))
     check_like(state.discarded, "state.discarded", basis, shapes=((),))
+    check_like(state.escaped, "state.escaped", basis, shapes=((),))
     return xp
 
 
@@ -393,6 +394,7 @@ def check_product_state(state: Any) -> ArrayNamespace:
     check_like(coords, "state.coords", columns, shapes=((capacity, coords.shape[1]),))
     check_like(state.eigvals, "state.eigvals", columns, shapes=((coords.shape[1],),))
     check_like(state.discarded, "state.discarded", columns, shapes=((),))
+    check_like(state.escaped, "state.escaped", columns, shapes=((),))
     if not is_traced(state.count) and not coords.shape[1] <= int(state.count) < capacity:
         msg = f"state.count must satisfy rank <= count < capacity, got {int(state.count)}"
         raise ValueError(msg)

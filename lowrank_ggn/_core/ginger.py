@@ -1,7 +1,7 @@
 r"""Ginger's update, fused update + query, Sherman–Morrison update and re-orthonormalisation, unchecked.
 
 The state is any NamedTuple with the fields of :class:`lowrank_ggn.GingerState`
-(``basis``, ``eigvals``, ``discarded``, ``step``, ``num_nonfinite``); new states
+(``basis``, ``eigvals``, ``discarded``, ``escaped``, ``step``, ``num_nonfinite``); new states
 are made with ``state._replace``. The public face, :mod:`lowrank_ggn._ginger`,
 checks and casts the arguments; the approximation protocol
 (:func:`lowrank_ggn.ginger`), the optimisers and the sharded front-ends call
@@ -16,6 +16,14 @@ One update is two passes over ``U``:
    query of the new state ``y = (g − U'c')/γ + U'w`` (``U'x = U(Rx) + v(bᵀx)``) when a
    gradient is given (:func:`update_precondition`).
 
+Bookkeeping: ``discarded ← α·discarded + (trace dropped)`` and
+``escaped ← α·escaped + δ`` with δ the spectral norm of the curvature dropped
+at this step (the eigenvalue λ_{τ+1}, plus the residual mass ``ρr²`` of a
+rounding-level residual); for Ginger the two increments are equal. The
+``truncate`` hook of :func:`update` and :func:`update_precondition` replaces
+Eckart–Young's truncation by another rule on the same plan (Frequent
+Directions: :mod:`lowrank_ggn._core.frequent_directions`).
+
 A rejected update (non-finite ``d`` or result) rotates by the identity, which
 leaves ``U`` bit-for-bit unchanged, and counts in ``num_nonfinite``.
 
@@ -27,6 +35,7 @@ Sherman–Morrison path supports only the local reduction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from lowrank_ggn._core import sherman_morrison
@@ -46,6 +55,8 @@ from lowrank_ggn._core.reduction import LOCAL, Reduction
 from lowrank_ggn.backends import cond
 
 __all__ = [
+    "Truncation",
+    "eckart_young",
     "maybe_reorthonormalize",
     "precondition",
     "reorthonormalize",
@@ -54,6 +65,25 @@ __all__ = [
     "update_precondition",
     "update_sherman_morrison",
 ]
+
+
+class Truncation(NamedTuple):
+    """What a truncation rule keeps and drops at one step."""
+
+    eigvals: Array
+    """(rank,): the kept eigenvalues, sorted descending, ≥ 0."""
+    trace: Array
+    """0-d: the trace of the curvature dropped (added to ``discarded``)."""
+    norm: Array
+    """0-d: a bound on its spectral norm, δ_t (added to ``escaped``)."""
+
+
+def eckart_young(xp: ArrayNamespace, brand: Plan) -> Truncation:  # noqa: ARG001
+    """Ginger's rule: keep the τ largest eigenvalues; one eigenvalue (plus residual mass) is dropped."""
+    return Truncation(brand.eigvals, brand.discarded, brand.discarded)
+
+
+TruncationRule = Callable[[ArrayNamespace, Plan], Truncation]
 
 
 class _Term(NamedTuple):
@@ -102,8 +132,7 @@ def _finish(
     state: Any,
     brand: Plan,
     *,
-    eigvals: Array,
-    dropped: Array,
+    cut: Truncation,
     ok: Array,
     alpha: Array,
     query: tuple[Array, Array, Array, Array] | None,
@@ -117,8 +146,9 @@ def _finish(
     new_basis, y = rotate(xp, basis, rot, brand.vec, vrot, query=query, out=out)
     new = state._replace(
         basis=new_basis,
-        eigvals=xp.where(ok, eigvals, state.eigvals),
-        discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
+        eigvals=xp.where(ok, cut.eigvals, state.eigvals),
+        discarded=xp.where(ok, alpha * state.discarded + cut.trace, state.discarded),
+        escaped=xp.where(ok, alpha * state.escaped + cut.norm, state.escaped),
         step=saturating_increment(xp, state.step, ok, period=period),
         num_nonfinite=saturating_increment(xp, state.num_nonfinite, ~ok),
     )
@@ -140,8 +170,8 @@ def saturating_increment(xp: ArrayNamespace, counter: Array, inc: Array, *, peri
     return xp.where(inc & at_top, back, bumped)
 
 
-def _accepted(xp: ArrayNamespace, finite: Array, eigvals: Array, dropped: Array) -> Array:
-    return finite & xp.all(xp.isfinite(eigvals)) & xp.isfinite(dropped)
+def _accepted(xp: ArrayNamespace, finite: Array, cut: Truncation) -> Array:
+    return finite & xp.all(xp.isfinite(cut.eigvals)) & xp.isfinite(cut.trace) & xp.isfinite(cut.norm)
 
 
 def update(
@@ -153,28 +183,22 @@ def update(
     reorthonormalize_every: int | None,
     reduce: Reduction = LOCAL,
     donate: bool = False,
+    truncate: TruncationRule = eckart_young,
 ) -> Any:
     """Fold ``d`` into the EMA and truncate to rank τ (eigen path); re-orthonormalise when due.
 
     ``decay`` is a number or 0-d array, ``reorthonormalize_every`` already
     resolved (an int or None, see :mod:`lowrank_ggn._core.options`).
-    Cost O(dim · rank²), two passes over the basis.
+    ``truncate`` maps Brand's plan to the kept eigenvalues (default:
+    Eckart–Young). Cost O(dim · rank²), two passes over the basis.
     """
     alpha = as_scalar(xp, decay, state.basis)
     term = _eigen_term(xp, state, d, alpha, reduce)
     _, brand = _plan(xp, state, term, None, reduce)
-    ok = _accepted(xp, term.finite, brand.eigvals, brand.discarded)
+    cut = truncate(xp, brand)
+    ok = _accepted(xp, term.finite, cut)
     new, _ = _finish(
-        xp,
-        state,
-        brand,
-        eigvals=brand.eigvals,
-        dropped=brand.discarded,
-        ok=ok,
-        alpha=alpha,
-        query=None,
-        donate=donate,
-        period=reorthonormalize_every,
+        xp, state, brand, cut=cut, ok=ok, alpha=alpha, query=None, donate=donate, period=reorthonormalize_every
     )
     return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce)
 
@@ -190,6 +214,7 @@ def update_precondition(
     reorthonormalize_every: int | None,
     reduce: Reduction = LOCAL,
     donate: bool = False,
+    truncate: TruncationRule = eckart_young,
 ) -> tuple[Any, Array]:
     r"""Update with ``d``, then ``y = (γI + U'diag(σ')U'ᵀ)⁻¹ g`` of the new state, in the same two passes.
 
@@ -203,25 +228,17 @@ def update_precondition(
     gamma = as_scalar(xp, damping, basis)
     term = _eigen_term(xp, state, d, alpha, reduce)
     coef, brand = _plan(xp, state, term, g, reduce)
-    ok = _accepted(xp, term.finite, brand.eigvals, brand.discarded)
+    cut = truncate(xp, brand)
+    ok = _accepted(xp, term.finite, cut)
     rot, vrot = reject(xp, brand, ok)
-    eigvals = xp.where(ok, brand.eigvals, state.eigvals)
+    eigvals = xp.where(ok, cut.eigvals, state.eigvals)
     vec_dot = xp.where(ok, brand.vec_dot, xp.zeros_like(brand.vec_dot))
     c_new = rot.T @ coef[:, 1] + vrot * vec_dot
     # The split form (g − U'c')/γ + U'(c'/(γ+σ')) of _core.operator.solve, through U' = U·rot + vec ⊗ vrot.
     coef = xp.stack([-c_new, c_new / (gamma + eigvals)], axis=1)
     query = (rot @ coef, vrot @ coef, g, 1 / gamma)
     new, y = _finish(
-        xp,
-        state,
-        brand,
-        eigvals=brand.eigvals,
-        dropped=brand.discarded,
-        ok=ok,
-        alpha=alpha,
-        query=query,
-        donate=donate,
-        period=reorthonormalize_every,
+        xp, state, brand, cut=cut, ok=ok, alpha=alpha, query=query, donate=donate, period=reorthonormalize_every
     )
     return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce), y
 
@@ -253,19 +270,12 @@ def update_sherman_morrison(
     v = xp.where(xp.isfinite(v), v, xp.zeros_like(v))
     _, brand = _plan(xp, state, _Term(v, rho, xp.ones_like(alpha), kappa, finite), None, LOCAL)
     eigvals = sigma_from_kappa(xp, brand.eigvals, gamma)
+    # The eigenvalue dropped in the inverse domain, mapped back (Eq 18): the same direction's σ.
     dropped = sigma_from_kappa(xp, brand.discarded, gamma)
-    ok = _accepted(xp, finite, eigvals, dropped)
+    cut = Truncation(eigvals, dropped, dropped)
+    ok = _accepted(xp, finite, cut)
     new, _ = _finish(
-        xp,
-        state,
-        brand,
-        eigvals=eigvals,
-        dropped=dropped,
-        ok=ok,
-        alpha=alpha,
-        query=None,
-        donate=donate,
-        period=reorthonormalize_every,
+        xp, state, brand, cut=cut, ok=ok, alpha=alpha, query=None, donate=donate, period=reorthonormalize_every
     )
     return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, LOCAL)
 

@@ -229,6 +229,7 @@ def _step(
         count=count + xp.astype(append, count.dtype),
         eigvals=new_sigma,
         discarded=xp.where(ok, alpha * state.discarded + dropped, state.discarded),
+        escaped=xp.where(ok, alpha * state.escaped + dropped, state.escaped),
         step=saturating_increment(xp, state.step, ok),
         num_nonfinite=saturating_increment(xp, state.num_nonfinite, ~ok),
     )

@@ -1,0 +1,62 @@
+r"""Streaming randomized Nyström approximation (Tropp, Yurtsever, Udell, Cevher 2017), unchecked.
+
+The state keeps a fixed Gaussian test matrix ``Ω`` (dim × s) and the sketch
+``Y = M Ω`` of the exact EMA, updated as ``Y ← αY + (1−α) d (dᵀΩ)``: O(dim · s)
+per step, no truncation, so ``Y`` is exact. The rank-τ eigenpairs come from
+the shifted reconstruction (their Algorithm 3), when the operator is built:
+
+    ν = √dim · eps · ‖Y‖_F,  Y_ν = Y + νΩ,  C = chol(Ωᵀ Y_ν),  B = Y_ν C⁻ᵀ = W S Vᵀ,
+    M̂ = W diag(max(S² − ν, 0)) Wᵀ, truncated to τ.
+
+Cost O(dim · s²) (a d × s SVD); cache the result by building the operator once
+per step and reusing it. ``M̂ ⪯ M + νI`` and ``M̂ = M`` (to rounding) while
+``rank M ≤ τ ≤ s``. The small s × s steps run in the backend's widest float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lowrank_ggn._core.aliases import Array, ArrayNamespace
+from lowrank_ggn._core.brand import finite_max_abs
+from lowrank_ggn._core.operator import as_scalar
+from lowrank_ggn.backends import widest_float_dtype
+
+__all__ = ["reconstruct", "update"]
+
+
+def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any) -> Any:
+    """``Y ← αY + (1−α) d (dᵀΩ)``; a non-finite ``d`` or result is rejected. Cost O(dim · s)."""
+    sketch, omega = state.sketch, state.test_matrix
+    alpha = as_scalar(xp, decay, sketch)
+    ok = finite_max_abs(xp, d)[0]
+    d_safe = xp.where(ok, d, xp.zeros_like(d))
+    new = alpha * sketch + (1 - alpha) * (d_safe[:, None] * (d_safe @ omega)[None, :])
+    ok = ok & xp.all(xp.isfinite(new))
+    return state._replace(
+        sketch=xp.where(ok, new, sketch),
+        step=state.step + xp.astype(ok, state.step.dtype),
+        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+    )
+
+
+def reconstruct(xp: ArrayNamespace, state: Any, rank: int) -> tuple[Array, Array]:
+    """``(basis, eigvals)`` of the rank-τ shifted Nyström approximation. Cost O(dim · s²)."""
+    sketch, omega = state.sketch, state.test_matrix
+    dtype = sketch.dtype
+    dim = sketch.shape[0]
+    wide = widest_float_dtype(xp, sketch)
+    y, om = xp.astype(sketch, wide), xp.astype(omega, wide)
+    info = xp.finfo(dtype)
+    norm = xp.sqrt(xp.sum(y * y))
+    # The shift of Algorithm 3, floored so that an empty sketch (Y = 0) still factorises.
+    nu = xp.maximum(dim**0.5 * float(info.eps) * norm, xp.asarray(float(info.smallest_normal) ** 0.5, dtype=wide))
+    y_nu = y + nu * om
+    core = om.T @ y_nu
+    core = (core + core.T) / 2
+    chol = xp.linalg.cholesky(core)
+    b = xp.linalg.solve(chol, y_nu.T).T
+    w, s, _ = xp.linalg.svd(b, full_matrices=False)
+    lam = s[:rank] * s[:rank] - nu
+    lam = xp.where(lam > 0, lam, xp.zeros_like(lam))
+    return xp.astype(w[:, :rank], dtype), xp.astype(lam, dtype)
