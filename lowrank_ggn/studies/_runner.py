@@ -1658,7 +1658,10 @@ def _run_parallel(
             timeout = None
 
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(channel, config.threads)) as ex:
-        futures = [ex.submit(_worker_pass, config, stream, seed) for stream, seed in passes]
+        # The large (longest) passes first, so that the small ones fill the other workers meanwhile.
+        order = sorted(range(len(passes)), key=lambda i: not config.is_large(passes[i][0]))
+        submitted = {i: ex.submit(_worker_pass, config, *passes[i]) for i in order}
+        futures = [submitted[i] for i in range(len(passes))]
         pending = set(range(len(futures)))
         while pending:
             drain(0.2)
