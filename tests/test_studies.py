@@ -826,7 +826,7 @@ def test_report_at_both_scales_and_robust_figure_limits(monkeypatch, tmp_path):
         entry = h["comparisons"]["equal damping", "qng", scale]
         assert 0 <= entry["inv_spectral_error"]["win_rate"] <= 1
         assert h["comparisons"]["equal memory", "diag", scale]["memory_ratio"] > 1
-    assert len(h["verdict"]) == 2
+    assert len(h["verdict"]) == 3  # the overall sentence, then one per scale
     paths = write_outputs(result, tmp_path)
     text = paths["headline"].read_text()
     assert "d = 500: inv err" in text

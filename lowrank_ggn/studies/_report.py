@@ -20,6 +20,7 @@ import numpy as np
 
 from lowrank_ggn.studies._methods import DENSE_LIMIT, METHODS, PROTOCOL_METHODS
 from lowrank_ggn.studies._runner import COLUMNS, StudyResult
+from lowrank_ggn.studies._streams import LARGE_STREAMS
 
 __all__ = [
     "StudyFiles",
@@ -531,16 +532,19 @@ _SCALE_COLUMNS = (
 
 
 def _scale(row: dict[str, Any]) -> str:
-    """``large`` for a stream evaluated matrix-free (d > ``DENSE_LIMIT``), else ``small``."""
-    return "large" if int(row["dim"]) > DENSE_LIMIT else "small"
+    """``small`` (dense reference), ``large`` (matrix-free, whole model) or ``blocks`` (matrix-free, per array)."""
+    if int(row["dim"]) <= DENSE_LIMIT:
+        return "small"
+    spec = LARGE_STREAMS.get(row["stream"])
+    return "blocks" if spec is not None and spec.per_tensor else "large"
 
 
 def _scale_label(final: list[dict[str, Any]], scale: str) -> str:
     dims = sorted({int(r["dim"]) for r in final if _scale(r) == scale})
     if not dims:
-        return "d ≤ 5,000" if scale == "small" else "d > 5,000"
+        return scale
     span = f"{dims[0]:,}" if len(dims) == 1 else f"{dims[0]:,}–{dims[-1]:,}"
-    return f"d = {span}"
+    return f"d = {span}" + (" per array" if scale == "blocks" else "")
 
 
 def _equal_memory_pairs(
@@ -575,7 +579,11 @@ def _compared_methods(final: list[dict[str, Any]], main: str) -> list[str]:
 
 
 def scale_headline(result: StudyResult) -> dict[str, Any]:  # noqa: C901 - flat loops over the tables
-    """Compute Ginger against every method at equal memory and at equal damping, for d ≤ and d > ``DENSE_LIMIT``.
+    """Compute Ginger against every method at equal memory and at equal damping, at each scale.
+
+    The scales: ``small`` (d ≤ ``DENSE_LIMIT``, dense reference), ``large``
+    (matrix-free, the whole model one block) and ``blocks`` (matrix-free, one
+    block per parameter array).
 
     *Equal damping*: the ``equal`` rows (γ = α^τ for both and for the
     reference), paired on stream, seed, τ, α. *Equal memory*: every
@@ -601,7 +609,7 @@ def scale_headline(result: StudyResult) -> dict[str, Any]:  # noqa: C901 - flat 
     c = result.config
     main = c.main_dtype
     final = _final(result)
-    scales = [s for s in ("small", "large") if any(_scale(r) == s for r in final)]
+    scales = [s for s in ("small", "large", "blocks") if any(_scale(r) == s for r in final)]
     comparisons: dict[tuple[str, str, str], dict[str, Any]] = {}
     for method in _compared_methods(final, main):
         equal = _paired(_select(final, damping_mode="equal"), "ginger", method, keys=_KEYS, dtype=main)
@@ -668,7 +676,7 @@ def _claim_status(entry: dict[str, Any] | None) -> str | None:
     return "holds only in part"
 
 
-def _verdict(h: dict[str, Any], scales: list[str]) -> list[str]:
+def _verdict(h: dict[str, Any], scales: list[str]) -> list[str]:  # noqa: C901 - one sentence per case
     """Plain-language sentences on the paper's claim (Ginger's low-rank part beats QNG's), per scale."""
     lines = []
     for scale in scales:
@@ -698,6 +706,24 @@ def _verdict(h: dict[str, Any], scales: list[str]) -> list[str]:
             parts.append("at equal memory Ginger is " + ", ".join(others))
         if parts:
             lines.append(f"{label}: " + "; ".join(parts) + ".")
+    status = {
+        scale: _claim_status(h["comparisons"].get(("equal damping", "qng", scale)))
+        for scale in scales
+        if h["comparisons"].get(("equal damping", "qng", scale)) is not None
+    }
+    if status:
+        held = [h["labels"][sc] for sc, st in status.items() if st == "holds"]
+        if len(held) == len(status):
+            overall = "holds at every scale of this study"
+        elif held:
+            overall = "holds at " + ", ".join(held) + " but not everywhere: read the tables before relying on it"
+        else:
+            overall = "does not hold in this study"
+        lines.insert(
+            0,
+            "In plain words: the paper's claim that Ginger's rank-τ part beats QNG's at the same form "
+            f"(damping α^τ, rank τ) {overall}.",
+        )
     return lines
 
 
