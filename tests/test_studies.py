@@ -837,3 +837,16 @@ def test_report_at_both_scales_and_robust_figure_limits(monkeypatch, tmp_path):
     lo, hi = _report._robust_limits(values, "decrease_fraction")
     assert -1 < lo < 0.5
     assert hi >= 1
+
+
+def test_read_study_reproduces_the_report(tiny_result, tmp_path):
+    """The headline is generated again from the files a study wrote, identically."""
+    from lowrank_ggn.studies import read_study, scale_markdown
+
+    write_outputs(tiny_result, tmp_path, plots=False)
+    again = read_study(tmp_path, TINY, seconds=tiny_result.seconds)
+    assert len(again.rows) == len(tiny_result.rows)
+    assert scale_markdown(again) == scale_markdown(tiny_result)
+    assert summary_table(again) == summary_table(tiny_result)
+    with pytest.raises(ValueError, match=r"no study\.csv"):
+        read_study(tmp_path / "nothing")

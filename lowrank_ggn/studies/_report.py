@@ -28,6 +28,7 @@ __all__ = [
     "markdown_report",
     "plot_study",
     "prepare_output_dir",
+    "read_study",
     "scale_headline",
     "scale_markdown",
     "summary_table",
@@ -785,7 +786,8 @@ def scale_markdown(result: StudyResult) -> str:  # noqa: C901 - flat loops over 
         "",
         (
             f"**Memory and time per step** (τ = {c.rank}, γ = {c.damping:g}, α = {c.decay}, median over streams "
-            f"and seeds; the study took {result.seconds:.0f} s in all)."
+            "and seeds"
+            + (f"; the study took {result.seconds:.0f} s in all)." if math.isfinite(result.seconds) else ").")
         ),
         "",
     ]
@@ -1216,6 +1218,76 @@ def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
         lines.append("")
     lines += ["## Methods", "", _METHOD_DOC, "## Metrics", "", _METRIC_DOC]
     return "\n".join(lines)
+
+
+_TEXT_COLUMNS = frozenset({"stream", "backend", "dtype", "method", "damping_mode"})
+
+
+def read_study(out_dir: str | os.PathLike, config: Any = None, *, seconds: float = math.nan) -> StudyResult:
+    """Read a study back from the ``study.csv`` and ``spectra.csv`` it wrote, to report on it again.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The study's output folder.
+    config : StudyConfig, optional
+        The configuration that produced it (default: ``StudyConfig()``, the
+        ``lowrank-ggn study`` run); the reports take the grid and the last
+        step of each stream from it.
+    seconds : float, optional
+        The run time to report (NaN: not known).
+
+    Returns
+    -------
+    StudyResult
+        The rows with the types :func:`run_study` gives them (``rank`` an int
+        or ``""``, the other numbers floats, ``dim``, ``seed``, ``step`` ints).
+
+    Raises
+    ------
+    ValueError
+        If ``study.csv`` is missing or its header is not :data:`COLUMNS`.
+    """
+    from lowrank_ggn.studies._runner import StudyConfig
+
+    folder = Path(out_dir)
+    path = folder / "study.csv"
+    if not path.is_file():
+        msg = f"no study.csv in {str(folder)!r}"
+        raise ValueError(msg)
+    ints = {"dim", "seed", "step"}
+
+    def convert(key: str, value: str) -> Any:
+        if key in _TEXT_COLUMNS:
+            return value
+        if key == "rank":
+            return int(value) if value else ""
+        if key in ints:
+            return int(value)
+        return float(value) if value else math.nan
+
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            msg = f"{str(path)!r} does not have the columns of this version's study.csv"
+            raise ValueError(msg)
+        rows = [{k: convert(k, v) for k, v in row.items()} for row in reader]
+    spectra: list[dict[str, Any]] = []
+    spectra_path = folder / "spectra.csv"
+    if spectra_path.is_file():
+        with spectra_path.open(newline="") as fh:
+            spectra.extend(
+                {
+                    "stream": row["stream"],
+                    "seed": int(row["seed"]),
+                    "decay": float(row["decay"]),
+                    "step": int(row["step"]),
+                    "index": int(row["index"]),
+                    "eigval": float(row["eigval"]),
+                }
+                for row in csv.DictReader(fh)
+            )
+    return StudyResult(StudyConfig() if config is None else config, rows, spectra, seconds)
 
 
 def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
