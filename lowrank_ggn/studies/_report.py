@@ -777,7 +777,9 @@ def scale_markdown(result: StudyResult) -> str:  # noqa: C901 - flat loops over 
         "| method | scale | n | median tightness | max tightness | violations (> 1) |",
         "|---|---|---|---|---|---|",
     ]
-    for (method, scale), v in sorted(h["certificates"].items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+    for (method, scale), v in sorted(
+        h["certificates"].items(), key=lambda kv: (_order(kv[0][0]), scales.index(kv[0][1]))
+    ):
         lines.append(
             f"| {method} | {h['labels'][scale]} | {v['n']} | {v['median']:.3g} | {v['max']:.3g} | {v['violations']} |"
         )
