@@ -108,6 +108,7 @@ exclude_patterns = [
     "README.md",
     "generated/proofs_report.md",  # included by verification.md
     "generated/study/*.md",  # the study's report, included by studies.md
+    "studies_headline.md",  # headline.md of a default study run, included by studies.md
     "generated/sharding_report.md",  # included by distributed.md
     "benchmarks_results/*.md",  # tables of benchmarks/report.py, included in benchmarks.md
     "**.ipynb_checkpoints",

@@ -91,6 +91,8 @@ BAD_STUDY = [
     (["--dampings", "1e-2,0"], "--dampings"),
     (["--dampings", "inf"], "--dampings"),
     (["--methods", "ginger,newton"], "--methods"),
+    (["--large-steps", "0"], "--large-steps"),
+    (["--streams", "digits-mlp-huge"], "--streams"),
 ]
 
 
@@ -367,3 +369,30 @@ def test_bad_stream_files_are_usage_errors(tmp_path, capsys, no_computation):
         last = usage_error(capsys, ["study", "--out", str(tmp_path / "out"), *args])
         assert name in last, (args, last)
         assert not (tmp_path / "out").exists()
+
+
+def test_large_stream_options_reach_the_configuration(tmp_path):
+    """--streams takes the large streams, --large-steps their steps; --ranks replaces their default ranks."""
+    from lowrank_ggn.studies import DENSE_LIMIT, LARGE_STREAMS
+    from lowrank_ggn.studies._cli import _config
+
+    parser = argparse.ArgumentParser()
+    cli_sub = parser.add_subparsers()
+    from lowrank_ggn.studies import add_study_command
+
+    add_study_command(cli_sub)
+    args = parser.parse_args(["study", "--streams", "power", "digits-mlp-wide-blocks", "--large-steps", "7"])
+    config = _config(args)
+    config.validate()
+    assert config.streams == ("power", "digits-mlp-wide-blocks")
+    assert config.is_large("digits-mlp-wide-blocks")
+    assert not config.is_large("power")
+    assert LARGE_STREAMS["digits-mlp-wide-blocks"].model.dim > DENSE_LIMIT
+    assert config.steps_of("digits-mlp-wide-blocks") == 7
+    assert config.steps_of("power") == config.steps
+    assert config.ranks_of("digits-mlp-wide-blocks") == (2, 8, 32)
+    assert config.passes() == [("power", s) for s in config.seeds] + [("digits-mlp-wide-blocks", config.seeds[0])]
+    args = parser.parse_args(["study", "--streams", "digits-mlp-wide", "--ranks", "4,16"])
+    config = _config(args)
+    config.validate()
+    assert config.ranks_of("digits-mlp-wide") == (4, 16)

@@ -626,3 +626,227 @@ def test_headline_when_the_oracle_is_exact():
     assert values["inv_error_ratio_n"] < values["n"]
     assert math.isfinite(values["inv_error_ratio_median"])
     assert "Headline" in summary_table(result)
+
+
+# ---------------------------------------------------------------- at scale: the matrix-free path
+
+
+def _window_user_stream(dim=300, steps=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((steps, dim)) * np.linspace(3.0, 0.1, dim)
+
+
+WINDOW = StudyConfig(
+    streams=(),
+    steps=30,
+    large_steps=30,
+    ranks=(2, 8),
+    large_ranks=None,
+    decays=(0.95,),
+    dampings=(1e-2, 1e-1),
+    seeds=(0,),
+    rank=8,
+    decay=0.95,
+    damping=1e-1,
+    checkpoints=2,
+    large_checkpoints=2,
+    num_gradients=4,
+)
+
+
+def _key(r):
+    return (r["method"], r["dtype"], r["rank"], r["damping_mode"], r["damping"], r["step"])
+
+
+def test_window_path_matches_the_dense_path(monkeypatch):
+    """Above DENSE_LIMIT every metric is computed matrix-free; on a stream small enough for both, they agree."""
+    from lowrank_ggn.studies import _runner
+
+    config = replace(WINDOW, user_streams=(("u", _window_user_stream()),))
+    dense = {_key(r): r for r in run_study(config, progress=False).rows}
+    monkeypatch.setattr(_runner, "DENSE_LIMIT", 100)
+    assert config.is_large("u")
+    window = {_key(r): r for r in run_study(config, progress=False).rows}
+    assert {k[0] for k in window} == set(METHODS) - {"exact"}  # the window is the reference
+    assert set(window) <= set(dense)
+    skip = {"time_per_step_s", "time_vs_diag", "dev_from_ginger64", "sigma_relerr", "trace_gap", "angle_max_deg"}
+    compared = 0
+    for key, w in window.items():
+        d = dense[key]
+        assert w["memory_floats"] == d["memory_floats"], key
+        for col in COLUMNS[COLUMNS.index("loss") + 1 :]:
+            if key[0] == "diag" and col.endswith("spectral_error"):
+                if key[-1] != config.large_steps:  # Lanczos only at the last step
+                    assert math.isnan(w[col]), key
+                if col == "inv_spectral_error" or key[-1] != config.large_steps:
+                    continue  # Lanczos: NaN when it has not converged
+            if col in skip:
+                continue  # timings, rounding-level checks
+            a, b = d[col], w[col]
+            if isinstance(a, float) and math.isnan(a):
+                assert math.isnan(b), (key, col)
+                continue
+            assert b == pytest.approx(a, rel=1e-6, abs=1e-9), (key, col)
+            compared += 1
+    assert compared > 500
+    # The rounding-level checks stay at rounding level.
+    for w in window.values():
+        if w["method"] in {"ginger", "ginger-sm"} and w["dtype"] == "float64":
+            assert w["trace_gap"] < 1e-10
+
+
+def test_per_tensor_window_path_against_a_dense_block_diagonal_reference(monkeypatch):
+    """A stream split in blocks: one Ginger state per block, against the block-diagonal exact EMA, densely."""
+    from lowrank_ggn.studies import _runner
+
+    x = _window_user_stream(dim=120, steps=24, seed=3)
+    blocks = (slice(0, 70), slice(70, 115), slice(115, 120))  # the last block is smaller than τ + 1
+    monkeypatch.setattr(_runner, "DENSE_LIMIT", 50)
+    monkeypatch.setattr(_runner, "_blocks_of", lambda stream, dim: blocks)
+    config = replace(
+        WINDOW,
+        user_streams=(("u", x),),
+        steps=24,
+        large_steps=24,
+        methods=("ginger", "diag", "identity", "oracle"),
+        dtypes=("float64",),
+    )
+    rows = run_study(config, progress=False).rows
+    alpha, tau, gamma, steps, q = 0.95, 8, 1e-1, 24, 4
+    m = np.zeros((120, 120))
+    states = [lg.ginger_init(b.stop - b.start, min(tau, b.stop - b.start - 1), dtype=np.float64) for b in blocks]
+    for t in range(steps):
+        d = x[t]
+        for j, b in enumerate(blocks):
+            m[b, b] = alpha * m[b, b] + (1 - alpha) * np.outer(d[b], d[b])
+            states[j] = lg.ginger_update(states[j], d[b], decay=alpha)
+    g = np.stack([x[t % steps] for t in range(steps - q + 1, steps + 1)], axis=1)
+    approx = scipy.linalg.block_diag(*[(s.basis * s.eigvals) @ s.basis.T for s in states]) + gamma * np.eye(120)
+    exact = m + gamma * np.eye(120)
+    inv_a, inv_e = np.linalg.inv(approx), np.linalg.inv(exact)
+    lam = np.linalg.eigvalsh(exact)
+    want_inv = np.abs(np.linalg.eigvalsh(inv_a - inv_e)).max() * lam[0]
+    want_curv = np.abs(np.linalg.eigvalsh(approx - exact)).max() / lam[-1]
+    s, b = inv_a @ g, inv_e @ g
+    want_cos = np.mean((s * b).sum(0) / np.linalg.norm(s, axis=0) / np.linalg.norm(b, axis=0))
+    achieved = (g * s).sum(0) - 0.5 * (s * (exact @ s)).sum(0)
+    want_dec = np.mean(achieved / (0.5 * (g * b).sum(0)))
+    (row,) = [
+        r
+        for r in rows
+        if r["method"] == "ginger" and r["step"] == steps and r["damping_mode"] == "fixed" and r["damping"] == gamma
+        if r["rank"] == tau
+    ]
+    assert row["inv_spectral_error"] == pytest.approx(want_inv, rel=1e-7)
+    assert row["curv_spectral_error"] == pytest.approx(want_curv, rel=1e-7)
+    assert row["cosine"] == pytest.approx(want_cos, rel=1e-9)
+    assert row["decrease_fraction"] == pytest.approx(want_dec, rel=1e-7)
+    assert row["memory_floats"] == sum(s.basis.size + s.eigvals.size + 1 for s in states)
+    assert math.isnan(row["angle_max_deg"])  # no subspace metrics for a block-diagonal approximation
+    # The certificate: ‖G̃ − G‖₂ ≤ max_j ρ_j.
+    assert row["rho_certificate"] == pytest.approx(max(float(s.discarded) for s in states))
+    assert 0 < row["certificate_tightness"] <= 1 + 1e-9
+    # The diagonal EMA and the identity, per block, with the same reference.
+    (diag,) = [
+        r
+        for r in rows
+        if r["method"] == "diag" and r["step"] == steps and r["damping_mode"] == "fixed" and r["damping"] == gamma
+    ]
+    v = sum(alpha ** (steps - 1 - t) * (1 - alpha) * x[t] ** 2 for t in range(steps))
+    s = g / (gamma + v)[:, None]
+    assert diag["cosine"] == pytest.approx(
+        np.mean((s * b).sum(0) / np.linalg.norm(s, axis=0) / np.linalg.norm(b, axis=0)), rel=1e-9
+    )
+    want = np.abs(np.linalg.eigvalsh(np.diag(1 / (gamma + v)) - inv_e)).max() * lam[0]
+    assert diag["inv_spectral_error"] == pytest.approx(want, rel=1e-6) or math.isnan(diag["inv_spectral_error"])
+
+
+def test_protocol_methods_plug_in_by_name():
+    """Any approximation of the protocol runs through the one adapter; ginger_product reproduces ginger."""
+    config = replace(
+        WINDOW,
+        user_streams=(("u", _window_user_stream(dim=60, steps=20)),),
+        steps=20,
+        approximations=(lg.ginger_product(rank=3, decay=0.5),),  # rank and decay are the study's
+    )
+    assert "ginger-product" in config.methods
+    rows = run_study(config, progress=False).rows
+    by = {_key(r): r for r in rows}
+    product = [r for r in rows if r["method"] == "ginger-product"]
+    assert product
+    for r in product:
+        ref = by["ginger", r["dtype"], r["rank"], r["damping_mode"], r["damping"], r["step"]]
+        tol = 1e-9 if r["dtype"] == "float64" else 1e-4
+        for col in ("inv_spectral_error", "curv_spectral_error", "cosine", "decrease_fraction", "captured_share"):
+            assert r[col] == pytest.approx(ref[col], rel=tol, abs=tol), col
+        assert r["rho_certificate"] == pytest.approx(ref["rho_certificate"], rel=tol)
+    with pytest.raises(ValueError, match="protocol"):
+        replace(WINDOW, user_streams=(("u", _window_user_stream(dim=60)),), approximations=(object(),)).validate()
+
+
+def test_method_names_memory_and_certificates(tiny_result):
+    """The method names of the issue, the floats of each state, and ρ bounding the true curvature error."""
+    for name in ("ginger", "ginger-sm", "qng", "diag", "identity", "oracle", "oracle-tail", "ginger-tail", "ginger-fd"):
+        assert name in METHODS
+    for r in tiny_result.rows:
+        tau, dim = r["rank"], r["dim"]
+        t = tau if tau != "" else 0
+        want = {
+            "ginger": dim * t + t + 1,
+            "ginger-sm": dim * t + t + 1,
+            "qng": dim * t + 3 * t,
+            "oracle": dim * t + t,
+            "diag": dim,
+            "identity": 1,
+            "exact": dim * dim,
+        }.get(r["method"])
+        if want is not None:
+            assert r["memory_floats"] == want, r["method"]
+        if r["method"] in {"ginger", "ginger-sm", "ginger-tail", "ginger-fd"} and r["dtype"] == "float64":
+            assert r["certificate_tightness"] <= 1 + 1e-9 or math.isnan(r["certificate_tightness"])
+
+
+def test_report_at_both_scales_and_robust_figure_limits(monkeypatch, tmp_path):
+    from lowrank_ggn.studies import _report, _runner
+
+    monkeypatch.setattr(_runner, "DENSE_LIMIT", 600)
+    monkeypatch.setattr(_report, "DENSE_LIMIT", 600)
+    config = replace(
+        WINDOW,
+        streams=("power",),
+        steps=20,
+        user_streams=(("u", _window_user_stream(dim=700, steps=20)),),
+        large_steps=16,
+    )
+    result = run_study(config, progress=False)
+    assert {r["step"] for r in result.rows if r["stream"] == "u"} == {8, 16}
+    h = _report.scale_headline(result)
+    assert set(h["labels"].values()) == {"d = 500", "d = 700"}
+    for scale in ("small", "large"):
+        entry = h["comparisons"]["equal damping", "qng", scale]
+        assert 0 <= entry["inv_spectral_error"]["win_rate"] <= 1
+        assert h["comparisons"]["equal memory", "diag", scale]["memory_ratio"] > 1
+    assert len(h["verdict"]) == 3  # the overall sentence, then one per scale
+    paths = write_outputs(result, tmp_path)
+    text = paths["headline"].read_text()
+    assert "d = 500: inv err" in text
+    assert "d = 700: inv err" in text
+    assert text in paths["report"].read_text()
+    # Figure limits come from robust quantiles: one outlier does not stretch them.
+    values = np.concatenate([np.linspace(0.5, 1.0, 50), [-1e4]])
+    lo, hi = _report._robust_limits(values, "decrease_fraction")
+    assert -1 < lo < 0.5
+    assert hi >= 1
+
+
+def test_read_study_reproduces_the_report(tiny_result, tmp_path):
+    """The headline is generated again from the files a study wrote, identically."""
+    from lowrank_ggn.studies import read_study, scale_markdown
+
+    write_outputs(tiny_result, tmp_path, plots=False)
+    again = read_study(tmp_path, TINY, seconds=tiny_result.seconds)
+    assert len(again.rows) == len(tiny_result.rows)
+    assert scale_markdown(again) == scale_markdown(tiny_result)
+    assert summary_table(again) == summary_table(tiny_result)
+    with pytest.raises(ValueError, match=r"no study\.csv"):
+        read_study(tmp_path / "nothing")

@@ -2,10 +2,13 @@ r"""Approximation-error studies: how well rank-τ curvature approximations track
 
 The studies run Ginger (eigen and Sherman–Morrison paths, float32 and
 float64), QNG, a diagonal EMA, a scaled identity, tail-aware damping variants
-of Ginger and the oracle (the best rank-τ approximation of the exact EMA) on
-real curvature streams (sampled-label Fisher vectors, Eq 8, of models trained
-with Adam on scikit-learn's digits) and on synthetic ones, and compare them
-with the exact EMA in NumPy float64. ``lowrank-ggn study`` runs the default
+of Ginger, the oracle (the best rank-τ approximation of the exact EMA) and any
+approximation of the library's protocol (:class:`ProtocolRun`) on real
+curvature streams (sampled-label Fisher vectors, Eq 8, of models trained with
+Adam on scikit-learn's digits) and on synthetic ones, and compare them with the
+exact EMA in NumPy float64: a dense matrix up to :data:`DENSE_LIMIT`
+parameters, a window of the curvature vectors above (:class:`WindowEMA`,
+every metric matrix-free; whole model or one block per parameter array). ``lowrank-ggn study`` runs the default
 study; the same functions are importable:
 
 >>> from lowrank_ggn.studies import StudyConfig, run_study, summary_table
@@ -19,13 +22,18 @@ threadpoolctl).
 from lowrank_ggn.studies._cli import add_study_command
 from lowrank_ggn.studies._methods import (
     APPROXIMATIONS,
+    DENSE_LIMIT,
     METHODS,
+    PROTOCOL_METHODS,
     DiagonalRun,
     ExactEMA,
     GingerRun,
     IsotropicRun,
+    ProtocolRun,
     QNGRun,
     Structured,
+    operator_structure,
+    protocol_templates,
 )
 from lowrank_ggn.studies._metrics import (
     ExactSpectrum,
@@ -43,6 +51,9 @@ from lowrank_ggn.studies._report import (
     headline,
     markdown_report,
     plot_study,
+    read_study,
+    scale_headline,
+    scale_markdown,
     summary_table,
     write_csv,
     write_outputs,
@@ -71,9 +82,11 @@ from lowrank_ggn.studies._streams import (
 __all__ = [
     "APPROXIMATIONS",
     "COLUMNS",
+    "DENSE_LIMIT",
     "LARGE_STREAMS",
     "METHODS",
     "MLP",
+    "PROTOCOL_METHODS",
     "STREAMS",
     "DeepMLP",
     "DiagonalRun",
@@ -82,6 +95,7 @@ __all__ = [
     "GingerRun",
     "IsotropicRun",
     "LargeStream",
+    "ProtocolRun",
     "QNGRun",
     "SmallCNN",
     "SoftmaxRegression",
@@ -103,11 +117,16 @@ __all__ = [
     "make_large_stream",
     "make_stream",
     "markdown_report",
+    "operator_structure",
     "parameter_blocks",
     "plot_study",
     "principal_angles",
+    "protocol_templates",
+    "read_study",
     "relative_spectral_distance",
     "run_study",
+    "scale_headline",
+    "scale_markdown",
     "spectral_error",
     "stream_dim",
     "summary_table",

@@ -45,6 +45,18 @@ def _nearest(values: tuple[float, ...], target: float, scale: Any) -> Any:
     return min(values, key=lambda v: abs(scale(v) - scale(target)))
 
 
+def _large_changes(args: argparse.Namespace, config: Any, user: tuple[Any, ...]) -> dict[str, Any]:
+    """Return the changes for the streams with d > ``DENSE_LIMIT``: their steps, and their ranks (``--ranks``)."""
+    changes: dict[str, Any] = {}
+    if args.large_steps is not None:
+        changes["large_steps"] = args.large_steps
+    elif user:
+        changes["large_steps"] = min(config.large_steps, *(u.length for u in user))
+    if args.ranks:
+        changes["large_ranks"] = None
+    return changes
+
+
 def _config(args: argparse.Namespace) -> Any:
     """Return the :class:`StudyConfig` of the parsed arguments (not yet validated)."""
     from lowrank_ggn.studies._runner import StudyConfig
@@ -65,6 +77,7 @@ def _config(args: argparse.Namespace) -> Any:
         changes["steps"] = args.steps
     elif user:
         changes["steps"] = min(config.steps, *(u.length for u in user))
+    changes.update(_large_changes(args, config, user))
     # A chosen grid that leaves out the default setting moves it to the nearest value of the grid.
     for grid, default, scale in (
         ("ranks", "rank", math.log),
@@ -126,9 +139,9 @@ def add_study_command(sub: argparse._SubParsersAction) -> None:
         The sub-command registry of the ``lowrank-ggn`` parser.
     """
     from lowrank_ggn.backends import BACKEND_NAMES
-    from lowrank_ggn.studies._methods import METHODS
+    from lowrank_ggn.studies._methods import DENSE_LIMIT, METHODS
     from lowrank_ggn.studies._runner import StudyConfig
-    from lowrank_ggn.studies._streams import STREAMS
+    from lowrank_ggn.studies._streams import LARGE_STREAMS, STREAMS
 
     default = StudyConfig()
     p = sub.add_parser(
@@ -159,8 +172,12 @@ def add_study_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--streams",
         nargs="+",
-        choices=STREAMS,
-        help="built-in streams to run (default: all, or none with --stream-file)",
+        choices=(*STREAMS, *LARGE_STREAMS),
+        help=(
+            f"built-in streams to run (default: {' '.join(default.streams)}; none with --stream-file). Streams "
+            f"with d > {DENSE_LIMIT} ({', '.join(LARGE_STREAMS)}) are evaluated matrix-free, once, with "
+            "--large-steps steps; '-blocks': one state per parameter array"
+        ),
     )
     p.add_argument(
         "--stream-file",
@@ -175,10 +192,19 @@ def add_study_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=positive_int, default=None, help="steps per stream")
     p.add_argument(
+        "--large-steps",
+        type=positive_int,
+        default=None,
+        help=f"steps per stream with d > {DENSE_LIMIT} (default: {default.large_steps})",
+    )
+    p.add_argument(
         "--ranks",
         type=comma_list(positive_int),
         metavar="R1,R2,...",
-        help="ranks tau of the grid (integers >= 1, below every stream's dimension)",
+        help=(
+            "ranks tau of the grid (integers >= 1, below every stream's dimension; also for the large streams, "
+            f"which default to {','.join(map(str, default.large_ranks or ()))})"
+        ),
     )
     p.add_argument(
         "--decays", type=comma_list(unit_interval), metavar="A1,A2,...", help="EMA decays alpha of the grid, in (0, 1)"

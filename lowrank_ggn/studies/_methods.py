@@ -88,14 +88,47 @@ from lowrank_ggn.backends import jit, to_numpy
 
 __all__ = [
     "APPROXIMATIONS",
+    "DENSE_LIMIT",
     "METHODS",
+    "PROTOCOL_METHODS",
     "DiagonalRun",
     "ExactEMA",
     "GingerRun",
     "IsotropicRun",
+    "ProtocolRun",
     "QNGRun",
     "Structured",
+    "operator_structure",
+    "protocol_templates",
 ]
+
+PROTOCOL_METHODS: dict[str, str] = {
+    "frequent-directions": "frequent_directions",
+    "nystrom": "nystrom",
+    "ginger-diagonal": "ginger_diagonal",
+}
+"""Study name → factory of :mod:`lowrank_ggn` for the methods run through the approximation protocol.
+
+A method of the protocol plugs into the study with one entry here: the factory is called as
+``factory(rank=τ, decay=α)`` and the result is run by :class:`ProtocolRun`. An entry whose factory this
+installation does not have is left out of :data:`METHODS`."""
+
+
+def protocol_templates() -> dict[str, Any]:
+    """Return the protocol methods this installation has: study name → approximation (τ = 8, α = 0.99).
+
+    Returns
+    -------
+    dict
+        One template per entry of :data:`PROTOCOL_METHODS` whose factory exists in :mod:`lowrank_ggn`;
+        the study replaces its rank and decay (:class:`ProtocolRun`).
+    """
+    return {
+        name: getattr(lg, factory)(rank=8, decay=0.99)
+        for name, factory in PROTOCOL_METHODS.items()
+        if hasattr(lg, factory)
+    }
+
 
 METHODS = (
     "exact",
@@ -106,10 +139,14 @@ METHODS = (
     "ginger-fd",
     "ginger-sm",
     "qng",
+    *(name for name in PROTOCOL_METHODS if hasattr(lg, PROTOCOL_METHODS[name])),
     "diag",
     "identity",
 )
-"""Every method name that appears in the ``method`` column of a study."""
+"""Every method name that can appear in the ``method`` column of a study (with this installation).
+
+Further approximations of the protocol run under their own ``name`` when given to
+``StudyConfig(approximations=...)``."""
 
 APPROXIMATIONS = tuple(m for m in METHODS if m != "exact")
 """The methods compared with the exact EMA."""
@@ -389,6 +426,17 @@ class _Run:
         if self.steps:
             self.seconds += seconds
         self.steps += 1
+
+    @property
+    def memory_floats(self) -> int:
+        """Floating-point numbers in the state (its integer counters excluded): the method's memory."""
+        leaves = self.state if isinstance(self.state, tuple) else (self.state,)
+        total = 0
+        for leaf in leaves:
+            a = np.asarray(to_numpy(leaf))
+            if np.issubdtype(a.dtype, np.floating):
+                total += int(a.size)
+        return total
 
     @property
     def time_per_step(self) -> float:
@@ -794,3 +842,163 @@ class IsotropicRun(_Run):
             :math:`d \, m_t` (equal to :math:`\operatorname{tr} M_t` up to rounding).
         """
         return self.dim * float(to_numpy(self.state))
+
+
+DENSE_LIMIT = 5000
+"""Largest dimension d (of a stream, or of a block) for which the study forms d × d matrices.
+
+Above it the exact EMA is a window of its curvature vectors
+(:class:`~lowrank_ggn.studies.WindowEMA`) and every metric is computed matrix-free."""
+
+
+def operator_structure(operator: Any, dim: int) -> Structured:
+    r"""Convert an approximation's damped curvature operator to a :class:`Structured` matrix in float64.
+
+    An operator with the attributes ``diagonal`` (a scalar γ or a (dim,)
+    vector), ``basis`` (dim × k) and ``eigvals`` (k,) — the form of
+    :class:`lowrank_ggn.DampedLowRank` — is converted exactly:
+    :math:`\operatorname{diag}(a) + U \operatorname{diag}(\sigma) U^\top`
+    with ``U`` re-orthonormalised in float64. When the result has both a
+    non-constant diagonal and a low-rank part (which :meth:`Structured.inverse`
+    cannot invert in that form) and ``dim`` ≤ :data:`DENSE_LIMIT`, or when the
+    operator has only ``dense()``, the matrix is formed and brought to the
+    form :math:`sI + V \operatorname{diag}(w - s) V^\top` with its full
+    eigendecomposition (s the mean eigenvalue).
+
+    Parameters
+    ----------
+    operator : object
+        ``approximation.operator(state, damping=γ)``.
+    dim : int
+        d.
+
+    Returns
+    -------
+    Structured
+        The same matrix, in float64.
+
+    Raises
+    ------
+    NotImplementedError
+        If the operator has neither form, or needs a dense matrix for ``dim`` > :data:`DENSE_LIMIT`.
+    """
+    if all(hasattr(operator, a) for a in ("diagonal", "basis", "eigvals")):
+        diagonal = np.asarray(to_numpy(operator.diagonal), np.float64)
+        basis = np.asarray(to_numpy(operator.basis), np.float64).reshape(dim, -1)
+        sigma = np.asarray(to_numpy(operator.eigvals), np.float64).reshape(-1)
+        if basis.shape[1]:
+            low = Structured.from_lowrank(0.0, basis, np.diag(sigma))
+        else:
+            low = Structured(np.zeros(dim), _empty(dim), np.zeros(0))
+        out = low._replace(diagonal=np.broadcast_to(diagonal, (dim,)).copy())
+        if out.isotropic or not basis.shape[1]:
+            return out
+        if dim > DENSE_LIMIT:
+            msg = f"a diagonal + low-rank operator ({type(operator).__name__}) needs dim <= {DENSE_LIMIT}, got {dim}"
+            raise NotImplementedError(msg)
+        matrix = out.dense()
+    elif hasattr(operator, "dense") and dim <= DENSE_LIMIT:
+        matrix = np.asarray(to_numpy(operator.dense()), np.float64)
+    else:
+        msg = f"cannot convert the operator {type(operator).__name__} of dimension {dim} to a structured matrix"
+        raise NotImplementedError(msg)
+    w, v = np.linalg.eigh((matrix + matrix.T) / 2)
+    shift = float(w.mean())
+    return Structured(np.full(dim, shift), v[:, ::-1], w[::-1] - shift)
+
+
+@dataclass
+class ProtocolRun(_Run):
+    r"""Any approximation of the library's protocol (``lg.ginger``, ``lg.ginger_product``, ``lg.qng``, ...).
+
+    The study's one adapter over the protocol: the state comes from
+    ``approximation.init``, is advanced by ``approximation.update`` and
+    queried by ``approximation.precondition`` (with ``damping=None`` when the
+    approximation's ``needs_damping`` is False); its represented damped
+    curvature, for the metrics, is ``approximation.operator(state, damping=γ)``
+    converted by :func:`operator_structure`. The common interface is described
+    in :class:`GingerRun`.
+
+    Parameters
+    ----------
+    dim : int
+        Number of parameters d.
+    decay : float
+        α in (0, 1); the approximation runs with this decay.
+    xp : module
+        The array namespace of the state.
+    dtype : dtype
+        ``float32`` or ``float64`` of ``xp``.
+    seconds : float, default 0.0
+        Accumulated wall time of the timed steps, in seconds (leave at 0).
+    steps : int, default 0
+        Number of steps taken so far (leave at 0).
+    rank : int, default 8
+        τ; the approximation runs with ``with_rank(rank)``.
+    approximation : object, optional
+        The template (any rank and decay): a frozen dataclass of the
+        protocol with fields ``rank`` and ``decay``. Required.
+    """
+
+    rank: int = 8
+    approximation: Any = None
+
+    def _build(self) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+        import dataclasses
+
+        if self.approximation is None:
+            msg = "ProtocolRun needs an approximation"
+            raise ValueError(msg)
+        approx = dataclasses.replace(self.approximation.with_rank(self.rank), decay=self.decay)
+        self.approximation = approx
+        state = approx.init(self.dim, xp=self.xp, dtype=self.dtype)
+        needs = bool(approx.needs_damping)
+
+        def update(s: Any, d: Array) -> Any:
+            return approx.update(s, d)
+
+        def precondition(s: Any, g: Array, damping: Any) -> Array:
+            return approx.precondition(s, g, damping=damping if needs else None)
+
+        return state, update, precondition
+
+    @property
+    def needs_damping(self) -> bool:
+        """Whether the approximation's query takes the damping γ (False: its damping is implicit)."""
+        return bool(self.approximation.needs_damping)
+
+    def structure(self, damping: float) -> Structured:
+        r"""Return the represented damped curvature in float64 (:func:`operator_structure`), cached per step and γ.
+
+        Parameters
+        ----------
+        damping : float
+            γ (ignored when ``needs_damping`` is False).
+
+        Returns
+        -------
+        Structured
+            The matrix.
+        """
+        key = (self.steps, damping if self.needs_damping else None)
+        if self._cache is None or self._cache[0] != key:
+            op = self.approximation.operator(self.state, damping=damping if self.needs_damping else None)
+            self._cache = (key, operator_structure(op, self.dim))
+        return self._cache[1]
+
+    def lowrank_trace(self, damping: float) -> float:
+        """Return the trace of the represented curvature minus the damping part: the sum of the coefficients.
+
+        Parameters
+        ----------
+        damping : float
+            γ.
+
+        Returns
+        -------
+        float
+            ``sum(coef) + sum(diagonal − γ)`` of :meth:`structure`.
+        """
+        s = self.structure(damping)
+        floor = damping if self.needs_damping else float(s.diagonal.min())
+        return float(s.coef.sum() + (s.diagonal - floor).sum())

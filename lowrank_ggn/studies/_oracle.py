@@ -435,6 +435,7 @@ class WindowReduction:
         self._m_k = m_k
         self.grad_coords, self.grad_perp = self._split(self.gradients)
         self._solves: dict[float, np.ndarray] = {}
+        self._spaces: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------- spectrum
 
@@ -539,17 +540,58 @@ class WindowReduction:
         c = self.basis.T @ s
         return (c * (self._m_k @ c)).sum(axis=0)
 
+    def step_terms(self, step: Any, damping: float) -> dict[str, np.ndarray]:
+        r"""Return the inner products behind the cosine and the decrease fraction of explicit steps, per column.
+
+        With :math:`s = \tilde G^{-1} g` (the method's step) and :math:`b = G^{-1} g`:
+        ``dot`` :math:`s^\top b`, ``ss`` :math:`s^\top s`, ``bb`` :math:`b^\top b`,
+        ``achieved`` :math:`g^\top s - \tfrac12 s^\top G s` and ``optimal``
+        :math:`\tfrac12 g^\top b`. They add up over the blocks of a
+        block-diagonal G, so that the cosine
+        :math:`\sum \text{dot} / \sqrt{\sum \text{ss} \sum \text{bb}}` and the decrease
+        fraction :math:`\sum \text{achieved} / \sum \text{optimal}` of a
+        whole step follow from its blocks. :math:`O(d k q)`.
+
+        Parameters
+        ----------
+        step : array_like
+            Shape of the gradients, (dim, q).
+        damping : float
+            γ > 0.
+
+        Returns
+        -------
+        dict of numpy.ndarray
+            Each of shape (q,).
+
+        Raises
+        ------
+        ValueError
+            If ``step`` does not have the shape of the gradients or is not finite, or γ ≤ 0.
+        """
+        _check_damping("damping", damping)
+        step = _as_columns("step", step, self.dim)
+        if step.shape != self.gradients.shape:
+            msg = f"step must have the shape of the gradients {self.gradients.shape}, got {step.shape}"
+            raise ValueError(msg)
+        g = self.gradients
+        best = self.solve(damping)
+        ss = (step * step).sum(axis=0)
+        return {
+            "dot": (step * best).sum(axis=0),
+            "ss": ss,
+            "bb": (best * best).sum(axis=0),
+            "achieved": (g * step).sum(axis=0) - 0.5 * (damping * ss + self._quadratic(step)),
+            "optimal": 0.5 * (g * best).sum(axis=0),
+        }
+
     def _gradient_metrics(self, step: np.ndarray, damping: float) -> dict[str, float]:
         """Cosine and decrease fraction of explicit steps ``G̃⁻¹g`` (definitions of ``_metrics``)."""
         if self.gradients.shape[1] == 0:
             return {"cosine": math.nan, "decrease_fraction": math.nan}
-        g = self.gradients
-        best = self.solve(damping)
-        num = (step * best).sum(axis=0)
-        cos = num / (np.linalg.norm(step, axis=0) * np.linalg.norm(best, axis=0))
-        achieved = (g * step).sum(axis=0) - 0.5 * (damping * (step * step).sum(axis=0) + self._quadratic(step))
-        optimal = 0.5 * (g * best).sum(axis=0)
-        return {"cosine": float(np.mean(cos)), "decrease_fraction": float(np.mean(achieved / optimal))}
+        t = self.step_terms(step, damping)
+        cos = t["dot"] / np.sqrt(t["ss"] * t["bb"])
+        return {"cosine": float(np.mean(cos)), "decrease_fraction": float(np.mean(t["achieved"] / t["optimal"]))}
 
     def _extend(self, u: np.ndarray) -> dict[str, Any]:
         """Return the (k + m)-dimensional space of a method with basis ``u``: coordinates of M, U, g; the lift."""
@@ -681,7 +723,14 @@ class WindowReduction:
             if step.shape != self.gradients.shape:
                 msg = f"step must have the shape of the gradients {self.gradients.shape}, got {step.shape}"
                 raise ValueError(msg)
-        space = self._extend(u)
+        # The space depends on U only: cached for the same array object (several dampings of one state).
+        cached = self._spaces.get(id(basis))
+        if cached is not None and cached[0] is basis:
+            space = cached[1]
+        else:
+            space = self._extend(u)
+            if isinstance(basis, np.ndarray):
+                self._spaces = {id(basis): (basis, space)}
         # As Structured.from_lowrank: U C Uᵀ = W diag(c) Wᵀ with W = Q E orthonormal (coordinates), U = Q R.
         q, r = np.linalg.qr(space["u"])
         small = r @ core @ r.T

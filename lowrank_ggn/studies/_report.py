@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from lowrank_ggn.studies._methods import METHODS
+from lowrank_ggn.studies._methods import DENSE_LIMIT, METHODS, PROTOCOL_METHODS
 from lowrank_ggn.studies._runner import COLUMNS, StudyResult
+from lowrank_ggn.studies._streams import LARGE_STREAMS
 
 __all__ = [
     "StudyFiles",
@@ -27,6 +28,9 @@ __all__ = [
     "markdown_report",
     "plot_study",
     "prepare_output_dir",
+    "read_study",
+    "scale_headline",
+    "scale_markdown",
     "summary_table",
     "write_csv",
     "write_outputs",
@@ -43,18 +47,7 @@ METRICS = (
     ("captured_share", "captured", "high"),
 )
 
-TABLE_METHODS = (
-    "exact",
-    "oracle",
-    "oracle-tail",
-    "ginger",
-    "ginger-tail",
-    "ginger-fd",
-    "ginger-sm",
-    "qng",
-    "diag",
-    "identity",
-)
+TABLE_METHODS = METHODS
 
 
 _REFERENCE = ("exact", "oracle", "oracle-tail")
@@ -207,7 +200,10 @@ class StudyFiles:
 
 
 def _final(result: StudyResult) -> list[dict[str, Any]]:
-    return [r for r in result.rows if r["step"] == result.config.steps]
+    """Rows of the last step of each stream (``steps``, or ``large_steps`` for a large stream)."""
+    c = result.config
+    last = {name: c.steps_of(name) for name in c.stream_names}
+    return [r for r in result.rows if r["step"] == last.get(r["stream"], c.steps)]
 
 
 def _default_rows(result: StudyResult, mode: str) -> list[dict[str, Any]]:
@@ -293,12 +289,12 @@ def _mode_title(result: StudyResult, mode: str) -> str:
     if mode == "equal":
         return (
             f"Equal damping: γ = α^τ = {c.decay}^{c.rank} = {c.decay**c.rank:.4g} for every method and for the "
-            f"reference (α^τ I + M)⁻¹ (τ = {c.rank}, step {c.steps}, {_seeds_text(result)}). "
+            f"reference (α^τ I + M)⁻¹ (τ = {c.rank}, last step, {_seeds_text(result)}). "
             "This is the comparison the paper's claim is about."
         )
     return (
         f"Fixed damping: γ = {c.damping:g} for every method, reference (γI + M)⁻¹; QNG keeps its implicit α^τ "
-        f"(τ = {c.rank}, α = {c.decay}, step {c.steps}, {_seeds_text(result)})."
+        f"(τ = {c.rank}, α = {c.decay}, last step, {_seeds_text(result)})."
     )
 
 
@@ -527,6 +523,296 @@ def headline(result: StudyResult) -> dict[str, Any]:
     return {"values": values, "lines": lines}
 
 
+# ------------------------------------------------------------------ at both scales
+
+_SCALE_COLUMNS = (
+    ("inv_spectral_error", "inv err", "low"),
+    ("cosine", "cos", "high"),
+    ("decrease_fraction", "decrease", "high"),
+)
+
+
+def _scale(row: dict[str, Any]) -> str:
+    """``small`` (dense reference), ``large`` (matrix-free, whole model) or ``blocks`` (matrix-free, per array)."""
+    if int(row["dim"]) <= DENSE_LIMIT:
+        return "small"
+    spec = LARGE_STREAMS.get(row["stream"])
+    return "blocks" if spec is not None and spec.per_tensor else "large"
+
+
+def _scale_label(final: list[dict[str, Any]], scale: str) -> str:
+    dims = sorted({int(r["dim"]) for r in final if _scale(r) == scale})
+    if not dims:
+        return scale
+    span = f"{dims[0]:,}" if len(dims) == 1 else f"{dims[0]:,}–{dims[-1]:,}"
+    return f"d = {span}" + (" per array" if scale == "blocks" else "")
+
+
+def _equal_memory_pairs(
+    final: list[dict[str, Any]], method: str, main: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pair each fixed-γ row of ``method`` with the Ginger row of closest memory (same stream, seed, α, γ)."""
+    keys = ("stream", "seed", "decay", "damping")
+    ginger: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in final:
+        if r["method"] == "ginger" and r["dtype"] == main and r["damping_mode"] == "fixed":
+            ginger.setdefault(tuple(r[k] for k in keys), []).append(r)
+    pairs = []
+    for r in final:
+        if r["method"] != method or r["damping_mode"] != "fixed":
+            continue
+        if r["dtype"] != main and method not in _REFERENCE:
+            continue
+        mem = float(r["memory_floats"])
+        candidates = ginger.get(tuple(r[k] for k in keys))
+        if not candidates or not mem > 0:
+            continue
+        best = min(candidates, key=lambda g: abs(math.log(float(g["memory_floats"]) / mem)))
+        pairs.append((best, r))
+    return pairs
+
+
+def _compared_methods(final: list[dict[str, Any]], main: str) -> list[str]:
+    present = {r["method"] for r in final if r["dtype"] == main or r["method"] in _REFERENCE}
+    order = [m for m in TABLE_METHODS if m not in {"exact", "ginger"}]
+    order += sorted(m for m in present if m not in TABLE_METHODS)
+    return [m for m in order if m in present]
+
+
+def scale_headline(result: StudyResult) -> dict[str, Any]:  # noqa: C901 - flat loops over the tables
+    """Compute Ginger against every method at equal memory and at equal damping, at each scale.
+
+    The scales: ``small`` (d ≤ ``DENSE_LIMIT``, dense reference), ``large``
+    (matrix-free, the whole model one block) and ``blocks`` (matrix-free, one
+    block per parameter array).
+
+    *Equal damping*: the ``equal`` rows (γ = α^τ for both and for the
+    reference), paired on stream, seed, τ, α. *Equal memory*: every
+    ``fixed``-damping row of the method, paired with the Ginger row (same
+    stream, seed, α, γ) whose ``memory_floats`` is the closest. Final step,
+    main dtype, every setting of the grid. Also the ρ certificates' tightness
+    and the time per step of each method, by scale.
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+
+    Returns
+    -------
+    dict
+        ``comparisons``: ``{(comparison, method, scale): {column: {"win_rate", "median_difference", "n"},
+        "memory_ratio": median Ginger / method floats}}``; ``certificates``:
+        ``{(method, scale): {"n", "median", "max", "violations"}}``; ``timing``:
+        ``{(method, scale): {"memory_floats", "time_per_step_s", "time_vs_diag"}}``; ``labels``: scale → text;
+        ``verdict``: list of sentences.
+    """
+    c = result.config
+    main = c.main_dtype
+    final = _final(result)
+    scales = [s for s in ("small", "large", "blocks") if any(_scale(r) == s for r in final)]
+    comparisons: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for method in _compared_methods(final, main):
+        equal = _paired(_select(final, damping_mode="equal"), "ginger", method, keys=_KEYS, dtype=main)
+        for comparison, pairs in (("equal damping", equal), ("equal memory", _equal_memory_pairs(final, method, main))):
+            for scale in scales:
+                mine = [(g, m) for g, m in pairs if _scale(g) == scale]
+                if not mine:
+                    continue
+                entry: dict[str, Any] = {}
+                for col, _, better in _SCALE_COLUMNS:
+                    win, med, n = _compare(mine, col, better)
+                    entry[col] = {"win_rate": win, "median_difference": med, "n": n}
+                entry["memory_ratio"] = _quantile(
+                    _ratios((g["memory_floats"], m["memory_floats"]) for g, m in mine), 0.5
+                )
+                comparisons[comparison, method, scale] = entry
+    certificates = {}
+    for method in sorted({r["method"] for r in final if _finite([r["certificate_tightness"]]).size}):
+        for scale in scales:
+            t = _finite(r["certificate_tightness"] for r in final if r["method"] == method and _scale(r) == scale)
+            if t.size:
+                certificates[method, scale] = {
+                    "n": int(t.size),
+                    "median": float(np.median(t)),
+                    "max": float(t.max()),
+                    "violations": int((t > 1 + 1e-6).sum()),
+                }
+    timing = {}
+    for method in ["ginger", *_compared_methods(final, main)]:
+        for scale in scales:
+            sel = [
+                r
+                for r in final
+                if r["method"] == method
+                and _scale(r) == scale
+                and (r["dtype"] == main or method in _REFERENCE)
+                and r["damping_mode"] == "fixed"
+                and r["damping"] == c.damping
+                and r["decay"] == c.decay
+                and r["rank"] in ("", c.rank)
+            ]
+            if sel:
+                timing[method, scale] = {
+                    "memory_floats": _quantile(_finite(r["memory_floats"] for r in sel), 0.5),
+                    "time_per_step_s": _quantile(_finite(r["time_per_step_s"] for r in sel), 0.5),
+                    "time_vs_diag": _quantile(_finite(r["time_vs_diag"] for r in sel), 0.5),
+                }
+    labels = {s: _scale_label(final, s) for s in scales}
+    out = {"comparisons": comparisons, "certificates": certificates, "timing": timing, "labels": labels}
+    out["verdict"] = _verdict(out, scales)
+    return out
+
+
+def _claim_status(entry: dict[str, Any] | None) -> str | None:
+    if entry is None:
+        return None
+    wins = [entry[col]["win_rate"] for col, _, _ in _SCALE_COLUMNS if entry[col]["n"]]
+    if not wins:
+        return None
+    if all(w >= 0.5 for w in wins):
+        return "holds"
+    if all(w < 0.5 for w in wins):
+        return "does not hold"
+    return "holds only in part"
+
+
+def _verdict(h: dict[str, Any], scales: list[str]) -> list[str]:  # noqa: C901 - one sentence per case
+    """Plain-language sentences on the paper's claim (Ginger's low-rank part beats QNG's), per scale."""
+    lines = []
+    for scale in scales:
+        label = h["labels"][scale]
+        parts = []
+        for comparison in ("equal damping", "equal memory"):
+            entry = h["comparisons"].get((comparison, "qng", scale))
+            status = _claim_status(entry)
+            if status is None:
+                continue
+            wins = ", ".join(
+                f"{lab} {_pct(entry[col]['win_rate'])}" for col, lab, _ in _SCALE_COLUMNS if entry[col]["n"]
+            )
+            parts.append(f"at {comparison} the claim {status} (Ginger better than QNG in {wins} of the settings)")
+        oracle = h["comparisons"].get(("equal damping", "oracle", scale))
+        if oracle is not None and oracle["inv_spectral_error"]["n"]:
+            gap = oracle["inv_spectral_error"]["median_difference"]
+            parts.append(f"Ginger's inverse error exceeds the oracle's by {gap:+.3g} in the median")
+        others = []
+        for method in ("frequent-directions", "nystrom", "ginger-diagonal", "diag", "identity"):
+            entry = h["comparisons"].get(("equal memory", method, scale))
+            status = _claim_status(entry)
+            if status is not None:
+                word = {"holds": "better than", "does not hold": "worse than", "holds only in part": "mixed against"}
+                others.append(f"{word[status]} {method}")
+        if others:
+            parts.append("at equal memory Ginger is " + ", ".join(others))
+        if parts:
+            lines.append(f"{label}: " + "; ".join(parts) + ".")
+    status = {
+        scale: _claim_status(h["comparisons"].get(("equal damping", "qng", scale)))
+        for scale in scales
+        if h["comparisons"].get(("equal damping", "qng", scale)) is not None
+    }
+    if status:
+        held = [h["labels"][sc] for sc, st in status.items() if st == "holds"]
+        if len(held) == len(status):
+            overall = "holds at every scale of this study"
+        elif held:
+            overall = "holds at " + ", ".join(held) + " but not everywhere: read the tables before relying on it"
+        else:
+            overall = "does not hold in this study"
+        lines.insert(
+            0,
+            "In plain words: the paper's claim that Ginger's rank-τ part beats QNG's at the same form "
+            f"(damping α^τ, rank τ) {overall}.",
+        )
+    return lines
+
+
+def scale_markdown(result: StudyResult) -> str:  # noqa: C901 - flat loops over the tables
+    """Return the headline at both scales as markdown: verdict, comparison tables, certificates, run times.
+
+    Parameters
+    ----------
+    result : StudyResult
+        The study.
+
+    Returns
+    -------
+    str
+        Markdown (the body of ``headline.md``, embedded in ``report.md``).
+    """
+    h = scale_headline(result)
+    scales = list(h["labels"])
+    lines = ["**Verdict.** " + (" ".join(h["verdict"]) if h["verdict"] else "no Ginger–QNG pairs in this study."), ""]
+    lines += [
+        (
+            "Each cell: the share of settings where Ginger is better than the method, and the median of "
+            "(Ginger − method) in parentheses; final step, every setting of the grid, "
+            f"{result.config.main_dtype}. Equal damping: γ = α^τ for both and for the reference, same τ. Equal "
+            "memory: fixed γ, the method against the Ginger rank whose state has the closest number of floats "
+            "(`memory_floats`; ratio Ginger / method in the column *mem*)."
+        ),
+        "",
+    ]
+    header = ["comparison", "method"]
+    for scale in scales:
+        header += [f"{h['labels'][scale]}: {lab}" for _, lab, _ in _SCALE_COLUMNS] + ["mem", "n"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for comparison in ("equal memory", "equal damping"):
+        methods = sorted({m for (cmp, m, _) in h["comparisons"] if cmp == comparison}, key=_order)
+        for method in methods:
+            cells = [comparison, method]
+            for scale in scales:
+                entry = h["comparisons"].get((comparison, method, scale))
+                if entry is None:
+                    cells += ["–"] * (len(_SCALE_COLUMNS) + 2)
+                    continue
+                for col, _, _ in _SCALE_COLUMNS:
+                    e = entry[col]
+                    cells.append(f"{_pct(e['win_rate'])} ({e['median_difference']:+.2g})" if e["n"] else "–")
+                cells += [f"{entry['memory_ratio']:.3g}", str(entry[_SCALE_COLUMNS[0][0]]["n"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "**ρ certificates** (‖G̃ − G‖₂ ≤ ρ, ρ = `discarded`): tightness = true ‖G̃ − G‖₂ / ρ.", ""]
+    lines += [
+        "| method | scale | n | median tightness | max tightness | violations (> 1) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (method, scale), v in sorted(
+        h["certificates"].items(), key=lambda kv: (_order(kv[0][0]), scales.index(kv[0][1]))
+    ):
+        lines.append(
+            f"| {method} | {h['labels'][scale]} | {v['n']} | {v['median']:.3g} | {v['max']:.3g} | {v['violations']} |"
+        )
+    c = result.config
+    lines += [
+        "",
+        (
+            f"**Memory and time per step** (τ = {c.rank}, γ = {c.damping:g}, α = {c.decay}, median over streams "
+            "and seeds"
+            + (f"; the study took {result.seconds:.0f} s in all)." if math.isfinite(result.seconds) else ").")
+        ),
+        "",
+    ]
+    header = ["method"]
+    for scale in scales:
+        header += [f"{h['labels'][scale]}: floats", "ms / step", "× diag"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for method in sorted({m for m, _ in h["timing"]}, key=_order):
+        cells = [method]
+        for scale in scales:
+            t = h["timing"].get((method, scale))
+            if t is None:
+                cells += ["–"] * 3
+                continue
+            cells += [
+                f"{t['memory_floats']:,.0f}" if math.isfinite(t["memory_floats"]) else "–",
+                f"{1e3 * t['time_per_step_s']:.3g}" if math.isfinite(t["time_per_step_s"]) else "–",
+                f"{t['time_vs_diag']:.3g}" if math.isfinite(t["time_vs_diag"]) else "–",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _pct(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{100 * x:.0f}%"
 
@@ -543,6 +829,9 @@ _STYLE = {
     "qng": ("tab:red", "-"),
     "diag": ("tab:orange", "-"),
     "identity": ("tab:brown", ":"),
+    "frequent-directions": ("tab:olive", "-"),
+    "nystrom": ("tab:pink", "-"),
+    "ginger-diagonal": ("navy", "--"),
 }
 
 
@@ -582,6 +871,30 @@ _PLOT_METRICS = (
 _PLOT_METHODS = ("oracle", "oracle-tail", "ginger", "ginger-tail", "ginger-fd", "qng", "diag", "identity")
 
 
+def _plot_methods(result: StudyResult) -> tuple[str, ...]:
+    """Return the plotted methods: the fixed list and every method of the protocol the study ran."""
+    extra = tuple(m for m in result.config.methods if m not in METHODS or m in PROTOCOL_METHODS)
+    return (*_PLOT_METHODS, *(m for m in extra if m not in _PLOT_METHODS))
+
+
+def _robust_limits(values: np.ndarray, column: str) -> tuple[float, float] | None:
+    """Y-limits from the 5th and 95th percentiles, widened by a fifth (and by 1 of the data's natural range).
+
+    One method's outliers (a decrease fraction of −10⁴ when a step overshoots) no longer stretch the axis:
+    the curves outside the limits are clipped by the axes. The natural bounds of a metric (cosine ≤ 1,
+    decrease fraction ≤ 1, errors ≥ 0) are kept in view.
+    """
+    if values.size < 2:
+        return None
+    lo, hi = np.quantile(values, 0.05), np.quantile(values, 0.95)
+    if column in {"cosine", "decrease_fraction", "captured_share", "subspace_overlap"}:
+        hi = max(hi, 1.0)
+    if column.endswith("error") or column in {"captured_share", "subspace_overlap"}:
+        lo = min(lo, 0.0)
+    pad = 0.2 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1.0)
+    return float(lo - pad), float(hi + pad)
+
+
 def _in_main(row: dict[str, Any], main: str) -> bool:
     return row["dtype"] == main or row["method"] in _REFERENCE
 
@@ -600,12 +913,19 @@ def _metric_grid(
         axes[-1, j].set_xlabel({"rank": "τ", "damping": "γ", "decay": "α"}.get(x, x))
         for i, (col, label) in enumerate(_PLOT_METRICS):
             ax = axes[i, j]
-            _plot_lines(ax, mine, x, col, _PLOT_METHODS)
+            _plot_lines(ax, mine, x, col, _plot_methods(result))
             if logx:
                 ax.set_xscale("log")
-            low = _finite(r[col] for r in mine if r["method"] in _PLOT_METHODS)
-            if col == "decrease_fraction" and low.size and low.min() < -1:  # overshoots span decades
-                ax.set_yscale("symlog", linthresh=1.0)
+            if x == "rank":  # tick τ at the ranks used
+                ranks = sorted({int(r["rank"]) for r in mine if r["rank"] != ""})
+                if ranks:
+                    ax.set_xticks(ranks)
+                    ax.set_xticklabels([str(r) for r in ranks])
+                    ax.minorticks_off()
+            values = _finite(r[col] for r in mine if r["method"] in _plot_methods(result))
+            limits = _robust_limits(values, col)
+            if limits is not None:
+                ax.set_ylim(*limits)
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
             ax.tick_params(labelsize=7)
@@ -648,7 +968,8 @@ def plot_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     c = result.config
     rows = [r for r in result.rows if _in_main(r, c.main_dtype)]
-    final = [r for r in rows if r["step"] == c.steps]
+    last = {name: c.steps_of(name) for name in c.stream_names}
+    final = [r for r in rows if r["step"] == last.get(r["stream"], c.steps)]
     default = f"τ = {c.rank}, α = {c.decay}"
     figures = (
         (
@@ -881,7 +1202,10 @@ def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
             "dominates whenever γ ≠ α^τ; it is what a practitioner who tunes γ would see."
         ),
         "",
-        "## Headline",
+        "## Headline at both scales",
+        "",
+        scale_markdown(result),
+        "## Headline (every stream)",
         "",
         *[f"- {line}" for line in h["lines"]],
         "",
@@ -898,8 +1222,78 @@ def markdown_report(result: StudyResult, figures: Sequence[Path] = ()) -> str:
     return "\n".join(lines)
 
 
+_TEXT_COLUMNS = frozenset({"stream", "backend", "dtype", "method", "damping_mode"})
+
+
+def read_study(out_dir: str | os.PathLike, config: Any = None, *, seconds: float = math.nan) -> StudyResult:
+    """Read a study back from the ``study.csv`` and ``spectra.csv`` it wrote, to report on it again.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The study's output folder.
+    config : StudyConfig, optional
+        The configuration that produced it (default: ``StudyConfig()``, the
+        ``lowrank-ggn study`` run); the reports take the grid and the last
+        step of each stream from it.
+    seconds : float, optional
+        The run time to report (NaN: not known).
+
+    Returns
+    -------
+    StudyResult
+        The rows with the types :func:`run_study` gives them (``rank`` an int
+        or ``""``, the other numbers floats, ``dim``, ``seed``, ``step`` ints).
+
+    Raises
+    ------
+    ValueError
+        If ``study.csv`` is missing or its header is not :data:`COLUMNS`.
+    """
+    from lowrank_ggn.studies._runner import StudyConfig
+
+    folder = Path(out_dir)
+    path = folder / "study.csv"
+    if not path.is_file():
+        msg = f"no study.csv in {str(folder)!r}"
+        raise ValueError(msg)
+    ints = {"dim", "seed", "step"}
+
+    def convert(key: str, value: str) -> Any:
+        if key in _TEXT_COLUMNS:
+            return value
+        if key == "rank":
+            return int(value) if value else ""
+        if key in ints:
+            return int(value)
+        return float(value) if value else math.nan
+
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            msg = f"{str(path)!r} does not have the columns of this version's study.csv"
+            raise ValueError(msg)
+        rows = [{k: convert(k, v) for k, v in row.items()} for row in reader]
+    spectra: list[dict[str, Any]] = []
+    spectra_path = folder / "spectra.csv"
+    if spectra_path.is_file():
+        with spectra_path.open(newline="") as fh:
+            spectra.extend(
+                {
+                    "stream": row["stream"],
+                    "seed": int(row["seed"]),
+                    "decay": float(row["decay"]),
+                    "step": int(row["step"]),
+                    "index": int(row["index"]),
+                    "eigval": float(row["eigval"]),
+                }
+                for row in csv.DictReader(fh)
+            )
+    return StudyResult(StudyConfig() if config is None else config, rows, spectra, seconds)
+
+
 def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write ``study.csv``, ``spectra.csv``, the PNG figures, ``report.md`` and ``summary.txt`` to ``out_dir``.
+    """Write ``study.csv``, ``spectra.csv``, the figures, ``headline.md``, ``report.md`` and ``summary.txt``.
 
     Parameters
     ----------
@@ -917,7 +1311,8 @@ def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = Tru
     -------
     dict of str to pathlib.Path
         The written files, by kind: ``"csv"``, ``"spectra"``,
-        ``"figure <name>"`` for each figure, ``"report"``, ``"summary"``.
+        ``"figure <name>"`` for each figure, ``"headline"`` (``headline.md``: :func:`scale_markdown`),
+        ``"report"``, ``"summary"``.
 
     Raises
     ------
@@ -932,6 +1327,9 @@ def write_outputs(result: StudyResult, out_dir: str | Path, *, plots: bool = Tru
     figures = plot_study(result, out) if plots else []
     for fig in figures:
         paths[f"figure {fig.stem}"] = fig
+    headline_md = out / "headline.md"
+    headline_md.write_text(scale_markdown(result))
+    paths["headline"] = headline_md
     report = out / "report.md"
     report.write_text(markdown_report(result, figures))
     paths["report"] = report

@@ -41,13 +41,16 @@ import numpy as np
 
 from lowrank_ggn.backends import namespace_by_name, to_numpy
 from lowrank_ggn.studies._methods import (
+    DENSE_LIMIT,
     METHODS,
     DiagonalRun,
     ExactEMA,
     GingerRun,
     IsotropicRun,
+    ProtocolRun,
     QNGRun,
     Structured,
+    protocol_templates,
 )
 from lowrank_ggn.studies._metrics import (
     ExactSpectrum,
@@ -58,7 +61,16 @@ from lowrank_ggn.studies._metrics import (
     relative_spectral_distance,
     spectral_error,
 )
-from lowrank_ggn.studies._streams import STREAMS, StreamStep, make_stream, stream_dim
+from lowrank_ggn.studies._oracle import WindowEMA, WindowReduction
+from lowrank_ggn.studies._streams import (
+    LARGE_STREAMS,
+    STREAMS,
+    StreamStep,
+    large_stream_blocks,
+    make_large_stream,
+    make_stream,
+    stream_dim,
+)
 
 __all__ = ["COLUMNS", "StudyConfig", "StudyResult", "UserStream", "run_study"]
 
@@ -90,6 +102,9 @@ COLUMNS = (
     "dev_from_ginger64",
     "sigma_relerr",
     "nonfinite",
+    "rho_certificate",
+    "certificate_tightness",
+    "memory_floats",
     "time_per_step_s",
     "time_vs_diag",
 )
@@ -98,7 +113,11 @@ COLUMNS = (
 Identification (``stream`` … ``step``, ``loss``), the metrics (``inv_spectral_error``
 … ``represented_share``), the Eckart–Young reference (``lambda_next``,
 ``eckart_young_bound``), consistency checks of Ginger (``trace_gap``,
-``dev_from_ginger64``, ``sigma_relerr``, ``nonfinite``) and timings; the
+``dev_from_ginger64``, ``sigma_relerr``, ``nonfinite``), the ρ certificate of a
+method whose state carries one (``rho_certificate``: ρ = ``discarded``, with
+‖G̃ − G‖₂ ≤ ρ at equal damping; ``certificate_tightness``: the true ‖G̃ − G‖₂ / ρ,
+at most 1), the memory of the method's state (``memory_floats``, floating-point
+numbers; summed over the blocks of a per-tensor stream) and timings; the
 report written by :func:`markdown_report` defines each one. A cell that does
 not apply to a row is NaN (or empty for ``rank``).
 """
@@ -155,8 +174,11 @@ class UserStream:
         if not isinstance(name, str):
             msg = f"the stream name must be a string, got {type(name).__name__}"
             raise TypeError(msg)
-        if not name or name in STREAMS:
-            msg = f"a user stream needs a name that is not empty and not one of {STREAMS}, got {name!r}"
+        if not name or name in STREAMS or name in LARGE_STREAMS:
+            msg = (
+                "a user stream needs a name that is not empty and not one of "
+                f"{(*STREAMS, *LARGE_STREAMS)}, got {name!r}"
+            )
             raise ValueError(msg)
         self.name = name
         self._path: Path | None = None
@@ -280,6 +302,16 @@ def _user_streams(value: Any) -> tuple[UserStream, ...]:
     return tuple(out)
 
 
+def _builtin_dim(name: str) -> int:
+    """D of a built-in stream (:data:`STREAMS` or :data:`LARGE_STREAMS`); ValueError naming both otherwise."""
+    if name in LARGE_STREAMS:
+        return LARGE_STREAMS[name].model.dim
+    if name not in STREAMS:
+        msg = f"stream must be one of {(*STREAMS, *LARGE_STREAMS)}, got {name!r}"
+        raise ValueError(msg)
+    return stream_dim(name)
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """What a study runs. The defaults are the ``lowrank-ggn study`` run.
@@ -296,14 +328,39 @@ class StudyConfig:
     steps, for the *default setting* (``rank``, ``decay``, ``damping``), and
     at the last step for every setting of the grid.
 
+    **At scale.** A stream with more than :data:`~lowrank_ggn.studies.DENSE_LIMIT`
+    parameters (every stream of :data:`~lowrank_ggn.studies.LARGE_STREAMS`,
+    or a large user stream) never forms a d × d matrix: its exact EMA is a
+    :class:`~lowrank_ggn.studies.WindowEMA` of all its ``large_steps``
+    vectors (so it is exact), and every metric is computed matrix-free
+    (:class:`~lowrank_ggn.studies.WindowReduction`). Such a stream runs
+    ``large_steps`` steps, once (the first seed), at the default decay only
+    (the other decays of the grid are left out), with the grid of ranks and
+    dampings. A ``-blocks`` stream is split per parameter array: every method
+    keeps one state per array (rank min(τ, d_j − 1) for an array of d_j
+    parameters) and is compared with the block-diagonal exact EMA; its
+    spectral errors are those of the whole block-diagonal matrices, its
+    cosine and decrease fraction those of the whole step, and its subspace
+    metrics (angles, λ_{τ+1}) are NaN. The diagonal EMA's two spectral
+    errors need Lanczos at that size: they are computed at the last step
+    only (NaN at the other checkpoints, and where Lanczos does not converge).
+
     Parameters
     ----------
-    streams : tuple of str, default STREAMS
-        The curvature streams (:data:`STREAMS`): ``digits-softmax``,
-        ``digits-mlp``, ``power``, ``step``.
+    streams : tuple of str, default STREAMS + ("digits-mlp-wide", "digits-mlp-wide-blocks")
+        The curvature streams: :data:`STREAMS` (``digits-softmax``,
+        ``digits-mlp``, ``power``, ``step``) and the keys of
+        :data:`~lowrank_ggn.studies.LARGE_STREAMS`.
     steps : int, default 400
         Steps per stream (each step: one curvature vector, one Adam step of
         the model for the ``digits-*`` streams).
+    large_steps : int, default 160
+        Steps per stream with d > ``DENSE_LIMIT``.
+    large_checkpoints : int, default 4
+        Number of time-series points of a stream with d > ``DENSE_LIMIT``.
+    large_ranks : tuple of int or None, default (2, 8, 32)
+        The ranks τ of the grid for a stream with d > ``DENSE_LIMIT``; it must
+        contain ``rank``. None: ``ranks``.
     ranks : tuple of int, default (1, 2, 4, 8, 16, 32)
         The ranks τ of the grid; each must be below the smallest stream
         dimension.
@@ -350,10 +407,18 @@ class StudyConfig:
         Ginger state runs when any of ``ginger``, ``ginger-tail``,
         ``ginger-fd`` or ``ginger-sm`` is chosen: the last is checked against
         it).
+    approximations : tuple, default ()
+        Further approximations of the library's protocol (objects such as
+        ``lg.ginger_product(rank=8, decay=0.99)``, any rank and decay), each
+        run over the grid under its ``name`` (:class:`~lowrank_ggn.studies.ProtocolRun`);
+        their names are added to ``methods``.
     """
 
-    streams: tuple[str, ...] = STREAMS
+    streams: tuple[str, ...] = (*STREAMS, "digits-mlp-wide", "digits-mlp-wide-blocks")
     steps: int = 400
+    large_steps: int = 160
+    large_checkpoints: int = 4
+    large_ranks: tuple[int, ...] | None = (2, 8, 32)
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     decays: tuple[float, ...] = (0.9, 0.99, 0.999)
     dampings: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -368,10 +433,14 @@ class StudyConfig:
     threads: int | None = 1
     user_streams: tuple[UserStream, ...] = ()
     methods: tuple[str, ...] = METHODS
+    approximations: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "user_streams", _user_streams(self.user_streams))
-        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "approximations", tuple(self.approximations))
+        names = (getattr(a, "name", None) for a in self.approximations)
+        extra = tuple(n for n in names if isinstance(n, str) and n not in self.methods)
+        object.__setattr__(self, "methods", (*self.methods, *extra))
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
@@ -433,7 +502,52 @@ class StudyConfig:
         for user in self.user_streams:
             if user.name == name:
                 return user.dim
-        return stream_dim(name)
+        return _builtin_dim(name)
+
+    def is_large(self, name: str) -> bool:
+        """Whether a stream of the study has more than ``DENSE_LIMIT`` parameters (the matrix-free path).
+
+        Parameters
+        ----------
+        name : str
+            One of ``stream_names``.
+
+        Returns
+        -------
+        bool
+            d > :data:`~lowrank_ggn.studies.DENSE_LIMIT`.
+        """
+        return self.stream_dim(name) > DENSE_LIMIT
+
+    def ranks_of(self, name: str) -> tuple[int, ...]:
+        """Return the ranks of the grid of a stream: ``large_ranks`` (unless None) for a large one, else ``ranks``.
+
+        Parameters
+        ----------
+        name : str
+            One of ``stream_names``.
+
+        Returns
+        -------
+        tuple of int
+            The ranks τ.
+        """
+        return self.large_ranks if self.is_large(name) and self.large_ranks is not None else self.ranks
+
+    def steps_of(self, name: str) -> int:
+        """Return the number of steps of a stream: ``large_steps`` for a large one, else ``steps``.
+
+        Parameters
+        ----------
+        name : str
+            One of ``stream_names``.
+
+        Returns
+        -------
+        int
+            The steps of its pass (its last step is the final evaluation).
+        """
+        return self.large_steps if self.is_large(name) else self.steps
 
     def passes(self) -> list[tuple[str, int]]:
         """Return the passes of the study, in order: every built-in stream × seed, then every user stream.
@@ -441,14 +555,14 @@ class StudyConfig:
         Returns
         -------
         list of (str, int)
-            (stream name, seed) pairs; a user stream runs once, with the
-            first seed (it does not depend on the seed).
+            (stream name, seed) pairs; a user stream and a large stream
+            (:meth:`is_large`) run once, with the first seed.
         """
-        return [(s, seed) for s in self.streams for seed in self.seeds] + [
+        return [(s, seed) for s in self.streams for seed in (self.seeds[:1] if self.is_large(s) else self.seeds)] + [
             (u.name, self.seeds[0]) for u in self.user_streams
         ]
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: C901 - a flat list of checks
         """Check the configuration; :func:`run_study` calls it first.
 
         Raises
@@ -463,9 +577,17 @@ class StudyConfig:
             smallest stream dimension d.
         """
         self._validate_streams()
-        unknown = [m for m in self.methods if m not in METHODS]
+        for a in self.approximations:
+            if not all(hasattr(a, x) for x in ("name", "with_rank", "init", "update", "precondition", "operator")):
+                msg = f"approximations must follow the approximation protocol, got {a!r}"
+                raise ValueError(msg)
+            if a.name in METHODS:
+                msg = f"approximation name {a.name!r} is already a method of the study"
+                raise ValueError(msg)
+        known = (*METHODS, *(a.name for a in self.approximations))
+        unknown = [m for m in self.methods if m not in known]
         if not self.methods or unknown:
-            msg = f"methods must be a non-empty selection of {METHODS}, got {list(self.methods)}"
+            msg = f"methods must be a non-empty selection of {known}, got {list(self.methods)}"
             raise ValueError(msg)
         if not (self.seeds and self.dtypes):
             msg = "seeds and dtypes must not be empty"
@@ -474,18 +596,20 @@ class StudyConfig:
             if dtype not in {"float32", "float64"}:
                 msg = f"dtypes must be float32 or float64, got {dtype!r}"
                 raise ValueError(msg)
-        if self.steps < 1 or self.checkpoints < 1 or self.num_gradients < 1:
-            msg = "steps, checkpoints and num_gradients must be positive"
+        if min(self.steps, self.large_steps, self.checkpoints, self.large_checkpoints, self.num_gradients) < 1:
+            msg = "steps, large_steps, checkpoints, large_checkpoints and num_gradients must be positive"
             raise ValueError(msg)
         for user in self.user_streams:
-            if user.length < self.steps:
-                msg = f"user stream {user.name!r} has {user.length} vectors, fewer than steps = {self.steps}"
+            if user.length < self.steps_of(user.name):
+                what = "large_steps" if self.is_large(user.name) else "steps"
+                n = self.steps_of(user.name)
+                msg = f"user stream {user.name!r} has {user.length} vectors, fewer than {what} = {n}"
                 raise ValueError(msg)
         self._validate_grid()
 
     def _validate_streams(self) -> None:
         for name in self.streams:
-            stream_dim(name)
+            _builtin_dim(name)
         names = self.stream_names
         if not names:
             msg = "streams (or user_streams) must not be empty"
@@ -504,8 +628,17 @@ class StudyConfig:
         if self.rank not in self.ranks or self.decay not in self.decays or self.damping not in self.dampings:
             msg = "the default rank, decay and damping must belong to ranks, decays and dampings"
             raise ValueError(msg)
+        large = any(self.is_large(s) for s in self.stream_names)
+        if (
+            large
+            and self.large_ranks is not None
+            and (not self.large_ranks or self.rank not in self.large_ranks or min(self.large_ranks) < 1)
+        ):
+            msg = f"large_ranks must be positive and contain the default rank {self.rank}, got {self.large_ranks}"
+            raise ValueError(msg)
         small = min(self.stream_dim(s) for s in self.stream_names)
-        if min(self.ranks) < 1 or max(self.ranks) >= small:
+        ranks = {r for s in self.stream_names for r in self.ranks_of(s)}
+        if min(ranks) < 1 or max(ranks) >= small:
             msg = f"every rank must lie in [1, {small}) (the smallest dimension)"
             raise ValueError(msg)
 
@@ -550,6 +683,7 @@ class _Pass:
     qng: dict[tuple[str, int, float], QNGRun]
     diag: dict[tuple[str, float], DiagonalRun]
     iso: dict[tuple[str, float], IsotropicRun]
+    proto: dict[tuple[str, int, float, str], ProtocolRun] = field(default_factory=dict)
     gradients: list[np.ndarray] = field(default_factory=list)
     loss: float = math.nan
 
@@ -560,26 +694,58 @@ class _Pass:
 _GINGER_FAMILY = frozenset({"ginger", "ginger-tail", "ginger-fd", "ginger-sm"})
 
 
-def _build_pass(config: StudyConfig, stream: str, seed: int, xp: Any) -> _Pass:
-    dim = config.stream_dim(stream)
+def _templates(config: StudyConfig) -> dict[str, Any]:
+    """Return the chosen methods of the approximation protocol: name → template (built-ins, then the config's)."""
+    out = {k: v for k, v in protocol_templates().items() if k in config.methods}
+    out.update((a.name, a) for a in config.approximations)
+    return out
+
+
+def _build_pass(  # noqa: C901 - a flat list of method groups
+    config: StudyConfig,
+    stream: str,
+    seed: int,
+    xp: Any,
+    *,
+    dim: int | None = None,
+    decays: tuple[float, ...] | None = None,
+) -> _Pass:
+    """Return the runs of one pass (or of one block of a large pass: ``dim`` its size, ranks clipped to dim − 1)."""
     c = config
+    dim = config.stream_dim(stream) if dim is None else dim
+    decays = c.decays if decays is None else decays
+    ranks = c.ranks_of(stream)
     chosen = set(c.methods)
-    p = _Pass(c, stream, seed, dim, xp, {a: ExactEMA(dim, a) for a in c.decays}, {}, {}, {}, {}, {})
+    templates = _templates(c)
+    exact = {a: ExactEMA(dim, a) for a in decays} if dim <= DENSE_LIMIT and not c.is_large(stream) else {}
+    p = _Pass(c, stream, seed, dim, xp, exact, {}, {}, {}, {}, {})
+
+    def clip(rank: int) -> int:
+        return max(1, min(rank, dim - 1))
+
     for dtype in c.dtypes:
         common = {"dim": dim, "xp": xp, "dtype": getattr(xp, dtype)}
         for decay in p.decays_of(dtype):
+            if decay not in decays:
+                continue
             p.diag[dtype, decay] = DiagonalRun(decay=decay, **common)  # always: the unit of time_vs_diag
             if "identity" in chosen:
                 p.iso[dtype, decay] = IsotropicRun(decay=decay, **common)
-            for rank in c.ranks:
+            for rank in ranks:
                 if chosen & _GINGER_FAMILY:
-                    p.ginger[dtype, rank, decay] = GingerRun(decay=decay, rank=rank, **common)
+                    p.ginger[dtype, rank, decay] = GingerRun(decay=decay, rank=clip(rank), **common)
                 if "qng" in chosen:
-                    p.qng[dtype, rank, decay] = QNGRun(decay=decay, rank=rank, **common)
-        if "ginger-sm" in chosen:
-            sm_settings = {(c.rank, g) for g in c.dampings} | {(r, c.damping) for r in c.ranks}
+                    p.qng[dtype, rank, decay] = QNGRun(decay=decay, rank=clip(rank), **common)
+                for name, template in templates.items():
+                    p.proto[dtype, rank, decay, name] = ProtocolRun(
+                        decay=decay, rank=clip(rank), approximation=template, **common
+                    )
+        if "ginger-sm" in chosen and c.decay in decays:
+            sm_settings = {(c.rank, g) for g in c.dampings} | {(r, c.damping) for r in ranks}
             for rank, gamma in sorted(sm_settings):
-                p.sm[dtype, rank, c.decay, gamma] = GingerRun(decay=c.decay, rank=rank, path_damping=gamma, **common)
+                p.sm[dtype, rank, c.decay, gamma] = GingerRun(
+                    decay=c.decay, rank=clip(rank), path_damping=gamma, **common
+                )
     return p
 
 
@@ -591,7 +757,7 @@ def _advance(p: _Pass, d: np.ndarray, g: np.ndarray) -> None:
         dt = getattr(p.xp, name)
         vectors[name] = (p.xp.asarray(d, dtype=dt), p.xp.asarray(g, dtype=dt))
     gamma = p.config.damping
-    for group in (p.ginger, p.sm, p.qng, p.diag, p.iso):
+    for group in (p.ginger, p.sm, p.qng, p.diag, p.iso, p.proto):
         for key, run in group.items():
             db, gb = vectors[key[0]]
             run.step(db, gb, gamma)
@@ -728,6 +894,7 @@ def _rows_exact(ev: _Evaluator, mode: str, damping: float, ranks: tuple[int, ...
                 rank=ranks[0] if mode == "equal" else "",
                 effective_damping=damping,
                 represented_share=1.0,
+                memory_floats=ev.p.dim * ev.p.dim,
                 **common,
                 **ev.metrics(ema.structure(damping), damping, ev.solve(damping), None, None, key=("exact",)),
             )
@@ -743,6 +910,7 @@ def _rows_exact(ev: _Evaluator, mode: str, damping: float, ranks: tuple[int, ...
                     rank=rank,
                     effective_damping=float(s.diagonal[0]),
                     represented_share=float(s.coef.sum() / trace),
+                    memory_floats=ev.p.dim * rank + rank + int(tail),
                     **common,
                     **ev.metrics(s, damping, s.inverse().matvec(ev.grads), rank, s.basis, key=(name, rank)),
                 )
@@ -782,6 +950,7 @@ def _rows_ginger(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: in
         gamma_eff = run.tail_damping(damping, variant)
         s = run.structure(gamma_eff)
         extra = _ginger_checks(ev, run, damping, rank) if variant == "plain" else {}
+        m = ev.metrics(s, damping, run.precondition(ev.grads, gamma_eff), rank, _top(s, rank), key=(id(run), variant))
         rows.append(
             ev.row(
                 dtype=dtype,
@@ -792,14 +961,19 @@ def _rows_ginger(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: in
                 effective_damping=gamma_eff,
                 represented_share=represented,
                 nonfinite=nonfinite,
+                memory_floats=run.memory_floats,
                 **ev.timing(run, dtype),
                 **extra,
-                **ev.metrics(
-                    s, damping, run.precondition(ev.grads, gamma_eff), rank, _top(s, rank), key=(id(run), variant)
-                ),
+                **m,
+                **_certificate(run.discarded, m["curv_spectral_error"] * (damping + float(ev.exact.eigvals[0]))),
             )
         )
     return rows
+
+
+def _certificate(rho: float, error: float) -> dict[str, float]:
+    """``rho_certificate`` ρ and ``certificate_tightness`` = the absolute ‖G̃ − G‖₂ over ρ (NaN when ρ = 0)."""
+    return {"rho_certificate": rho, "certificate_tightness": error / rho if rho > 0 else math.nan}
 
 
 def _rows_sm(ev: _Evaluator, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
@@ -807,6 +981,7 @@ def _rows_sm(ev: _Evaluator, damping: float, dtype: str, rank: int) -> list[dict
     if run is None:  # not chosen, or not a setting of the Sherman–Morrison grid
         return []
     s = run.structure(damping)
+    m = ev.metrics(s, damping, run.precondition(ev.grads, damping), rank, _top(s, rank), key=(id(run),))
     return [
         ev.row(
             dtype=dtype,
@@ -817,9 +992,11 @@ def _rows_sm(ev: _Evaluator, damping: float, dtype: str, rank: int) -> list[dict
             effective_damping=damping,
             represented_share=run.lowrank_trace() / ev.exact.trace,
             nonfinite=int(to_numpy(run.state.num_nonfinite)),
+            memory_floats=run.memory_floats,
             **ev.timing(run, dtype),
             **_ginger_checks(ev, run, damping, rank),
-            **ev.metrics(s, damping, run.precondition(ev.grads, damping), rank, _top(s, rank), key=(id(run),)),
+            **m,
+            **_certificate(run.discarded, m["curv_spectral_error"] * (damping + float(ev.exact.eigvals[0]))),
         )
     ]
 
@@ -839,6 +1016,7 @@ def _rows_qng(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) 
             effective_damping=run.implicit_damping,
             represented_share=float(s.coef.sum() / ev.exact.trace),
             nonfinite=int(to_numpy(run.state.num_nonfinite)),
+            memory_floats=run.memory_floats,
             **ev.timing(run, dtype),
             **ev.metrics(s, damping, run.precondition(ev.grads, damping), rank, _top(s, rank)),
         )
@@ -862,11 +1040,52 @@ def _rows_simple(ev: _Evaluator, mode: str, damping: float, rank: int | None) ->
                 damping=damping,
                 effective_damping=float(s.diagonal.mean()) if name == "identity" else damping,
                 represented_share=run.lowrank_trace() / ev.exact.trace,
+                memory_floats=run.memory_floats,
                 **ev.timing(run, dtype),
                 **ev.metrics(s, damping, run.precondition(ev.grads, damping), None, None, key=(id(run),)),
             )
         )
     return rows
+
+
+def _rows_proto(ev: _Evaluator, mode: str, damping: float, dtype: str, rank: int) -> list[dict[str, Any]]:
+    """Rows of the methods run through the approximation protocol (:class:`ProtocolRun`)."""
+    rows = []
+    for (dt, r, decay, name), run in ev.p.proto.items():
+        if dt != dtype or r != rank or decay != ev.decay:
+            continue
+        s = run.structure(damping)
+        lowrank = s.isotropic and 0 < s.basis.shape[1] < ev.p.dim
+        m = ev.metrics(s, damping, run.precondition(ev.grads, damping), rank, _top(s, rank) if lowrank else None)
+        rho = getattr(run.state, "discarded", None)
+        cert = (
+            {}
+            if rho is None
+            else _certificate(float(to_numpy(rho)), m["curv_spectral_error"] * (damping + float(ev.exact.eigvals[0])))
+        )
+        rows.append(
+            ev.row(
+                dtype=dtype,
+                method=name,
+                rank=rank,
+                damping_mode=mode,
+                damping=damping,
+                effective_damping=damping if run.needs_damping else float(s.diagonal.mean()),
+                represented_share=run.lowrank_trace(damping) / ev.exact.trace,
+                nonfinite=_nonfinite(run.state),
+                memory_floats=run.memory_floats,
+                **ev.timing(run, dtype),
+                **m,
+                **cert,
+            )
+        )
+    return rows
+
+
+def _nonfinite(state: Any) -> float:
+    """``state.num_nonfinite`` as an int when the state has it, else NaN."""
+    count = getattr(state, "num_nonfinite", None)
+    return math.nan if count is None else int(to_numpy(count))
 
 
 def _evaluate(p: _Pass, step: int, *, final: bool) -> list[dict[str, Any]]:
@@ -875,7 +1094,7 @@ def _evaluate(p: _Pass, step: int, *, final: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for decay in c.decays if final else (c.decay,):
         ev = _Evaluator(p, decay, step)
-        ranks = c.ranks if final else (c.rank,)
+        ranks = c.ranks_of(p.stream) if final else (c.rank,)
         dtypes = [dt for dt in c.dtypes if decay in p.decays_of(dt)]
         for gamma in c.dampings if final else (c.damping,):
             rows.extend(_rows_exact(ev, "fixed", gamma, ranks))
@@ -884,6 +1103,7 @@ def _evaluate(p: _Pass, step: int, *, final: bool) -> list[dict[str, Any]]:
                 for rank in ranks:
                     rows.extend(_rows_ginger(ev, "fixed", gamma, dtype, rank))
                     rows.extend(_rows_qng(ev, "fixed", gamma, dtype, rank))
+                    rows.extend(_rows_proto(ev, "fixed", gamma, dtype, rank))
                     rows.extend(_rows_sm(ev, gamma, dtype, rank))
         for rank in ranks:
             gamma = float(decay ** min(rank, step))
@@ -892,6 +1112,7 @@ def _evaluate(p: _Pass, step: int, *, final: bool) -> list[dict[str, Any]]:
             for dtype in dtypes:
                 rows.extend(_rows_ginger(ev, "equal", gamma, dtype, rank))
                 rows.extend(_rows_qng(ev, "equal", gamma, dtype, rank))
+                rows.extend(_rows_proto(ev, "equal", gamma, dtype, rank))
     return rows
 
 
@@ -911,14 +1132,372 @@ def _spectra(p: _Pass, step: int) -> list[dict[str, Any]]:
 
 
 def _stream_steps(config: StudyConfig, stream: str, seed: int) -> Iterator[StreamStep]:
+    steps = config.steps_of(stream)
     for user in config.user_streams:
         if user.name == stream:
-            return user.steps(config.steps)
-    return make_stream(stream, steps=config.steps, seed=seed)
+            return user.steps(steps)
+    if stream in LARGE_STREAMS:
+        return make_large_stream(stream, steps=steps, seed=seed)
+    return make_stream(stream, steps=steps, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streams at scale: the exact EMA is a window of the curvature vectors, one per block; every metric matrix-free.
+
+
+class _WindowEvaluator:
+    """Metrics at one checkpoint of a large pass: one :class:`WindowReduction` per block, combined.
+
+    For a block-diagonal G = ⊕ G_j and G̃ = ⊕ G̃_j, ‖G̃⁻¹ − G⁻¹‖₂ = max_j ‖G̃_j⁻¹ − G_j⁻¹‖₂,
+    ‖G⁻¹‖₂ = 1/(γ + min_j λ_min,j), ‖G‖₂ = γ + max_j λ_max,j; the cosine and the decrease fraction
+    come from the blocks' inner products (:meth:`WindowReduction.step_terms`).
+    """
+
+    def __init__(self, lp: _LargePass, step: int, *, final: bool) -> None:
+        self.lp, self.step, self.final = lp, step, final
+        self.reds = [
+            WindowReduction(w, np.stack(p.gradients, axis=1)) for w, p in zip(lp.windows, lp.blocks, strict=True)
+        ]
+        self.single = len(self.reds) == 1
+        self.trace = float(sum(r.trace for r in self.reds))
+
+    def row(self, **fields: Any) -> dict[str, Any]:
+        p = self.lp.blocks[0]
+        row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
+        row.update(
+            stream=self.lp.stream,
+            dim=self.lp.dim,
+            seed=self.lp.seed,
+            backend=p.config.backend,
+            decay=self.lp.decay,
+            step=self.step,
+            loss=self.lp.loss,
+            rank="",
+        )
+        row.update(fields)
+        return {
+            k: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
+            for k, v in row.items()
+        }
+
+    def timing(self, runs: list[Any], dtype: str) -> dict[str, float]:
+        if runs[0].steps <= 1:
+            return {"time_per_step_s": math.nan, "time_vs_diag": math.nan}
+        seconds = sum(r.time_per_step for r in runs)
+        diag = [p.diag.get((dtype, self.lp.decay)) for p in self.lp.blocks]
+        unit = sum(d.time_per_step for d in diag) if all(d is not None and d.steps > 1 for d in diag) else math.nan
+        return {"time_per_step_s": seconds, "time_vs_diag": seconds / unit if unit > 0 else math.nan}
+
+    def metrics(
+        self,
+        structures: list[Structured],
+        steps: list[np.ndarray],
+        damping: float,
+        rank: int | None,
+    ) -> dict[str, float]:
+        """Every metric of the block-diagonal approximation ⊕ structures[j] with the method's own steps."""
+        inv_gap = curv_gap = 0.0
+        lam_min, lam_max = math.inf, 0.0
+        terms: dict[str, np.ndarray] = {}
+        extra: dict[str, float] = {}
+        for red, s, st in zip(self.reds, structures, steps, strict=True):
+            if s.isotropic:
+                # Subspace metrics (angles, λ_{τ+1}) only for a whole-model stream.
+                block_rank = rank if self.single else None
+                m = red.metrics(s.basis, s.coef, float(s.diagonal[0]), damping, rank=block_rank)
+                extra = {k: m[k] for k in _SUBSPACE if k in m}
+            elif self.final:
+                m = red.diagonal_metrics(s.diagonal, damping, step=st, max_restarts=_LANCZOS_RESTARTS)
+            else:  # Lanczos (seconds at d ~ 10⁵) only at the last step; the step metrics below are exact
+                m = {"inv_spectral_error": math.nan, "curv_spectral_error": math.nan}
+            # NaN (Lanczos not converged) propagates: np.fmax would hide it, max() too.
+            inv_gap = float(np.maximum(inv_gap, m["inv_spectral_error"] / (damping + red.lambda_min)))
+            curv_gap = float(np.maximum(curv_gap, m["curv_spectral_error"] * (damping + red.lambda_max)))
+            lam_min, lam_max = min(lam_min, red.lambda_min), max(lam_max, red.lambda_max)
+            for k, v in red.step_terms(st, damping).items():
+                terms[k] = terms.get(k, 0.0) + v
+        self.curv_norm = damping + lam_max  # ‖G‖₂ of the last call: the scale of curv_spectral_error
+        return {
+            "inv_spectral_error": inv_gap * (damping + lam_min),
+            "curv_spectral_error": curv_gap / (damping + lam_max),
+            "cosine": float(np.mean(terms["dot"] / np.sqrt(terms["ss"] * terms["bb"]))),
+            "decrease_fraction": float(np.mean(terms["achieved"] / terms["optimal"])),
+            **extra,
+        }
+
+    def certified(
+        self, structures: list[Structured], steps: list[np.ndarray], damping: float, rank: int | None, runs: list[Any]
+    ) -> dict[str, float]:
+        """:meth:`metrics`, with the ρ certificate when the states carry ``discarded`` (max over the blocks)."""
+        out = self.metrics(structures, steps, damping, rank)
+        rho = [getattr(run.state, "discarded", None) for run in runs]
+        if all(r is not None for r in rho):
+            out.update(_certificate(max(float(to_numpy(r)) for r in rho), out["curv_spectral_error"] * self.curv_norm))
+        return out
+
+
+_SUBSPACE = ("lambda_next", "eckart_young_bound", "angle_max_deg", "subspace_overlap", "captured_share")
+_LANCZOS_RESTARTS = 20
+
+
+@dataclass
+class _LargePass:
+    """A pass over a large stream: one :class:`_Pass` of runs and one :class:`WindowEMA` per block."""
+
+    config: StudyConfig
+    stream: str
+    seed: int
+    dim: int
+    decay: float
+    slices: tuple[slice, ...]
+    blocks: list[_Pass]
+    windows: list[WindowEMA]
+    loss: float = math.nan
+
+    def runs(self, group: str, key: tuple[Any, ...]) -> list[Any] | None:
+        """Return the run of ``key`` in every block (None when it does not exist)."""
+        out = [getattr(p, group).get(key) for p in self.blocks]
+        return None if any(r is None for r in out) else out
+
+
+def _blocks_of(stream: str, dim: int) -> tuple[slice, ...]:
+    """Return the blocks of a large stream: per parameter array for a ``-blocks`` stream, else the whole vector."""
+    return large_stream_blocks(stream) if stream in LARGE_STREAMS else (slice(0, dim),)
+
+
+def _build_large_pass(config: StudyConfig, stream: str, seed: int, xp: Any) -> _LargePass:
+    dim = config.stream_dim(stream)
+    slices = _blocks_of(stream, dim)
+    decay, steps = config.decay, config.steps_of(stream)
+    blocks = [_build_pass(config, stream, seed, xp, dim=b.stop - b.start, decays=(decay,)) for b in slices]
+    windows = [WindowEMA(b.stop - b.start, decay, threshold=0.0, max_size=steps) for b in slices]
+    return _LargePass(config, stream, seed, dim, decay, slices, blocks, windows)
+
+
+def _large_rows(ev: _WindowEvaluator, *, final: bool) -> list[dict[str, Any]]:
+    """Rows at one checkpoint of a large pass: the default setting, or (``final``) ranks × dampings."""
+    lp, c = ev.lp, ev.lp.config
+    chosen = set(c.methods)
+    ranks = c.ranks_of(lp.stream) if final else (c.rank,)
+    dampings = c.dampings if final else (c.damping,)
+    settings = [("fixed", g, r) for g in dampings for r in ranks] + [
+        ("equal", float(lp.decay ** min(r, ev.step)), r) for r in ranks
+    ]
+    rows: list[dict[str, Any]] = []
+    main = c.main_dtype
+    # The oracles (float64, from the window's eigendecomposition).
+    for name, tail in (("oracle", False), ("oracle-tail", True)):
+        if name not in chosen:
+            continue
+        for mode, gamma, rank in settings:
+            structures, steps, effective = [], [], []
+            for red, p in zip(ev.reds, lp.blocks, strict=True):
+                r = max(1, min(rank, p.dim - 1))
+                lam, vec = red.eigh(r)
+                shift = gamma + (float(red.eigvals[r:].sum()) / (p.dim - r) if tail else 0.0)
+                s = Structured(np.full(p.dim, shift), vec, lam)
+                structures.append(s)
+                steps.append(s.inverse().matvec(red.gradients))
+                effective.append(shift)
+            rows.append(
+                ev.row(
+                    dtype="float64",
+                    method=name,
+                    rank=rank,
+                    damping_mode=mode,
+                    damping=gamma,
+                    effective_damping=float(np.mean(effective)),
+                    represented_share=float(sum(s.coef.sum() for s in structures) / ev.trace),
+                    memory_floats=sum(s.basis.size + s.coef.size for s in structures) + int(tail) * len(structures),
+                    **ev.metrics(structures, steps, gamma, rank),
+                )
+            )
+    for dtype in c.dtypes:
+        rows.extend(_large_ginger_rows(ev, settings, dtype, main))
+        for rank in ranks:
+            rows.extend(_large_run_rows(ev, "qng", "qng", (dtype, rank, lp.decay), settings, rank))
+            for name in sorted({k[3] for p in lp.blocks for k in p.proto}):
+                rows.extend(_large_run_rows(ev, "proto", name, (dtype, rank, lp.decay, name), settings, rank))
+    for name, group in (("diag", "diag"), ("identity", "iso")):
+        if name in chosen:
+            rows.extend(_large_run_rows(ev, group, name, (main, lp.decay), settings, None))
+    return rows
+
+
+def _large_ginger_rows(
+    ev: _WindowEvaluator, settings: list[tuple[str, float, int]], dtype: str, main: str
+) -> list[dict[str, Any]]:
+    lp, c = ev.lp, ev.lp.config
+    rows: list[dict[str, Any]] = []
+    variants = [v for v in (("ginger", "plain"), ("ginger-tail", "tail"), ("ginger-fd", "fd")) if v[0] in c.methods]
+    if dtype != main:
+        variants = [v for v in variants if v[1] == "plain"]
+    for rank in sorted({r for _, _, r in settings}):
+        runs = lp.runs("ginger", (dtype, rank, lp.decay))
+        if runs is not None and variants:
+            checks = _large_ginger_checks(ev, runs, rank)
+            for mode, gamma, r in settings:
+                if r != rank:
+                    continue
+                for name, variant in variants:
+                    effective = [run.tail_damping(gamma, variant) for run in runs]
+                    structures = [run.structure(e) for run, e in zip(runs, effective, strict=True)]
+                    steps = [
+                        run.precondition(red.gradients, e) for run, red, e in zip(runs, ev.reds, effective, strict=True)
+                    ]
+                    rows.append(
+                        ev.row(
+                            dtype=dtype,
+                            method=name,
+                            rank=rank,
+                            damping_mode=mode,
+                            damping=gamma,
+                            effective_damping=float(np.mean(effective)),
+                            represented_share=sum(run.lowrank_trace() for run in runs) / ev.trace,
+                            nonfinite=sum(int(to_numpy(run.state.num_nonfinite)) for run in runs),
+                            memory_floats=sum(run.memory_floats for run in runs),
+                            **ev.timing(runs, dtype),
+                            **(checks if variant == "plain" else {}),
+                            **ev.certified(structures, steps, gamma, rank, runs),
+                        )
+                    )
+        if "ginger-sm" not in c.methods:
+            continue
+        for mode, gamma, r in settings:
+            sm = lp.runs("sm", (dtype, rank, lp.decay, gamma))
+            if r != rank or mode != "fixed" or sm is None:
+                continue
+            structures = [run.structure(gamma) for run in sm]
+            steps = [run.precondition(red.gradients, gamma) for run, red in zip(sm, ev.reds, strict=True)]
+            rows.append(
+                ev.row(
+                    dtype=dtype,
+                    method="ginger-sm",
+                    rank=rank,
+                    damping_mode=mode,
+                    damping=gamma,
+                    effective_damping=gamma,
+                    represented_share=sum(run.lowrank_trace() for run in sm) / ev.trace,
+                    nonfinite=sum(int(to_numpy(run.state.num_nonfinite)) for run in sm),
+                    memory_floats=sum(run.memory_floats for run in sm),
+                    **ev.timing(sm, dtype),
+                    **_large_ginger_checks(ev, sm, rank, damping=gamma),
+                    **ev.certified(structures, steps, gamma, rank, sm),
+                )
+            )
+    return rows
+
+
+def _large_ginger_checks(
+    ev: _WindowEvaluator, runs: list[GingerRun], rank: int, damping: float | None = None
+) -> dict[str, float]:
+    """Return the trace identity over all blocks and the distance to float64 eigen-path Ginger (max over blocks)."""
+    lp = ev.lp
+    total = sum(run.lowrank()[1].sum() + run.discarded for run in runs)
+    out = {"trace_gap": float(abs(total - ev.trace) / ev.trace)}
+    refs = lp.runs("ginger", ("float64", rank, lp.decay))
+    if refs is not None and refs[0] is not runs[0]:  # (the float64 eigen path itself: NaN)
+        gamma = lp.config.damping if damping is None else damping
+        out["dev_from_ginger64"] = max(
+            relative_spectral_distance(a.structure(gamma).inverse(), b.structure(gamma).inverse())
+            for a, b in zip(runs, refs, strict=True)
+        )
+        out["sigma_relerr"] = max(
+            float(np.abs(a.lowrank()[1] - b.lowrank()[1]).max() / max(b.lowrank()[1][0], np.finfo(float).tiny))
+            for a, b in zip(runs, refs, strict=True)
+        )
+    return out
+
+
+def _large_run_rows(  # noqa: PLR0917 - internal
+    ev: _WindowEvaluator,
+    group: str,
+    name: str,
+    key: tuple[Any, ...],
+    settings: list[tuple[str, float, int]],
+    rank: int | None,
+) -> list[dict[str, Any]]:
+    """Rows of QNG, a protocol method (one rank: ``rank``), or the diagonal EMA / scaled identity (every setting)."""
+    lp = ev.lp
+    runs = lp.runs(group, key)
+    if runs is None:
+        return []
+    dtype = key[0]
+    rows = []
+    for mode, gamma, r in settings:
+        if rank is not None and r != rank:
+            continue
+        if rank is None and mode == "fixed" and r != settings[0][2]:
+            continue  # diag and identity do not depend on τ: one fixed-damping row per γ
+        structures = [run.structure(gamma) for run in runs]
+        steps = [run.precondition(red.gradients, gamma) for run, red in zip(runs, ev.reds, strict=True)]
+        if group == "qng":
+            effective = float(np.mean([run.implicit_damping for run in runs]))
+            share = sum(float(s.coef.sum()) for s in structures) / ev.trace
+        elif group == "proto":
+            effective = gamma if runs[0].needs_damping else float(np.mean([s.diagonal.mean() for s in structures]))
+            share = sum(run.lowrank_trace(gamma) for run in runs) / ev.trace
+        else:
+            effective = float(np.mean([s.diagonal.mean() for s in structures])) if group == "iso" else gamma
+            share = sum(run.lowrank_trace() for run in runs) / ev.trace
+        rows.append(
+            ev.row(
+                dtype=dtype,
+                method=name,
+                rank=r if (rank is not None or mode == "equal") else "",
+                damping_mode=mode,
+                damping=gamma,
+                effective_damping=effective,
+                represented_share=share,
+                nonfinite=sum(_nonfinite(run.state) for run in runs) if group in {"qng", "proto"} else math.nan,
+                memory_floats=sum(run.memory_floats for run in runs),
+                **ev.timing(runs, dtype),
+                **ev.certified(structures, steps, gamma, rank, runs),
+            )
+        )
+    return rows
+
+
+def _run_large_pass(config: StudyConfig, stream: str, seed: int, report: Callable[[int], None]) -> StudyResult:
+    """One pass over a stream with d > ``DENSE_LIMIT``: windows of the exact EMA, metrics matrix-free."""
+    xp = namespace_by_name(config.backend, float64="float64" in config.dtypes)
+    out = StudyResult(config)
+    lp = _build_large_pass(config, stream, seed, xp)
+    steps = config.steps_of(stream)
+    series = set(_checkpoints(steps, config.large_checkpoints))
+    done = 0
+    for item in _stream_steps(config, stream, seed):
+        lp.loss = item.loss
+        for sl, p, w in zip(lp.slices, lp.blocks, lp.windows, strict=True):
+            w.update(item.curvature[sl])
+            _advance(p, item.curvature[sl], item.gradient[sl])
+        if item.step == steps or item.step in series:
+            ev = _WindowEvaluator(lp, item.step, final=item.step == steps)
+            out.rows.extend(_large_rows(ev, final=item.step == steps))
+            if item.step == steps:
+                lam = np.sort(np.concatenate([r.eigvals for r in ev.reds]))[::-1]
+                out.spectra.extend(
+                    {
+                        "stream": stream,
+                        "seed": seed,
+                        "decay": lp.decay,
+                        "step": item.step,
+                        "index": i + 1,
+                        "eigval": float(v),
+                    }
+                    for i, v in enumerate(lam)
+                )
+        done += 1
+        if done == 10 or item.step == steps:
+            report(done)
+            done = 0
+    return out
 
 
 def _run_pass(config: StudyConfig, stream: str, seed: int, report: Callable[[int], None]) -> StudyResult:
     """One pass over one stream with one seed; ``report(n)`` is called every few steps with the steps done."""
+    if config.is_large(stream):
+        return _run_large_pass(config, stream, seed, report)
     xp = namespace_by_name(config.backend, float64="float64" in config.dtypes)
     out = StudyResult(config)
     p = _build_pass(config, stream, seed, xp)
@@ -1015,7 +1594,7 @@ def run_study(
     passes = config.passes()
     result = StudyResult(config)
     t0 = time.perf_counter()
-    bar = _progress(progress, total=len(passes) * config.steps)
+    bar = _progress(progress, total=sum(config.steps_of(stream) for stream, _ in passes))
 
     def advance(n: int) -> None:
         if bar is not None:
@@ -1083,7 +1662,10 @@ def _run_parallel(
             timeout = None
 
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(channel, config.threads)) as ex:
-        futures = [ex.submit(_worker_pass, config, stream, seed) for stream, seed in passes]
+        # The large (longest) passes first, so that the small ones fill the other workers meanwhile.
+        order = sorted(range(len(passes)), key=lambda i: not config.is_large(passes[i][0]))
+        submitted = {i: ex.submit(_worker_pass, config, *passes[i]) for i in order}
+        futures = [submitted[i] for i in range(len(passes))]
         pending = set(range(len(futures)))
         while pending:
             drain(0.2)
