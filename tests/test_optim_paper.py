@@ -179,7 +179,12 @@ def test_torch_equals_optax_on_a_long_stream_with_truncation():
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"clip": 0.0}, "clip"), ({"clip": -1.0}, "clip"), ({"b1": 1.0}, "b1"), ({"learning_rate": -1.0}, "learning_rate")],
+    [
+        ({"clip": 0.0}, "clip"),
+        ({"clip": -1.0}, "clip"),
+        ({"b1": 1.0}, "b1"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+    ],
 )
 def test_bad_options_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
