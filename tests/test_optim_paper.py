@@ -192,3 +192,25 @@ def test_bad_options_name_the_argument(kwargs, name):
     torch_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
     with pytest.raises(ValueError, match="lr" if name == "learning_rate" else name):
         lgt.GingerPaper([torch.zeros(3, requires_grad=True)], **torch_kwargs)
+
+
+def test_peer_soap_runs_in_the_peer_harness():
+    pytest.importorskip("heavyball")
+    import dataclasses
+
+    from experiments import ablations, peers
+
+    task = dataclasses.replace(ablations.TASKS["ae"], steps=peers.EVAL_EVERY)
+    res = peers._torch_runs(ablations.load_task("ae"), task, "SOAP", (1e-3,), [0, 1])
+    assert res["train_curve"].shape == (1, 2, 1)
+    assert np.all(np.isfinite(res["train_loss"]))
+    assert res["ratio"] >= 1.0
+
+
+def test_steps_to_target():
+    from experiments import peers
+
+    curve = np.array([[3.0, 2.0, 1.0], [3.0, 3.0, 3.0]])
+    got = peers._to_target(curve, 2.0)
+    assert got[0] == 2 * peers.EVAL_EVERY
+    assert np.isnan(got[1])
