@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
-__all__ = ["DATASETS", "Dataset", "load"]
+__all__ = ["DATASETS", "Dataset", "load", "load_autoencoder"]
 
 DATASETS = ("digits", "cancer")
 
@@ -80,4 +80,26 @@ def load(name: str, *, split_seed: int = 0) -> Dataset:
         y_tune=y_tune,
         x_val=prep(x_val),
         y_val=y_val,
+    )
+
+
+def load_autoencoder(*, split_seed: int = 0) -> Dataset:
+    """Load the digits as an autoencoding task: pixels scaled to [0, 1] (÷16), targets the inputs (Gaussian likelihood).
+
+    Same 60/20/20 split as :func:`load`; the ``y_*`` arrays are the ``x_*`` arrays.
+    """
+    raw = load_digits()
+    x = (raw.data / 16.0).astype(np.float32)
+    x_train, _, x_tune, _, x_val, _ = _split(x, raw.target.astype(np.int32), split_seed)
+    return Dataset(
+        name="digits-ae",
+        likelihood="gaussian",
+        num_outputs=x.shape[1],
+        image_shape=None,
+        x_train=x_train,
+        y_train=x_train,
+        x_tune=x_tune,
+        y_tune=x_tune,
+        x_val=x_val,
+        y_val=x_val,
     )

@@ -16,6 +16,7 @@ a vmapped ``lax.conv`` becomes a grouped convolution, about 20× slower on CPU.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -97,8 +98,35 @@ def init_model(
             msg = "the CNN needs image inputs (H, W, C)"
             raise ValueError(msg)
         return _cnn_init(key, n_out), _cnn_apply
-    msg = f"unknown model {name!r}; choose from {MODELS}"
+    if name == "ae":
+        return _ae_init(key, input_shape[-1]), _ae_apply
+    msg = f"unknown model {name!r}; choose from {MODELS} or 'ae'"
     raise ValueError(msg)
+
+
+AE_WIDTHS = (48, 24, 8, 24, 48)
+"""Hidden widths of the deep autoencoder (tanh; linear code and output layers are tanh/linear as below)."""
+
+
+def _ae_init(key: jax.Array, n_in: int) -> Params:
+    widths = (n_in, *AE_WIDTHS, n_in)
+    keys = jax.random.split(key, len(widths) - 1)
+    p: Params = {}
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        w = jax.random.normal(keys[i], (a, b), jnp.float32) * jnp.sqrt(1.0 / a)  # LeCun scale for tanh
+        p[f"w{i}"], p[f"b{i}"] = w, jnp.zeros((b,), jnp.float32)
+    return p
+
+
+def _ae_apply(p: Params, x: jax.Array) -> jax.Array:
+    """Apply the digits deep autoencoder 64-48-24-8-24-48-64: tanh hidden layers, linear output."""
+    h = jnp.reshape(x, (x.shape[0], -1))
+    n = len(AE_WIDTHS) + 1
+    for i in range(n):
+        h = h @ p[f"w{i}"] + p[f"b{i}"]
+        if i < n - 1:
+            h = jnp.tanh(h)
+    return h
 
 
 def num_params(params: Any) -> int:

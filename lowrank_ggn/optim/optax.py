@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 import lowrank_ggn as lg
-from lowrank_ggn._core.checks import check_approximation
+from lowrank_ggn._core.checks import check_approximation, check_damping
 from lowrank_ggn.optim import _sharded
 from lowrank_ggn.optim._options import (
     DEFAULT_DAMPING,
@@ -49,13 +49,18 @@ from lowrank_ggn.optim._options import (
     check_damping_or_schedule,
     check_nonnegative,
 )
+from lowrank_ggn.optim.damping import DampingPolicy
 
 __all__ = [
+    "LowRankPaperState",
     "ScaleByGingerState",
+    "ScaleByLowRankPolicyState",
     "ScaleByLowRankState",
     "ScaleByQNGState",
     "block_partition",
     "ginger",
+    "ginger_paper",
+    "lowrank_paper",
     "qng",
     "scale_by_ginger",
     "scale_by_lowrank",
@@ -286,8 +291,11 @@ def scale_by_lowrank(
     approximation : lowrank_ggn.Ginger, lowrank_ggn.GingerProduct or lowrank_ggn.QNG
         What to keep per block, e.g. ``lg.ginger(rank=4, decay=0.99)``; a block
         of ``dim`` parameters uses rank ``min(rank, dim − 1)``.
-    damping : float, callable or None
-        γ > 0, or a schedule ``count -> γ``; ``None`` for an approximation
+    damping : float, callable, DampingPolicy or None
+        γ > 0, a schedule ``count -> γ``, or a policy of
+        :mod:`lowrank_ggn.optim.damping` (then ``update`` also takes
+        ``reduction_ratio=``, and the state is a
+        :class:`ScaleByLowRankPolicyState`); ``None`` for an approximation
         whose damping is implicit (QNG).
     blocks : {"leaf", "model"}, pytree or callable
         How parameters are grouped into blocks, see :func:`block_partition`.
@@ -330,6 +338,11 @@ def scale_by_lowrank(
     """
     check_approximation(approximation)
     check_common(rank=approximation.rank, decay=approximation.decay, update_every=update_every)
+    # -- damping policies (lowrank_ggn.optim.damping): their own transformation, appended below --
+    if isinstance(damping, DampingPolicy):
+        return _scale_by_lowrank_policy(
+            approximation, damping, blocks=blocks, update_every=update_every, state_dtype=state_dtype, mesh=mesh
+        )
     if approximation.needs_damping:
         check_damping_or_schedule(damping)
     elif damping is not None:
@@ -828,3 +841,288 @@ def qng(
         axis=axis,
     )
     return _finish(core, learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, mask=mask)
+
+
+# -- damping policies ----------------------------------------------------------------------------
+
+
+class ScaleByLowRankPolicyState(NamedTuple):
+    """State of :func:`scale_by_lowrank` with a damping policy: the generic state plus the policy's.
+
+    Parameters
+    ----------
+    count : jax.Array
+        The step counter, as in :class:`ScaleByLowRankState`.
+    blocks : tuple
+        The per-block states, as in :class:`ScaleByLowRankState`.
+    damping : jax.Array
+        The policy's state (see the attribute below).
+    """
+
+    count: jax.Array  # type: ignore[assignment]
+    """0-d int32: number of ``update`` calls."""
+    blocks: tuple[Any, ...]
+    """One approximation state per block (``None`` for scalar blocks)."""
+    damping: jax.Array
+    """0-d float32: the policy's state (γ for Levenberg–Marquardt, 0 for the others)."""
+
+
+def _scale_by_lowrank_policy(
+    approximation: Any, policy: DampingPolicy, *, blocks: Blocks, update_every: int, state_dtype: Any, mesh: Any
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_lowrank` with a damping policy of :mod:`lowrank_ggn.optim.damping`."""
+    if not approximation.needs_damping:
+        msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
+        raise ValueError(msg)
+    if mesh is not None:
+        msg = "mesh: a damping policy is not supported on sharded states yet; pass a number or a schedule"
+        raise ValueError(msg)
+    _check_blocks(blocks)
+    policy.check_state_type(approximation.state_type)
+
+    def init_fn(params: Any) -> ScaleByLowRankPolicyState:
+        return ScaleByLowRankPolicyState(
+            count=jnp.zeros([], jnp.int32),
+            blocks=_init_blocks(params, blocks, approximation, state_dtype),
+            damping=jnp.asarray(policy.init(), jnp.float32),
+        )
+
+    def update_impl(
+        updates: Any, state: ScaleByLowRankPolicyState, curvature: Any, ratio: Any
+    ) -> tuple[Any, ScaleByLowRankPolicyState]:
+        leaves = jax.tree.leaves(updates)
+        c_leaves = _curvature_leaves(updates, curvature)
+        partition = _partition_for_update(updates, blocks, len(state.blocks))
+        policy_state = state.damping if ratio is None else policy.adapt(state.damping, ratio)
+        gamma = policy.damping(policy_state, state.count)
+        due = state.count % update_every == 0
+        out: list[Any] = [None] * len(leaves)
+        new_blocks: list[Any] = []
+        for idx, block in zip(partition, state.blocks, strict=True):
+            if block is None:  # a scalar block: γ⁻¹g
+                for i in idx:
+                    out[i] = (leaves[i] / jnp.asarray(gamma, leaves[i].dtype)).astype(leaves[i].dtype)
+                new_blocks.append(None)
+                continue
+            dim = sum(int(leaves[i].size) for i in idx)
+            approx = approximation.with_rank(block_rank(dim, approximation.rank))
+            dtype = jax.tree.leaves(block)[0].dtype
+            g = _flatten_block(leaves, idx, dtype)
+            d = _flatten_block(c_leaves, idx, dtype)
+            if policy.needs_state:  # fold first, then the damping of the folded state
+                folded = approx.fold(jnp, block, d)
+                new_block = (
+                    folded if update_every == 1 else jax.tree.map(lambda a, b: jnp.where(due, a, b), folded, block)
+                )
+                gam = jnp.asarray(policy.block_damping(gamma, new_block), dtype)
+                y = approx.solve(jnp, new_block, g, damping=gam)
+            else:
+                new_block, y = _block_step(
+                    approx, block, d, g, jnp.asarray(gamma, dtype), due=due, update_every=update_every
+                )
+            _unflatten_block(y, leaves, idx, out)
+            new_blocks.append(new_block)
+        new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
+        count = optax.safe_int32_increment(state.count)
+        return new_updates, ScaleByLowRankPolicyState(
+            count=count, blocks=tuple(new_blocks), damping=jnp.asarray(policy_state, jnp.float32)
+        )
+
+    update_jit = jax.jit(update_impl)
+
+    def update_fn(
+        updates: Any,
+        state: ScaleByLowRankPolicyState,
+        params: Any = None,
+        *,
+        curvature: Any = None,
+        reduction_ratio: Any = None,
+        **extra_args: Any,
+    ) -> tuple[Any, ScaleByLowRankPolicyState]:
+        del params, extra_args
+        ratio = None if reduction_ratio is None or not policy.adaptive else jnp.asarray(reduction_ratio, jnp.float32)
+        return update_jit(updates, state, curvature, ratio)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# -- the authors' released update ------------------------------------------------------------------
+
+
+class LowRankPaperState(NamedTuple):
+    """State of :func:`lowrank_paper` and :func:`ginger_paper`.
+
+    Parameters
+    ----------
+    moment : optax.EmaState
+        The first moment (see the attribute below).
+    precondition : ScaleByLowRankState or ScaleByLowRankPolicyState
+        The curvature states (see the attribute below).
+    learning_rate : optax.ScaleByScheduleState or optax.EmptyState
+        The learning rate's state (see the attribute below).
+    """
+
+    moment: Any
+    """``optax.EmaState``: the EMA of the gradients and its step count (for the debiasing)."""
+    precondition: Any
+    """The state of :func:`scale_by_lowrank` (one curvature state per block)."""
+    learning_rate: Any
+    """The state of ``optax.scale_by_learning_rate`` (a step count for a schedule)."""
+
+
+def lowrank_paper(
+    approximation: Any,
+    learning_rate: optax.ScalarOrSchedule = 2e-4,
+    *,
+    damping: float | Callable[[jax.Array], Any] | DampingPolicy | None = 1e-5,
+    b1: float = 0.9,
+    clip: float | None = 1.0,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Build the authors' released update with any low-rank curvature approximation.
+
+    .. math::
+       m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\qquad
+       \hat m_t = \frac{m_t}{1-\beta_1^t},\qquad
+       \theta_{t+1} = \theta_t - \eta_t \operatorname{clip}_{[-\rho, \rho]}\!\big(P_t^{-1} \hat m_t\big),
+
+    with :math:`P_t` the damped curvature of ``approximation`` after folding
+    in the curvature vector :math:`d_t` (Algorithm 1), the clip element-wise.
+    This is the update of the authors' code (MANGA-UOFA/Ginger,
+    ``optimizers/ginger.py``: precondition the debiased first moment, clip at
+    ρ, scale by the learning rate), written with this library's
+    approximations; its updates equal those of ``optax.chain(optax.ema(b1,
+    debias=True), scale_by_lowrank(approximation, damping=...),
+    optax.clip(clip), optax.scale_by_learning_rate(learning_rate))`` when
+    that chain is given the same curvature vector.
+
+    Parameters
+    ----------
+    approximation : lowrank_ggn.Ginger, lowrank_ggn.GingerProduct or lowrank_ggn.QNG
+        What to keep per block, e.g. ``lg.ginger(rank=4, decay=0.99)``.
+    learning_rate : float, jax.Array or callable
+        η ≥ 0, or an optax schedule ``count -> η``.
+    damping : float, callable, DampingPolicy or None
+        γ, as for :func:`scale_by_lowrank` (``None`` for QNG). The authors'
+        1e-5 is small against the curvature, so P⁻¹ scales directions the
+        curvature does not see by 1/γ = 1e5: the clip then decides the
+        step there (see the optimisers page of the documentation).
+    b1 : float
+        β₁ ∈ [0, 1), the first-moment decay (0: no momentum).
+    clip : float or None
+        ρ > 0, the element-wise bound on the preconditioned moment; ``None``
+        for no clip.
+    blocks, update_every, state_dtype
+        As for :func:`scale_by_lowrank`.
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        ``update(grads, state, params=None, *, curvature=None, reduction_ratio=None)``:
+        without ``curvature`` the gradient (not the moment) is folded into
+        the curvature, as in the authors' code. The state is a
+        :class:`LowRankPaperState`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid option, naming it.
+    """
+    check_nonnegative(b1, "b1", upper=1.0)
+    if clip is not None:
+        check_damping(clip, "clip")
+    if isinstance(learning_rate, numbers.Real):
+        check_nonnegative(learning_rate, "learning_rate")
+    core = scale_by_lowrank(
+        approximation, damping=damping, blocks=blocks, update_every=update_every, state_dtype=state_dtype
+    )
+    moment = optax.ema(b1, debias=True)
+    scale = optax.scale_by_learning_rate(learning_rate)
+
+    def init_fn(params: Any) -> LowRankPaperState:
+        return LowRankPaperState(moment.init(params), core.init(params), scale.init(params))
+
+    def update_fn(
+        updates: Any, state: LowRankPaperState, params: Any = None, *, curvature: Any = None, **extra_args: Any
+    ) -> tuple[Any, LowRankPaperState]:
+        m, moment_state = moment.update(updates, state.moment, params)
+        d = updates if curvature is None else curvature
+        u, core_state = core.update(m, state.precondition, params, curvature=d, **extra_args)
+        if clip is not None:
+            u = jax.tree.map(lambda x: jnp.clip(x, -clip, clip), u)
+        u, scale_state = scale.update(u, state.learning_rate, params)
+        return u, LowRankPaperState(moment_state, core_state, scale_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def ginger_paper(
+    learning_rate: optax.ScalarOrSchedule = 2e-4,
+    *,
+    rank: int = 4,
+    decay: float = 0.99,
+    damping: float | Callable[[jax.Array], Any] | DampingPolicy = 1e-5,
+    b1: float = 0.9,
+    clip: float | None = 1.0,
+    blocks: Blocks = "leaf",
+    update_every: int = 1,
+    state_dtype: Any = None,
+    reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Build Ginger as the authors released it: precondition the debiased first moment, clip, scale.
+
+    :func:`lowrank_paper` with ``lg.ginger(rank=rank, decay=decay)``; the
+    defaults are those of the authors' configuration (MANGA-UOFA/Ginger:
+    τ = 4, b2 = α = 0.99, damping 1e-5, ρ = 1, learning rate 2e-4, b1 = 0.9).
+    Its updates equal those of ``optax.chain(optax.ema(b1, debias=True),
+    scale_by_ginger(rank=rank, decay=decay, damping=damping), optax.clip(clip),
+    optax.scale(-learning_rate))`` given the same curvature vector.
+
+    Parameters
+    ----------
+    learning_rate : float, jax.Array or callable
+        η ≥ 0, or an optax schedule.
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1), the EMA decay of the curvature.
+    damping : float, callable or DampingPolicy
+        γ > 0, a schedule, or a policy of :mod:`lowrank_ggn.optim.damping`.
+    b1 : float
+        β₁ ∈ [0, 1), the first-moment decay.
+    clip : float or None
+        ρ > 0, the element-wise clip of the preconditioned moment; ``None``: none.
+    blocks, update_every, state_dtype
+        As for :func:`scale_by_ginger`.
+    reorthonormalize_every : int, "auto" or None
+        As for :func:`scale_by_ginger`.
+
+    Returns
+    -------
+    optax.GradientTransformationExtraArgs
+        See :func:`lowrank_paper`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from lowrank_ggn.optim.optax import ginger_paper
+    >>> tx = ginger_paper(2e-4, rank=2)
+    >>> params = {"w": jnp.ones((4, 3))}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.full((4, 3), 0.1)}
+    >>> updates, state = tx.update(grads, state, params, curvature=grads)
+    """
+    check_common(rank=rank, decay=decay, update_every=update_every, reorthonormalize_every=reorthonormalize_every)
+    approximation = lg.ginger(rank=rank, decay=decay, reorthonormalize_every=reorthonormalize_every)
+    return lowrank_paper(
+        approximation,
+        learning_rate,
+        damping=damping,
+        b1=b1,
+        clip=clip,
+        blocks=blocks,
+        update_every=update_every,
+        state_dtype=state_dtype,
+    )

@@ -68,8 +68,9 @@ from lowrank_ggn.optim._options import (
     check_positive_int,
     check_rank,
 )
+from lowrank_ggn.optim.damping import DampingPolicy
 
-__all__ = ["QNG", "Ginger", "LowRank"]
+__all__ = ["QNG", "Ginger", "GingerPaper", "LowRank", "LowRankPaper"]
 
 _BLOCKS = ("param", "group")
 
@@ -80,6 +81,25 @@ def _flat(parts: list[torch.Tensor]) -> torch.Tensor:
     The fused step only reads it, so a view of a gradient is safe.
     """
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _fold_precondition(
+    approx: Any, xp: Any, state: Any, d: Any, g: Any, *, gamma: Any, policy: Any
+) -> tuple[Any, Any]:
+    """Fold ``d`` in, then precondition ``g``: fused, or in two steps when the damping depends on the state."""
+    if policy is not None and policy.needs_state:  # a damping policy of lowrank_ggn.optim.damping
+        state = approx.fold(xp, state, d, donate=True)
+        return state, approx.solve(xp, state, g, damping=float(policy.block_damping(gamma, state)))
+    # The optimiser owns the state's tensors: the new basis may be written into the old one.
+    return approx.fold_precondition(xp, state, d, g, damping=gamma, donate=True)
+
+
+def _damping_value(group: dict[str, Any], count: int) -> Any:
+    """Return the damping of a group at the block step ``count``: a number, a schedule value or a policy value."""
+    damping = group.get("damping")
+    if isinstance(damping, DampingPolicy):
+        return damping.damping(group["damping_state"], count)
+    return damping(count) if callable(damping) else damping
 
 
 class LowRank(torch.optim.Optimizer):
@@ -101,9 +121,11 @@ class LowRank(torch.optim.Optimizer):
         of ``dim`` parameters uses rank ``min(rank, dim − 1)``.
     lr : float
         Learning rate η ≥ 0.
-    damping : float, callable or None
-        γ > 0, or a schedule ``count -> γ`` of the block's step count; ``None``
-        for an approximation whose damping is implicit (QNG).
+    damping : float, callable, DampingPolicy or None
+        γ > 0, a schedule ``count -> γ`` of the block's step count, or a
+        policy of :mod:`lowrank_ggn.optim.damping` (its state is the group's
+        ``damping_state``; see :meth:`adapt_damping`); ``None`` for an
+        approximation whose damping is implicit (QNG).
     momentum : float
         μ ∈ [0, 1), heavy-ball momentum on the preconditioned direction.
     nesterov : bool
@@ -202,7 +224,14 @@ class LowRank(torch.optim.Optimizer):
                 raise TypeError(msg)
         approximation = self._approximation(group)
         check_approximation(approximation)
-        if approximation.needs_damping:
+        # -- damping policies (lowrank_ggn.optim.damping) --
+        if isinstance(group.get("damping"), DampingPolicy):
+            if not approximation.needs_damping:
+                msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
+                raise ValueError(msg)
+            group["damping"].check_state_type(approximation.state_type)
+            group.setdefault("damping_state", group["damping"].init())
+        elif approximation.needs_damping:
             check_damping_or_schedule(group["damping"])
         elif group.get("damping") is not None:
             msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
@@ -351,7 +380,8 @@ class LowRank(torch.optim.Optimizer):
         head = self.state[block[0]]
         count = head.get("count", 0)
         damping = group.get("damping")
-        gamma = damping(count) if callable(damping) else damping
+        policy = damping if isinstance(damping, DampingPolicy) else None  # lowrank_ggn.optim.damping
+        gamma = _damping_value(group, count)
         approximation = self._approximation(group)
         rank = block_rank(dim, approximation.rank)
         gamma = gamma if approximation.needs_damping else None
@@ -373,10 +403,11 @@ class LowRank(torch.optim.Optimizer):
                     d = _flat([curv.get(p, gr).reshape(-1) for p, gr in zip(block, grads, strict=True)]).to(
                         dtype=dtype, device=device
                     )
-                # The optimiser owns the state's tensors: the new basis may be written into the old one.
-                state, u = approx.fold_precondition(xp, state, d, g, damping=gamma, donate=True)
+                state, u = _fold_precondition(approx, xp, state, d, g, gamma=gamma, policy=policy)
                 head.update(state._asdict())
             else:
+                if policy is not None:
+                    gamma = float(policy.block_damping(gamma, state))
                 u = approx.solve(xp, state, g, damping=gamma)
         head["count"] = count + 1
         self._apply(group, block, u)
@@ -402,6 +433,27 @@ class LowRank(torch.optim.Optimizer):
             if wd:
                 p.mul_(1 - lr * wd)
             p.add_(step, alpha=-lr)
+
+    # -- damping policies ------------------------------------------------------------------------
+    def adapt_damping(self, reduction_ratio: float) -> None:
+        """Adapt every parameter group's damping policy to the reduction ratio of the last step.
+
+        Only the Levenberg–Marquardt policy of :mod:`lowrank_ggn.optim.damping`
+        changes; groups with a number, a schedule or another policy are left
+        as they are. Call it after ``step`` with ρ from
+        :func:`lowrank_ggn.optim.damping.reduction_ratio`.
+
+        Parameters
+        ----------
+        reduction_ratio : float
+            ρ = (L(θ+δ) − L(θ)) / q(δ) of the last step (NaN counts as a failed step).
+        """
+        if isinstance(reduction_ratio, torch.Tensor):
+            reduction_ratio = float(reduction_ratio)
+        for group in self.param_groups:
+            policy = group.get("damping")
+            if isinstance(policy, DampingPolicy):
+                group["damping_state"] = float(policy.adapt(group["damping_state"], float(reduction_ratio)))
 
     # -- exact state round trip ------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -639,3 +691,191 @@ class QNG(LowRank):
         check_rank(group["rank"])
         check_decay(group["decay"])
         super()._check_group(group)
+
+
+# -- the authors' released update ------------------------------------------------------------------
+
+
+class LowRankPaper(LowRank):
+    r"""The authors' released update with any low-rank curvature approximation, for PyTorch.
+
+    .. math::
+       m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad \hat m_t = \frac{m_t}{1-\beta_1^t},\quad
+       \theta_{t+1} = \theta_t - \eta\,\operatorname{clip}_{[-\rho,\rho]}\big(P_t^{-1}\hat m_t\big)
+       \;(-\,\eta\lambda\theta_t),
+
+    with :math:`P_t` the damped curvature after folding in the curvature
+    vector (Algorithm 1), the clip element-wise: the update of the authors'
+    code (MANGA-UOFA/Ginger, ``optimizers/ginger.py``), equal to
+    :func:`lowrank_ggn.optim.optax.lowrank_paper`. Without a curvature
+    vector, the gradient (not the moment) is folded in.
+
+    Parameters
+    ----------
+    params : iterable
+        Tensors or parameter-group dicts; every option below can be set per group.
+    approximation : lowrank_ggn.Ginger, lowrank_ggn.GingerProduct or lowrank_ggn.QNG
+        What to keep per block.
+    lr : float
+        η ≥ 0 (default the authors' 2e-4).
+    damping : float, callable, DampingPolicy or None
+        γ, as for :class:`LowRank` (default the authors' 1e-5; ``None`` for QNG).
+    b1 : float
+        β₁ ∈ [0, 1), the first-moment decay.
+    clip : float or None
+        ρ > 0, the element-wise bound; ``None``: no clip.
+    weight_decay : float
+        λ ≥ 0, decoupled (not in the authors' configuration).
+    blocks, update_every, state_dtype
+        As for :class:`LowRank`.
+
+    Notes
+    -----
+    Each parameter's state holds ``exp_avg`` (m) and ``exp_avg_step`` (t)
+    beside the block's curvature state.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        approximation: Any,
+        lr: float = 2e-4,
+        *,
+        damping: Any = 1e-5,
+        b1: float = 0.9,
+        clip: float | None = 1.0,
+        weight_decay: float = 0.0,
+        blocks: str = "param",
+        update_every: int = 1,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "approximation": approximation,
+            "damping": damping,
+            "momentum": 0.0,
+            "nesterov": False,
+            "weight_decay": weight_decay,
+            "blocks": blocks,
+            "update_every": update_every,
+            "state_dtype": state_dtype,
+            "b1": b1,
+            "clip": clip,
+        }
+        torch.optim.Optimizer.__init__(self, params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_nonnegative(group["b1"], "b1", upper=1.0)
+        if group["clip"] is not None:
+            check_damping(group["clip"], "clip")
+        if group["momentum"]:
+            msg = "momentum must be 0: the update is preconditioned first moment (b1), not heavy ball"
+            raise ValueError(msg)
+        super()._check_group(group)
+
+    def _step_block(
+        self, group: dict[str, Any], block: list[torch.Tensor], curv: dict[torch.Tensor, torch.Tensor] | None
+    ) -> None:
+        # Precondition the debiased moment: LowRank reads p.grad, so it sees m̂ for the step and the raw
+        # gradient (or the given curvature vector) for the fold; the gradients are restored afterwards.
+        b1 = group["b1"]
+        curv = dict(curv) if curv is not None else {}
+        saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for p in block:
+            if p.grad is None:
+                continue
+            st = self.state[p]
+            m = st.get("exp_avg")
+            if m is None:
+                m = torch.zeros_like(p.grad)
+                st["exp_avg"] = m
+            t = int(st.get("exp_avg_step", 0)) + 1
+            st["exp_avg_step"] = t
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            curv.setdefault(p, p.grad)
+            saved.append((p, p.grad))
+            p.grad = m / (1 - b1**t)
+        try:
+            super()._step_block(group, block, curv)
+        finally:
+            for p, grad in saved:
+                p.grad = grad
+
+    def _apply(self, group: dict[str, Any], block: list[torch.Tensor], u: torch.Tensor) -> None:
+        if group["clip"] is not None:
+            u = u.clamp(-group["clip"], group["clip"])
+        super()._apply(group, block, u)
+
+
+class GingerPaper(LowRankPaper):
+    r"""Ginger as the authors released it, for PyTorch: :class:`LowRankPaper` with ``lg.ginger``.
+
+    The defaults are the authors' configuration (MANGA-UOFA/Ginger: τ = 4,
+    α = b2 = 0.99, damping 1e-5, ρ = 1, learning rate 2e-4, b1 = 0.9); the
+    updates equal those of :func:`lowrank_ggn.optim.optax.ginger_paper`.
+
+    Parameters
+    ----------
+    params : iterable
+        Tensors or parameter-group dicts.
+    lr : float
+        η ≥ 0.
+    rank : int
+        τ ≥ 1.
+    decay : float
+        α ∈ (0, 1).
+    damping : float, callable or DampingPolicy
+        γ > 0, a schedule, or a policy of :mod:`lowrank_ggn.optim.damping`.
+    b1 : float
+        β₁ ∈ [0, 1).
+    clip : float or None
+        ρ > 0, or ``None`` for no clip.
+    weight_decay : float
+        λ ≥ 0, decoupled.
+    blocks, update_every, state_dtype
+        As for :class:`LowRank`.
+    reorthonormalize_every : int, "auto" or None
+        As for :class:`Ginger`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from lowrank_ggn.optim.torch import GingerPaper
+    >>> model = torch.nn.Linear(4, 3)
+    >>> opt = GingerPaper(model.parameters(), rank=2)
+    >>> model(torch.ones(5, 4)).square().mean().backward()
+    >>> opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-4,
+        *,
+        rank: int = 4,
+        decay: float = 0.99,
+        damping: Any = 1e-5,
+        b1: float = 0.9,
+        clip: float | None = 1.0,
+        weight_decay: float = 0.0,
+        blocks: str = "param",
+        update_every: int = 1,
+        state_dtype: torch.dtype | None = None,
+        reorthonormalize_every: int | Literal["auto"] | None = DEFAULT_REORTHONORMALIZE_EVERY,
+    ) -> None:
+        check_rank(rank)
+        check_decay(decay)
+        check_reorthonormalize_every(reorthonormalize_every)
+        approximation = lg.ginger(rank=rank, decay=decay, reorthonormalize_every=reorthonormalize_every)
+        super().__init__(
+            params,
+            approximation,
+            lr,
+            damping=damping,
+            b1=b1,
+            clip=clip,
+            weight_decay=weight_decay,
+            blocks=blocks,
+            update_every=update_every,
+            state_dtype=state_dtype,
+        )
