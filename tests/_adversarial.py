@@ -14,7 +14,8 @@ classified by what the reference says it should be:
   update must still satisfy the invariants.
 
 The state's invariants (finite; Ginger: ``UᵀU = I``, σ ≥ 0 descending; QNG:
-β ≥ 0, scales in (0, 1], ``sqnorms = ‖q‖²``) are checked after every step.
+β ≥ 0, scales in (0, 1], ``sqnorms = ‖q‖²``; product form: ``WᵀW = I`` and
+unused rows zero; diagonals ≥ 0) are checked after every step.
 
 ``METHODS`` are the Ginger paths (``eigen``, ``sherman-morrison``, the product
 form ``product``) and QNG; ``FAMILY`` are the other approximations of the
@@ -220,7 +221,6 @@ class Runner:
         return "reject" if top > self.big else "either" if top > self.big / 16 else "accept"
 
     def _diagonal_reference(self, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-        d = d.astype(np.float64)
         return self.alpha * m.astype(np.float64) + self._scaled(d) ** 2
 
     def _nystrom_reference(self, host: list[np.ndarray], d: np.ndarray) -> np.ndarray:

@@ -43,7 +43,11 @@ def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any) -> Any:
 
 
 def reconstruct(xp: ArrayNamespace, state: Any, rank: int) -> tuple[Array, Array]:
-    """``(basis, eigvals)`` of the rank-τ shifted Nyström approximation. Cost O(dim · s²)."""
+    """``(basis, eigvals)`` of the rank-τ shifted Nyström approximation. Cost O(dim · s²).
+
+    An eigenvalue beyond the range of the state's dtype (``M`` may exceed it where ``Y = MΩ``
+    does not) is returned as +inf; the damped query is then still finite.
+    """
     sketch, omega = state.sketch, state.test_matrix
     dtype = sketch.dtype
     dim = sketch.shape[0]
