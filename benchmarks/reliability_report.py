@@ -90,6 +90,237 @@ class Collector:
         }
 
 
+# --------------------------------------------------------------------------- static sections
+
+
+_CHECKPOINT_INTRO = (
+    "What saving and loading guarantee (each line is a test below; the format, now version 2, is in the module "
+    "docstring; version-1 files still load):"
+)
+"""The paragraph above the checkpoint guarantees."""
+
+_CHECKPOINT_GUARANTEES = [
+    (
+        "**Permissions.** A new file gets `0o666` less the umask, as `open()` gives (under umask `077` it is "
+        "`0600`, no longer world-readable); overwriting keeps the existing file's permission bits."
+    ),
+    (
+        "**Compressed or oversized members.** A deflated member is a `CheckpointError` before anything is inflated,"
+        " and every member's size is checked against the manifest's shape and dtype from the zip directory before "
+        "any leaf is read, so a damaged or hostile file costs no more memory than its own size."
+    ),
+    (
+        "**Edited manifests.** A leaf used twice (`eigvals` pointing at `basis`), a leaf not used, an array "
+        "replaced by a scalar and a leaf path out of place are a `CheckpointError`; so is any other edit of a "
+        "version-2 manifest (a hyper-parameter, metadata, a type), through a SHA-256 digest of the manifest stored "
+        "in it. The digest catches accidental and naive edits, not deliberate ones: whoever edits the manifest can "
+        "recompute it, so it does not authenticate a file. Version-1 files have no digest and get the structural "
+        "checks only. A manifest naming a missing `lowrank_ggn.*` module is a `CheckpointError`; a `lowrank_ggn` "
+        "type whose module has moved is found by its public name."
+    ),
+    (
+        "**Non-finite states.** A `GingerState`, `QNGState` or `GingerProductState` (all fields arrays) holding NaN"
+        " or inf is a `CheckpointError` naming the field; NaN and inf elsewhere (optimiser bookkeeping, user data) "
+        "load as saved."
+    ),
+    (
+        "**Optimiser state dicts.** Dtype leaves (NumPy, PyTorch, JAX, array_api_strict, e.g. "
+        "`state_dtype=torch.float64`) are stored and come back as the same objects, so `save_checkpoint(path, "
+        '{"optimizer": opt.state_dict()})` round-trips a torch `Ginger`; a callable (a damping schedule) is a '
+        "`TypeError` naming its path, and the module docstring gives the recipe that takes it out before saving and"
+        " puts the live one back before loading."
+    ),
+    (
+        "**Symlinks and temporary files.** Saving through a symlink writes its target and keeps the link; any "
+        "exception during the write (`KeyboardInterrupt` included) removes the temporary file, and the next save to"
+        " a target removes the temporary files that killed saves on the same host left behind (POSIX)."
+    ),
+    (
+        "**Sharding.** A JAX state saved sharded over 4 devices loads onto a 2-device mesh with the sharding of "
+        "each `like=` leaf (a `jax.Array` or a `jax.ShapeDtypeStruct`), and without `like=` onto one device."
+    ),
+]
+"""What saving and loading guarantee (the checkpoint items of the reliability issue): one bullet each."""
+
+_ISSUE_INTRO = (
+    "Every item of the reliability issue and its outcome. The tables above run the checks on every backend; each "
+    "item below also has a regression test that fails on the code before the fix: the library items in "
+    "`tests/test_reliability_library.py` (the counters and ranges of QNG and the approximation family in "
+    "`tests/test_adversarial.py`), the checkpoint items in `tests/test_checkpoint.py` (their guarantees are listed "
+    "under [Checkpoints](#checkpoints)), the command-line items in `tests/test_cli.py`."
+)
+
+_LIBRARY_ITEMS = [
+    (
+        "1-D query with ‖g‖/γ overflowing",
+        (
+            "Every query (`ginger_precondition`, `damped_solve`, the fused `ginger_update_precondition`, the "
+            "product form) uses the split form y = (g − Uc)/γ + U(c/(γ+σ)) in the same passes over U; it returns "
+            "22.2 where it returned NaN (float32, γ = 1e-37)."
+        ),
+    ),
+    (
+        "optax integer/complex leaves",
+        (
+            "`init` and `update` raise `TypeError` naming the leaf path (`parameter leaf ['i'] has dtype int32`); "
+            "integer leaves are never cast or modified."
+        ),
+    ),
+    (
+        "torch inputs with `requires_grad`",
+        (
+            "Inputs that require gradients take the generic (differentiable) kernels at every size; the blocked "
+            "path is for plain tensors only."
+        ),
+    ),
+    (
+        "counters",
+        (
+            "`step` and `num_nonfinite` saturate instead of wrapping; at 2³¹−1 `step` steps back by the "
+            "re-orthonormalisation period, so the period keeps running. The optax `count` does the same with "
+            "`update_every`. Tensor dampings on scalar torch blocks and `np.int64` periods are accepted."
+        ),
+    ),
+    (
+        "counters of QNG and the approximation family",
+        (
+            "QNG's, the diagonal's and Nyström's `step` and `num_nonfinite` saturate at 2³¹−1 as Ginger's do (they "
+            "wrapped to −2³¹). Ginger with the diagonal reads Ginger's verdict from its rejection count instead of "
+            "`step` growing, so at a saturated `step` its diagonal is still updated with the low-rank part (it was "
+            "left behind)."
+        ),
+    ),
+    (
+        "masked arrays, sparse tensors",
+        (
+            "`TypeError` naming the argument (`d is a NumPy masked array; ...`, `d is a sparse_coo PyTorch tensor; "
+            "...`)."
+        ),
+    ),
+    (
+        "product form and floating-point errors",
+        (
+            "The product-form updates ignore NumPy floating-point errors and reject an overflowing update (counted "
+            "in `num_nonfinite`), as `ginger_update` does."
+        ),
+    ),
+    (
+        "traced out-of-range decay/damping under `jax.jit`",
+        (
+            "An update is rejected (state unchanged, counted in `num_nonfinite`); a query with an out-of-range "
+            "damping returns NaN."
+        ),
+    ),
+    (
+        "dtype of input vectors",
+        (
+            "One rule: a lower precision than the state's (float16, bfloat16; float32 into float64) is promoted "
+            "exactly; a higher one is a `TypeError`. `docs/backends.md` states this rule."
+        ),
+    ),
+    (
+        "product form decay/damping",
+        (
+            "Checked in the state's dtype, as the direct form: `decay=1-1e-9` in float32 and `damping=1e-40` are "
+            "`ValueError`s."
+        ),
+    ),
+    (
+        "bookkeeping beyond the range",
+        (
+            "Ginger (both paths, and Frequent Directions) and the product form reject an update whose `discarded` "
+            "or `escaped` (α·ρ + δ) would overflow; they accepted it and stored inf (float32, a stream whose EMA "
+            "has a trace beyond the range while its eigenvalues are inside)."
+        ),
+    ),
+    (
+        "entries beyond √max in the family",
+        (
+            "The diagonal's (1−α)·d∘d and Nyström's (1−α)·d(dᵀΩ) apply the factor 1−α first: a d with d_i² beyond "
+            "the range and (1−α)·d_i² inside is accepted (the diagonal rejected it; Ginger with the diagonal kept "
+            "its low-rank part and stored inf in the diagonal). A diagonal that overflows now rejects the low-rank "
+            "update too (counted once), so the two parts never disagree."
+        ),
+    ),
+    (
+        "Nyström near the top of the range",
+        (
+            "The reconstruction works on Y / max|Y| and scales the eigenvalues back: a float64 sketch with entries "
+            "above about 1e150 made ‖Y‖_F overflow, then a NaN shift and a `LinAlgError` from the SVD. An "
+            "eigenvalue of the reconstruction beyond the dtype's range is +inf; the query stays finite."
+        ),
+    ),
+    (
+        "product form and the family in the adversarial and fuzz suites",
+        (
+            "The adversarial streams and the fuzz tests run the product form (`ginger_product_*` and "
+            "`lg.ginger_product`, the fused step included) and the approximations of the protocol (Frequent "
+            "Directions, diagonal, Ginger with the diagonal, Nyström) against one-step float64 references of their "
+            "own (method=product and the family methods in the tables above)."
+        ),
+    ),
+]
+"""Library items of the reliability issue: (item, what now happens)."""
+
+_CLI_ITEMS = [
+    (
+        "16. the study (Part B)",
+        (
+            "`lowrank-ggn study` takes `--stream-file` (user streams) and `--ranks/--decays/--dampings/--methods`, "
+            "appends rows per finished pass, and no longer divides by zero for `--steps` at most the largest rank "
+            "or a checkpoint at step 1."
+        ),
+    ),
+    (
+        "17. bad arguments",
+        (
+            "Every out-of-range or malformed option of `demo` and `study` (rank ≥ dim, decay ∉ (0, 1), a NaN "
+            "damping, `--steps 0`, a bad stream file, a grid the streams cannot take, an unavailable backend) is "
+            "argparse's usage error (exit 2) naming the option, before any computation."
+        ),
+    ),
+    (
+        "18. output folder",
+        (
+            "An output path that is a file or a folder that cannot be written is refused before computing; "
+            "writability is tested by writing."
+        ),
+    ),
+    (
+        "19. help texts",
+        ("`--help` is plain text (no reST markup), and every option of `demo` and `study` has help."),
+    ),
+    (
+        "20. documentation of half precision",
+        (
+            "`docs/backends.md` says what the code does: float16/bfloat16 (and float32 into float64) inputs are "
+            "promoted exactly, not rejected."
+        ),
+    ),
+]
+"""Command-line and documentation items of the reliability issue: (item, what now happens)."""
+
+
+def _checkpoint_notes() -> str:
+    """The checkpoint guarantees, written between the checkpoint section's introduction and its table."""
+    return "\n".join([_CHECKPOINT_INTRO, "", *(f"- {b}" for b in _CHECKPOINT_GUARANTEES)])
+
+
+def _cell_text(text: str) -> str:
+    """A table cell: ``|`` escaped (``max|Y|``)."""
+    return text.replace("|", "\\|")
+
+
+def _issue_section() -> list[str]:
+    """The static section listing every item of the reliability issue with its outcome."""
+    lines = ["## Items of the reliability issue", "", _ISSUE_INTRO, ""]
+    lines += ["### Library", "", "| item | what now happens |", "|---|---|"]
+    lines += [f"| {_cell_text(item)} | {_cell_text(what)} |" for item, what in _LIBRARY_ITEMS]
+    lines += ["", "### Command line and documentation", "", "| item | what now happens |", "|---|---|"]
+    lines += [f"| {_cell_text(item)} | {_cell_text(what)} |" for item, what in _CLI_ITEMS]
+    return [*lines, ""]
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -148,7 +379,7 @@ def _measured(recs: list[dict[str, Any]]) -> str:
     return _md("<br>".join(parts + failed + sorted(skipped)))
 
 
-def _table(records: list[dict[str, Any]], title: str, intro: str) -> list[str]:
+def _table(records: list[dict[str, Any]], title: str, intro: str, notes: str = "") -> list[str]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     order: list[tuple[str, str]] = []
     for rec in records:
@@ -158,6 +389,8 @@ def _table(records: list[dict[str, Any]], title: str, intro: str) -> list[str]:
         groups[key].append(rec)
     used = [b for b in BACKENDS if any(_backend(r["params"]) == b for r in records)]
     lines = [f"## {title}", "", intro, ""]
+    if notes:
+        lines += [notes.strip("\n"), ""]
     lines.append("| case | " + " | ".join(b.replace("-", " ") for b in used) + " | outcome |")
     lines.append("|---" * (len(used) + 2) + "|")
     last_doc = None
@@ -308,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             "queries, the condition number), or — only where the exact result overflows the dtype — be rejected, "
             "counted in `num_nonfinite` and leave the state bit for bit unchanged, or the call must raise a "
             "`ValueError`/`TypeError` that names the argument. After every step: all entries finite, UᵀU = I, "
-            "σ ≥ 0 descending (QNG: β ≥ 0, scales in (0, 1], stored ‖q‖² exact). A query never returns NaN "
-            "from finite inputs."
+            "σ ≥ 0 descending (QNG: β ≥ 0, scales in (0, 1], stored ‖q‖² exact; product form: W's and Q's "
+            "unused rows zero; diagonals ≥ 0). A query never returns NaN from finite inputs."
         ),
         "",
         *_reproduce(),
@@ -317,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
         *_table(
             by_file["tests/test_adversarial.py"],
             "Adversarial streams",
-            "Both Ginger paths (eigen, Sherman–Morrison) and QNG, dim = 10 and τ = 3 unless stated. "
+            "Both Ginger paths (eigen, Sherman–Morrison), the product form (method=product) and QNG, and for the "
+            "inputs that apply to every method the approximation family (frequent-directions, diagonal, "
+            "ginger-diagonal, nystrom), dim = 10 and τ = 3 unless stated. "
             "The outcome column quotes the measurement recorded on NumPy (float32 and float64); "
             "'err/tol' is the worst deviation from the reference in tolerance units (≤ 1 passes).",
         ),
@@ -325,10 +560,11 @@ def main(argv: list[str] | None = None) -> int:
             by_file["tests/test_low_precision.py"],
             "float16 and bfloat16",
             "States are float32 or float64; `ginger_init`/`qng_init` refuse half precision with a TypeError "
-            "that says so. Every function that takes a vector next to a state accepts float16/bfloat16 of the "
-            "same namespace and device, promotes it exactly to the state's dtype, reduces there, and returns "
-            "vector results in the input's dtype (rounded once). Columns: backend and state dtype; the input "
-            "dtype is in the case.",
+            "that says so. Every function that takes a vector next to a state accepts a lower floating "
+            "precision of the same namespace and device (float16, bfloat16; float32 into a float64 state), "
+            "promotes it exactly to the state's dtype, reduces there, and returns vector results in the "
+            "input's dtype (rounded once); a higher precision is a TypeError. Columns: backend and state dtype; "
+            "the input dtype is in the case.",
         ),
         *_table(
             by_file["tests/test_fuzz.py"],
@@ -345,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
             "`save_checkpoint`/`load_checkpoint` (format in `lowrank_ggn/checkpoint.py`): bit-exact round "
             "trips, resumed trajectories, restore onto another namespace/device/dtype, damaged and mismatched "
             "files.",
+            _checkpoint_notes(),
         ),
+        *_issue_section(),
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines).rstrip() + "\n")

@@ -14,7 +14,13 @@ classified by what the reference says it should be:
   update must still satisfy the invariants.
 
 The state's invariants (finite; Ginger: ``UᵀU = I``, σ ≥ 0 descending; QNG:
-β ≥ 0, scales in (0, 1], ``sqnorms = ‖q‖²``) are checked after every step.
+β ≥ 0, scales in (0, 1], ``sqnorms = ‖q‖²``; product form: ``WᵀW = I`` and
+unused rows zero; diagonals ≥ 0) are checked after every step.
+
+``METHODS`` are the Ginger paths (``eigen``, ``sherman-morrison``, the product
+form ``product``) and QNG; ``FAMILY`` are the other approximations of the
+protocol (Frequent Directions, the exact diagonal, Ginger with the diagonal,
+streaming Nyström), each with its own one-step reference.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ import numpy as np
 
 import lowrank_ggn as lg
 
-METHODS = ("eigen", "sherman-morrison", "qng")
+METHODS = ("eigen", "sherman-morrison", "qng", "product")
+FAMILY = ("frequent-directions", "diagonal", "ginger-diagonal", "nystrom")
+# States with Ginger's low-rank fields U, σ (the product form: U = W Q).
+LOW_RANK = ("eigen", "sherman-morrison", "product", "frequent-directions", "ginger-diagonal")
+_SEVERITY = {"accept": 0, "either": 1, "reject": 2}
 
 
 @dataclass
@@ -67,23 +77,51 @@ class Runner:
         self.big = float(np.finfo(xp.np_dtype).max)
         self.tally = Tally()
         self.updates = 0  # all updates, checked or not (orthogonality may drift with each)
-        self._update = _jitted(xp, "qng" if method == "qng" else "ginger")
+        self.approx = approximation(method, rank, decay) if method in FAMILY else None
+        self._update = _jitted(xp, method, self.approx)
+
+    def set_decay(self, decay: float) -> None:
+        """Update (and check against the reference) with another decay from now on."""
+        self.decay, self.alpha = decay, float(np.asarray(decay, dtype=self.xp.np_dtype))
+        if self.approx is not None:
+            self.approx = approximation(self.method, self.rank, decay)
+            self._update = _jitted(self.xp, self.method, self.approx)
 
     def init(self) -> Any:
+        kw = {"xp": self.xp.module, "dtype": self.xp.dtype}
+        if self.approx is not None:
+            return self.approx.init(self.dim, **kw)
         if self.method == "qng":
-            return lg.qng_init(self.dim, self.rank, xp=self.xp.module, dtype=self.xp.dtype)
-        return lg.ginger_init(self.dim, self.rank, xp=self.xp.module, dtype=self.xp.dtype)
+            return lg.qng_init(self.dim, self.rank, **kw)
+        if self.method == "product":
+            return lg.ginger_product_init(self.dim, self.rank, **kw)
+        return lg.ginger_init(self.dim, self.rank, **kw)
 
     def update(self, state: Any, d: Any) -> Any:
         self.updates += 1
-        if self.method == "qng":
-            return self._update(state, d, decay=self.decay)
-        if self.method == "eigen":
-            return self._update(state, d, decay=self.decay)
-        return self._update(state, d, decay=self.decay, damping=self.damping, method="sherman-morrison")
+        if self.approx is not None:
+            return self._update(state, d)
+        if self.method == "sherman-morrison":
+            return self._update(state, d, decay=self.decay, damping=self.damping, method="sherman-morrison")
+        return self._update(state, d, decay=self.decay)
+
+    def precondition(self, state: Any, g: Any, damping: float) -> Any:
+        """The library's query (any method but QNG) with the damping γ."""
+        if self.approx is not None:
+            return self.approx.precondition(state, g, damping=damping)
+        if self.method == "product":
+            return lg.ginger_product_precondition(state, g, damping=damping)
+        return lg.ginger_precondition(state, g, damping=damping)
 
     def host(self, state: Any) -> list[np.ndarray]:
         return [self.xp.to_numpy(a) for a in state]
+
+    def lowrank(self, host: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(U, σ)`` of a host state with Ginger's low-rank fields (product form: ``U = W Q``)."""
+        if self.method == "product":
+            columns, coords, count = host[0], host[1], int(host[2])
+            return columns[:count].T @ coords[:count], host[3]
+        return host[0], host[1]
 
     # ------------------------------------------------------------------ one checked step
 
@@ -128,7 +166,18 @@ class Runner:
             # Squares below the smallest normal may be flushed to 0 (JAX on CPU): up to dim·tiny each.
             assert np.all(np.abs(sqnorms - ref) <= 10 * self.eps * ref + 4 * self.dim * self.tiny)
             return
-        u, s = host[0], host[1]
+        if self.method in ("diagonal", "ginger-diagonal"):
+            assert np.all(host[-3] >= 0), "negative diagonal"
+        if self.method not in LOW_RANK:
+            return
+        if self.method == "product":  # W's rows beyond count and Q's rows beyond count are zero
+            columns, coords, count = host[0], host[1], int(host[2])
+            assert self.rank <= count < columns.shape[0]
+            assert not np.any(columns[count:])
+            assert not np.any(coords[count:])
+            w_orth = float(np.abs(columns[:count] @ columns[:count].T - np.eye(count)).max())
+            assert w_orth <= 50 * self.eps * math.sqrt(self.dim) * max(1, self.updates) ** 0.5, w_orth
+        u, s = self.lowrank(host)
         orth = float(np.abs(u.T @ u - np.eye(self.rank)).max())
         self.tally.worst_orth = max(self.tally.worst_orth, orth)
         assert orth <= 50 * self.eps * math.sqrt(self.dim) * max(1, self.updates) ** 0.5, orth
@@ -148,51 +197,106 @@ class Runner:
             limit = math.sqrt(self.big)
             self._why = f"‖q‖² = {sq:.3g}, limit {limit:.3g}"
             return "reject" if sq > 2 * limit else "accept" if sq < limit / 2 else "either"
-        return self._expect_ginger(before[1], float(np.sum(d.astype(np.float64) ** 2)))
+        if self.method == "diagonal":
+            return self._expect_values(self._diagonal_reference(before[0], d), "diagonal")
+        if self.method == "nystrom":
+            return self._expect_values(self._nystrom_reference(before, d), "sketch")
+        expect = self._expect_ginger(self.lowrank(before)[1], float(np.sum(self._scaled(d) ** 2)))
+        if self.method == "ginger-diagonal":  # the two parts are accepted or rejected together
+            why = self._why
+            diag = self._expect_values(self._diagonal_reference(before[4], d), "diagonal")
+            if _SEVERITY[diag] > _SEVERITY[expect]:
+                return diag
+            self._why = why
+        return expect
 
-    def _expect_ginger(self, s: np.ndarray, d_sq: float) -> str:
+    def _scaled(self, d: np.ndarray) -> np.ndarray:
+        """``√(1−α)·d`` in float64: its squares are the new term, in range where the term is."""
+        return math.sqrt(1 - self.alpha) * d.astype(np.float64)
+
+    def _expect_values(self, ref: np.ndarray, what: str) -> str:
+        """A state field updated elementwise: rejected where its exact value overflows."""
+        top = float(np.abs(ref).max(initial=0))
+        self._why = f"the new {what} reaches {top:.3g}, max {self.big:.3g}"
+        return "reject" if top > self.big else "either" if top > self.big / 16 else "accept"
+
+    def _diagonal_reference(self, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return self.alpha * m.astype(np.float64) + self._scaled(d) ** 2
+
+    def _nystrom_reference(self, host: list[np.ndarray], d: np.ndarray) -> np.ndarray:
+        omega, sketch = host[0].astype(np.float64), host[1].astype(np.float64)
+        d = d.astype(np.float64)
+        return self.alpha * sketch + np.outer((1 - self.alpha) * d, d @ omega)
+
+    def _expect_ginger(self, s: np.ndarray, term: float) -> str:
+        """Classify from ``term = (1−α)‖d‖²`` and the old eigenvalues."""
         alpha = self.alpha
-        self._why = f"(1−α)‖d‖² = {(1 - alpha) * d_sq:.3g}, max {self.big:.3g}"
-        top = alpha * float(s[0]) + (1 - alpha) * d_sq
+        self._why = f"(1−α)‖d‖² = {term:.3g}, max {self.big:.3g}"
+        top = alpha * float(s[0]) + term
         if self.method == "sherman-morrison" and top / self.damping > 0.01 / self.eps:
             # The path works with κ ≤ 1/γ and maps back through 1 − γκ ≈ γ/σ: no digits left.
             self._why = f"σ/γ = {top / self.damping:.3g} ≥ 0.01/eps: the Sherman–Morrison path has no digits left"
             return "either"
-        if (1 - alpha) * d_sq > self.big:
+        if term > self.big:
             return "reject"
-        if (1 - alpha) * d_sq * self.dim + alpha * float(np.sum(s)) > self.big / 100:
+        if term * self.dim + alpha * float(np.sum(s)) > self.big / 100:
             return "either"
         return "accept"
 
     def _compare(self, before: list[np.ndarray], after: list[np.ndarray], d: np.ndarray) -> None:
         if self.method == "qng":
             self._compare_qng(before, after, d)
+        elif self.method == "diagonal":
+            self._compare_diagonal(before[0], after[0], d)
+        elif self.method == "nystrom":
+            self._compare_nystrom(before, after, d)
         else:
             self._compare_ginger(before, after, d)
+            if self.method == "ginger-diagonal":
+                self._compare_diagonal(before[4], after[4], d)
+
+    def _compare_diagonal(self, m_before: np.ndarray, m_after: np.ndarray, d: np.ndarray) -> None:
+        """``m' = α m + (1−α) d∘d`` entrywise, to a few roundings (subnormal terms may be flushed)."""
+        ref = self._diagonal_reference(m_before, d)
+        err = float(np.max(np.abs(m_after - ref) / (8 * self.eps * ref + 4 * self.tiny), initial=0))
+        self.tally.worst_err = max(self.tally.worst_err, err)
+        assert err <= 1, f"diagonal differs from the reference by {err:.3g} tolerance units"
+
+    def _compare_nystrom(self, before: list[np.ndarray], after: list[np.ndarray], d: np.ndarray) -> None:
+        """``Y' = αY + (1−α) d (dᵀΩ)`` entrywise, to the rounding of ``dᵀΩ``; Ω unchanged."""
+        np.testing.assert_array_equal(after[0], before[0])
+        ref = self._nystrom_reference(before, d)
+        d = np.abs(d.astype(np.float64))
+        bound = np.abs(before[1]) * self.alpha * 4 + np.outer((1 - self.alpha) * d, d @ np.abs(before[0])) * (
+            self.dim + 6
+        )
+        err = float(np.max(np.abs(after[1] - ref) / (self.eps * bound + 100 * self.tiny), initial=0))
+        self.tally.worst_err = max(self.tally.worst_err, err)
+        assert err <= 1, f"sketch differs from the reference by {err:.3g} tolerance units"
 
     def _compare_ginger(self, before: list[np.ndarray], after: list[np.ndarray], d: np.ndarray) -> None:
-        u, s = before[0], before[1]
+        u, s = self.lowrank(before)
         alpha = self.alpha
-        m = alpha * (u * s) @ u.T + (1 - alpha) * np.outer(d, d)
+        sd = self._scaled(d)  # √(1−α)·d: (1−α)ddᵀ without forming dᵀd (which may overflow float64)
+        m = alpha * (u * s) @ u.T + np.outer(sd, sd)
         w = np.sort(np.linalg.eigvalsh(m))[::-1]
-        scale = max(float(w[0]), alpha * float(s[0]), (1 - alpha) * float(d @ d))
+        scale = max(float(w[0]), alpha * float(s[0]), float(sd @ sd))
         unit = 20 * self.dim * self.eps * scale + 1000 * self.tiny
         if self.method == "sherman-morrison":
             unit *= 1 + scale / self.damping
-        nu, ns = after[0], after[1]
-        err = float(np.abs(ns - w[: self.rank]).max()) / unit
-        resid = np.linalg.norm(m - (nu * ns) @ nu.T, 2)
+        nu, ns = self.lowrank(after)
         truncation = float(w[self.rank]) if self.rank < self.dim else 0.0
+        kept = w[: self.rank]
+        if self.method == "frequent-directions":  # δ = λ_{τ+1} is subtracted from the kept eigenvalues
+            kept = np.maximum(kept - truncation, 0)
+        err = float(np.abs(ns - kept).max()) / unit
+        resid = np.linalg.norm(m - (nu * ns) @ nu.T, 2)
         # Documented in lowrank_eigh_update: a residual r = ‖d − UUᵀd‖ ≤ √eps·‖d‖ is treated as rounding
         # error and dropped, with the cross terms (1−α)·r·Uᵀd of the exact update (an error of up to
         # √eps·(1−α)‖d‖² in the represented matrix, not in the eigenvalues beyond (1−α)r²).
-        c = u.T @ d
-        r = float(np.linalg.norm(d - u @ c))
-        dropped = (
-            2 * (1 - alpha) * r * float(np.linalg.norm(c))
-            if r <= 2 * math.sqrt(self.eps) * float(np.linalg.norm(d))
-            else 0.0
-        )
+        c = u.T @ sd  # in units of √(1−α): (1−α)·r·‖Uᵀd‖ = r_s·‖c_s‖
+        r = float(np.linalg.norm(sd - u @ c))
+        dropped = 2 * r * float(np.linalg.norm(c)) if r <= 2 * math.sqrt(self.eps) * float(np.linalg.norm(sd)) else 0.0
         err = max(err, max(abs(resid - truncation) - dropped, 0.0) / unit)
         self.tally.worst_err = max(self.tally.worst_err, err)
         assert err <= 1, f"step differs from the dense reference by {err:.3g} tolerance units"
@@ -230,10 +334,12 @@ class Runner:
             unit = 10 * self.rank * self.eps * qng_error_scale(host[2]) ** 2 * float(np.linalg.norm(g_np))
         else:
             gamma = self.damping if damping is None else damping
-            u, s = host[0], host[1]
-            mat = gamma * np.eye(self.dim) + (u * s) @ u.T
-            y = self.xp.to_numpy(lg.ginger_precondition(state, self.xp.asarray(g_np), damping=gamma))
+            mat = self.dense_operator(state, host, gamma)
+            y = self.xp.to_numpy(self.precondition(state, self.xp.asarray(g_np), gamma))
             assert not np.any(np.isnan(y)), "query returned NaN"
+            if mat is None:  # at the edge of the range: finite, not verified
+                assert np.all(np.isfinite(y)), "query overflowed"
+                return 0.0
             w, v = np.linalg.eigh(mat)
             w_min = max(float(w[0]), 1e-300)
             exact = v @ ((v.T @ g_np) / w)
@@ -246,16 +352,53 @@ class Runner:
         assert err <= 1, f"query differs from the dense inverse by {err:.3g} tolerance units"
         return err
 
+    def dense_operator(self, state: Any, host: list[np.ndarray], gamma: float) -> np.ndarray | None:
+        """The damped operator the query inverts, dense in float64 (None: not representable, not verified)."""
+        eye = np.eye(self.dim)
+        if self.method == "diagonal":
+            return np.diag(gamma + host[0].astype(np.float64))
+        if self.method == "nystrom":  # the reconstruction (checked: finite, σ ≥ 0, orthonormal)
+            op = self.approx.operator(state, damping=gamma)
+            u, s = self.xp.to_numpy(op.basis).astype(np.float64), self.xp.to_numpy(op.eigvals).astype(np.float64)
+            assert np.all(np.isfinite(u)), "non-finite reconstructed basis"
+            assert np.all(s >= 0), "negative or NaN reconstructed eigenvalue"
+            assert float(np.abs(u.T @ u - np.eye(self.rank)).max()) <= 100 * self.dim * self.eps
+            if not np.all(np.isfinite(s)):
+                # An eigenvalue of M beyond the range while Y = MΩ is in it (documented: σ = +inf).
+                assert float(np.abs(host[1]).max()) > self.big / 16, "infinite eigenvalue from a small sketch"
+                return None
+            return gamma * eye + (u * s) @ u.T
+        u, s = (a.astype(np.float64) for a in self.lowrank(host))
+        low = (u * s) @ u.T
+        if self.method == "ginger-diagonal":  # D = γ + max(m − diag(U diag(σ) Uᵀ), 0)
+            return np.diag(gamma + np.maximum(host[4] - np.diag(low), 0)) + low
+        return gamma * eye + low
 
-_JIT_CACHE: dict[tuple[str, str], Any] = {}
+
+def approximation(method: str, rank: int, decay: float) -> Any:
+    """The protocol object of a method of ``FAMILY``."""
+    return {
+        "frequent-directions": lambda: lg.frequent_directions(rank=rank, decay=decay),
+        "diagonal": lambda: lg.diagonal(decay=decay),
+        "ginger-diagonal": lambda: lg.ginger_diagonal(rank=rank, decay=decay),
+        "nystrom": lambda: lg.nystrom(rank=rank, decay=decay),
+    }[method]()
 
 
-def _jitted(xp: Any, which: str) -> Any:
+_JIT_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def _jitted(xp: Any, method: str, approx: Any = None) -> Any:
     """The update function, jitted once per process on JAX (so that tests share compilations)."""
-    key = (xp.name, which)
+    which = "ginger" if method in ("eigen", "sherman-morrison") else method
+    key = (xp.name, which, approx)
     if key not in _JIT_CACHE:
-        if which == "qng":
+        if approx is not None:
+            _JIT_CACHE[key] = xp.maybe_jit(approx.update)
+        elif which == "qng":
             _JIT_CACHE[key] = xp.maybe_jit(lg.qng_update)
+        elif which == "product":
+            _JIT_CACHE[key] = xp.maybe_jit(lg.ginger_product_update)
         else:
             _JIT_CACHE[key] = xp.maybe_jit(lg.ginger_update, static_argnames=("method", "reorthonormalize_every"))
     return _JIT_CACHE[key]

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lowrank_ggn as lg
-from tests._adversarial import Runner, qng_solve
+from tests._adversarial import FAMILY, Runner, approximation, qng_solve
 
 seeds = st.integers(0, 2**32 - 1)
 # A few sizes only: eager JAX compiles every operation once per shape.
@@ -111,7 +111,7 @@ def _expect_raise(expected, call):
 @given(
     seed=seeds,
     dim=DIMS,
-    method=st.sampled_from(["eigen", "sherman-morrison", "qng"]),
+    method=st.sampled_from(["eigen", "sherman-morrison", "qng", "product", *FAMILY]),
     kind=st.sampled_from(VECTOR_KINDS),
     dtype_kind=st.sampled_from(DTYPE_KINDS),
     shape_ok=st.sampled_from([True, True, True, False]),
@@ -120,7 +120,10 @@ def _expect_raise(expected, call):
     data=st.data(),
 )
 def test_fuzz_updates(xp, seed, dim, method, kind, dtype_kind, shape_ok, decay, damping, data):
-    """ginger_update (both paths) and qng_update: the documented error, or an update that agrees or is rejected."""
+    """ginger_update (both paths), qng_update, ginger_product_update and the family's updates (protocol).
+
+    The documented error, or an update that agrees with its one-step reference or is rejected.
+    """
     rng = np.random.default_rng(seed)
     rank = data.draw(st.sampled_from(sorted({1, dim // 2, dim - 1})), label="rank")
     r, state = _state(xp, method, dim, rank, rng, data.draw(st.integers(0, 2 * rank + 1), label="steps"))
@@ -134,6 +137,10 @@ def test_fuzz_updates(xp, seed, dim, method, kind, dtype_kind, shape_ok, decay, 
             errors.append(ValueError)
     elif method == "eigen":
         call = lambda: lg.ginger_update(state, d, decay=decay)  # noqa: E731
+    elif method == "product":
+        call = lambda: lg.ginger_product_update(state, d, decay=decay)  # noqa: E731
+    elif method in FAMILY:  # a bad decay is refused by the factory or by the update
+        call = lambda: approximation(method, rank, decay).update(state, d)  # noqa: E731
     else:
         call = lambda: lg.ginger_update(state, d, decay=decay, damping=damping, method=method)  # noqa: E731
         errors.append(ValueError if damping is None else _scalar_error(damping, np_dtype=xp.np_dtype, kind="damping2"))
@@ -149,7 +156,7 @@ def test_fuzz_updates(xp, seed, dim, method, kind, dtype_kind, shape_ok, decay, 
     if dtype_kind != "same":  # half precision: promoted; the low-precision tests check the bits
         r.check_invariants(r.host(call()))
         return
-    r.decay, r.alpha = decay, float(np.asarray(decay, dtype=xp.np_dtype))
+    r.set_decay(decay)
     if method == "sherman-morrison":
         r.damping = damping
     r.step(state, x)  # accepted and agreeing with the reference, or rejected and unchanged
@@ -158,7 +165,7 @@ def test_fuzz_updates(xp, seed, dim, method, kind, dtype_kind, shape_ok, decay, 
 @given(
     seed=seeds,
     dim=DIMS,
-    method=st.sampled_from(["eigen", "qng"]),
+    method=st.sampled_from(["eigen", "qng", "product", *FAMILY]),
     kind=st.sampled_from(VECTOR_KINDS),
     dtype_kind=st.sampled_from(DTYPE_KINDS),
     cols=st.sampled_from([None, 1, 3, "bad"]),
@@ -166,7 +173,7 @@ def test_fuzz_updates(xp, seed, dim, method, kind, dtype_kind, shape_ok, decay, 
     data=st.data(),
 )
 def test_fuzz_queries(xp, seed, dim, method, kind, dtype_kind, cols, damping, data):
-    """ginger_precondition, damped_solve/matvec, qng_precondition and the factor products."""
+    """ginger_precondition, damped_solve/matvec, qng_precondition, the factor products, the product form, the family."""
     rng = np.random.default_rng(seed)
     rank = data.draw(st.sampled_from(sorted({1, dim // 2, dim - 1})), label="rank")
     r, state = _state(xp, method, dim, rank, rng, data.draw(st.integers(0, 2 * rank + 1), label="steps"))
@@ -181,6 +188,21 @@ def test_fuzz_queries(xp, seed, dim, method, kind, dtype_kind, cols, damping, da
             "qng_factor_matvec": (lambda: lg.qng_factor_matvec(state, g), None),
             "qng_factor_solve": (lambda: lg.qng_factor_solve(state, g, transpose=True), None),
         }
+    elif method == "product":
+        scalar_error = _scalar_error(damping, np_dtype=xp.np_dtype, kind="damping")
+        protocol = lg.ginger_product(rank=rank, decay=0.9)
+        calls = {
+            "ginger_product_precondition": (
+                lambda: lg.ginger_product_precondition(state, g, damping=damping),
+                scalar_error,
+            ),
+            "ginger_product().precondition": (lambda: protocol.precondition(state, g, damping=damping), scalar_error),
+        }
+        u, s = r.lowrank(host)
+        host = [u, s]
+    elif method in FAMILY:
+        scalar_error = _scalar_error(damping, np_dtype=xp.np_dtype, kind="damping")
+        calls = {method: (lambda: r.approx.precondition(state, g, damping=damping), scalar_error)}
     else:
         scalar_error = _scalar_error(damping, np_dtype=xp.np_dtype, kind="damping")  # None: TypeError
         calls = {
@@ -206,7 +228,11 @@ def test_fuzz_queries(xp, seed, dim, method, kind, dtype_kind, cols, damping, da
         if dtype_kind != "same":
             continue
         with np.errstate(over="ignore", invalid="ignore"):
-            ref = _query_reference(name, host, x, damping)
+            ref = (
+                _query_reference(name, host, x, damping)
+                if method not in FAMILY
+                else _family_reference(r, state, x, damping)
+            )
         if ref is None:
             continue
         exact, unit = ref
@@ -217,6 +243,18 @@ def test_fuzz_queries(xp, seed, dim, method, kind, dtype_kind, cols, damping, da
             100 * dim * xp.eps * unit + 1e3 * float(np.finfo(xp.np_dtype).smallest_normal)
         )
         assert err <= 1, (name, err)
+
+
+def _family_reference(r, state, x, damping):
+    """Dense float64 result and error scale of a family method's query (Nyström: of its reconstruction)."""
+    mat = r.dense_operator(state, r.host(state), damping)
+    if mat is None:
+        return None
+    w, v = np.linalg.eigh(mat)
+    if w[0] <= 0:
+        return None
+    x = x.astype(np.float64)
+    return v @ ((v.T @ x).T / w).T, float(np.linalg.norm(x)) * float(w[-1]) / float(w[0]) ** 2
 
 
 def _query_reference(name, host, x, damping):

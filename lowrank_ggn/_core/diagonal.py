@@ -22,9 +22,12 @@ __all__ = ["correction", "fold_diagonal", "ginger_update", "update"]
 
 
 def fold_diagonal(xp: ArrayNamespace, m: Array, d: Array, alpha: Array, ok: Array) -> Array:
-    """``α m + (1−α) d∘d`` where ``ok``, else ``m`` (a non-finite ``d`` never reaches ``m``)."""
-    d_safe = xp.where(ok, d, xp.zeros_like(d))
-    return xp.where(ok, alpha * m + (1 - alpha) * (d_safe * d_safe), m)
+    """``α m + (1−α) d∘d`` where ``ok``, else ``m`` (a non-finite ``d`` never reaches ``m``).
+
+    The new term is ``(√(1−α) d)²``: it overflows only where ``(1−α) d_i²`` does.
+    """
+    d_safe = xp.where(ok, d, xp.zeros_like(d)) * xp.sqrt(1 - alpha)
+    return xp.where(ok, alpha * m + d_safe * d_safe, m)
 
 
 def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any, reduce: Reduction = LOCAL) -> Any:
@@ -35,8 +38,8 @@ def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any, reduce: Redu
     ok = ok & xp.all(xp.isfinite(new))
     return state._replace(
         diagonal=xp.where(ok, new, state.diagonal),
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+        step=ginger.saturating_increment(xp, state.step, ok),
+        num_nonfinite=ginger.saturating_increment(xp, state.num_nonfinite, ~ok),
     )
 
 
@@ -50,13 +53,30 @@ def ginger_update(
     reduce: Reduction = LOCAL,
     donate: bool = False,
 ) -> Any:
-    """Ginger's update of the low-rank fields and the exact diagonal, accepted or rejected together."""
-    new = ginger.update(
-        xp, state, d, decay=decay, reorthonormalize_every=reorthonormalize_every, reduce=reduce, donate=donate
-    )
-    ok = new.step > state.step
+    """Ginger's update of the low-rank fields and the exact diagonal, accepted or rejected together.
+
+    A ``d`` whose diagonal update overflows is passed to Ginger as NaN (rejected, counted).
+    """
     alpha = as_scalar(xp, decay, state.diagonal)
-    return new._replace(diagonal=fold_diagonal(xp, state.diagonal, d, alpha, ok))
+    finite = reduce.all(finite_max_abs(xp, d)[0])
+    m = fold_diagonal(xp, state.diagonal, d, alpha, finite)
+    d = xp.where(reduce.all(finite & xp.all(xp.isfinite(m))), d, xp.full_like(d, xp.nan))
+    # Ginger's counters saturate: its verdict is read from a rejection counter started at 0.
+    zero = xp.zeros_like(state.num_nonfinite)
+    new = ginger.update(
+        xp,
+        state._replace(num_nonfinite=zero),
+        d,
+        decay=decay,
+        reorthonormalize_every=reorthonormalize_every,
+        reduce=reduce,
+        donate=donate,
+    )
+    ok = new.num_nonfinite == zero
+    return new._replace(
+        diagonal=xp.where(ok, m, state.diagonal),
+        num_nonfinite=ginger.saturating_increment(xp, state.num_nonfinite, ~ok),
+    )
 
 
 def correction(xp: ArrayNamespace, state: Any, gamma: Array) -> Array:

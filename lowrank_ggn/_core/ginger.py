@@ -170,8 +170,11 @@ def saturating_increment(xp: ArrayNamespace, counter: Array, inc: Array, *, peri
     return xp.where(inc & at_top, back, bumped)
 
 
-def _accepted(xp: ArrayNamespace, finite: Array, cut: Truncation) -> Array:
-    return finite & xp.all(xp.isfinite(cut.eigvals)) & xp.isfinite(cut.trace) & xp.isfinite(cut.norm)
+def _accepted(xp: ArrayNamespace, finite: Array, cut: Truncation, state: Any, alpha: Array) -> Array:
+    """Return whether ``d`` and the new state are finite, bookkeeping included (``α·discarded + trace``)."""
+    discarded = alpha * state.discarded + cut.trace
+    escaped = alpha * state.escaped + cut.norm
+    return finite & xp.all(xp.isfinite(cut.eigvals)) & xp.isfinite(discarded) & xp.isfinite(escaped)
 
 
 def update(
@@ -196,7 +199,7 @@ def update(
     term = _eigen_term(xp, state, d, alpha, reduce)
     _, brand = _plan(xp, state, term, None, reduce)
     cut = truncate(xp, brand)
-    ok = _accepted(xp, term.finite, cut)
+    ok = _accepted(xp, term.finite, cut, state, alpha)
     new, _ = _finish(
         xp, state, brand, cut=cut, ok=ok, alpha=alpha, query=None, donate=donate, period=reorthonormalize_every
     )
@@ -229,7 +232,7 @@ def update_precondition(
     term = _eigen_term(xp, state, d, alpha, reduce)
     coef, brand = _plan(xp, state, term, g, reduce)
     cut = truncate(xp, brand)
-    ok = _accepted(xp, term.finite, cut)
+    ok = _accepted(xp, term.finite, cut, state, alpha)
     rot, vrot = reject(xp, brand, ok)
     eigvals = xp.where(ok, cut.eigvals, state.eigvals)
     vec_dot = xp.where(ok, brand.vec_dot, xp.zeros_like(brand.vec_dot))
@@ -273,7 +276,7 @@ def update_sherman_morrison(
     # The eigenvalue dropped in the inverse domain, mapped back (Eq 18): the same direction's σ.
     dropped = sigma_from_kappa(xp, brand.discarded, gamma)
     cut = Truncation(eigvals, dropped, dropped)
-    ok = _accepted(xp, finite, cut)
+    ok = _accepted(xp, finite, cut, state, alpha)
     new, _ = _finish(
         xp, state, brand, cut=cut, ok=ok, alpha=alpha, query=None, donate=donate, period=reorthonormalize_every
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.brand import finite_max_abs
+from lowrank_ggn._core.ginger import saturating_increment
 from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn.backends import widest_float_dtype
 
@@ -31,26 +32,36 @@ def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any) -> Any:
     alpha = as_scalar(xp, decay, sketch)
     ok = finite_max_abs(xp, d)[0]
     d_safe = xp.where(ok, d, xp.zeros_like(d))
-    new = alpha * sketch + (1 - alpha) * (d_safe[:, None] * (d_safe @ omega)[None, :])
+    # (1−α)d first: the outer product d (dᵀΩ) alone may overflow where (1−α) d (dᵀΩ) does not.
+    new = alpha * sketch + ((1 - alpha) * d_safe)[:, None] * (d_safe @ omega)[None, :]
     ok = ok & xp.all(xp.isfinite(new))
     return state._replace(
         sketch=xp.where(ok, new, sketch),
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+        step=saturating_increment(xp, state.step, ok),
+        num_nonfinite=saturating_increment(xp, state.num_nonfinite, ~ok),
     )
 
 
 def reconstruct(xp: ArrayNamespace, state: Any, rank: int) -> tuple[Array, Array]:
-    """``(basis, eigvals)`` of the rank-τ shifted Nyström approximation. Cost O(dim · s²)."""
+    """``(basis, eigvals)`` of the rank-τ shifted Nyström approximation. Cost O(dim · s²).
+
+    An eigenvalue beyond the range of the state's dtype (``M`` may exceed it where ``Y = MΩ``
+    does not) is returned as +inf; the damped query is then still finite.
+    """
     sketch, omega = state.sketch, state.test_matrix
     dtype = sketch.dtype
     dim = sketch.shape[0]
     wide = widest_float_dtype(xp, sketch)
     y, om = xp.astype(sketch, wide), xp.astype(omega, wide)
     info = xp.finfo(dtype)
+    # M̂ is homogeneous in Y: reconstruct from Y / max|Y| (the squares of a sketch near the
+    # top of the range overflow), and scale the eigenvalues back.
+    top = xp.max(xp.abs(y))
+    top = xp.where(top > 0, top, xp.ones_like(top))
+    y = y / top
     norm = xp.sqrt(xp.sum(y * y))
     # The shift of Algorithm 3, floored so that an empty sketch (Y = 0) still factorises.
-    nu = xp.maximum(dim**0.5 * float(info.eps) * norm, xp.asarray(float(info.smallest_normal) ** 0.5, dtype=wide))
+    nu = xp.maximum(dim**0.5 * float(info.eps) * norm, float(info.smallest_normal) ** 0.5 / top)
     y_nu = y + nu * om
     core = om.T @ y_nu
     core = (core + core.T) / 2
@@ -58,5 +69,5 @@ def reconstruct(xp: ArrayNamespace, state: Any, rank: int) -> tuple[Array, Array
     b = xp.linalg.solve(chol, y_nu.T).T
     w, s, _ = xp.linalg.svd(b, full_matrices=False)
     lam = s[:rank] * s[:rank] - nu
-    lam = xp.where(lam > 0, lam, xp.zeros_like(lam))
+    lam = xp.where(lam > 0, lam, xp.zeros_like(lam)) * top
     return xp.astype(w[:, :rank], dtype), xp.astype(lam, dtype)

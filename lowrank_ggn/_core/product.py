@@ -197,7 +197,9 @@ def _step(
     x = split.w + split.r * new_row
     brand = plan(xp, coords, sigma, x, c=coords.T @ x, vv=xp.sum(x * x), rho=rho, s=alpha)
     dropped = brand.discarded + split.dropped
-    ok = finite & xp.all(xp.isfinite(brand.eigvals)) & xp.isfinite(dropped)
+    # The bookkeeping α·discarded + dropped may overflow where the eigenvalues do not.
+    bookkeeping = alpha * xp.maximum(state.discarded, state.escaped) + dropped
+    ok = finite & xp.all(xp.isfinite(brand.eigvals)) & xp.isfinite(bookkeeping)
     rot, vrot = reject(xp, brand, ok)
     new_coords = coords @ rot + brand.vec[:, None] * vrot[None, :]
     new_sigma = xp.where(ok, brand.eigvals, sigma)

@@ -14,6 +14,7 @@ from typing import Any
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.brand import finite_max_abs
 from lowrank_ggn._core.checks import concrete_float
+from lowrank_ggn._core.ginger import saturating_increment
 from lowrank_ggn._core.operator import as_scalar
 from lowrank_ggn._core.reduction import LOCAL, Reduction
 from lowrank_ggn.backends import cond
@@ -73,8 +74,8 @@ def update(xp: ArrayNamespace, state: Any, d: Array, *, decay: Any, reduce: Redu
     # A branch rather than a select over the window: a rejected update costs no pass over it.
     new = cond(ok, accept, lambda st: st, state)
     return new._replace(
-        step=state.step + xp.astype(ok, state.step.dtype),
-        num_nonfinite=state.num_nonfinite + xp.astype(~ok, state.num_nonfinite.dtype),
+        step=saturating_increment(xp, state.step, ok),
+        num_nonfinite=saturating_increment(xp, state.num_nonfinite, ~ok),
     )
 
 
