@@ -41,11 +41,11 @@ ROWS = (
     ("sm_cert", "Ginger (Sherman–Morrison), stream: violation of 0 ⪯ M − M̃ ⪯ ρI, / ‖M‖₂"),
     ("nys_order", "Nyström: λ_max(M̂ − M)₊ / ‖M‖₂"),
     ("nys_exact", "Nyström, rank M = τ ≤ s: ‖M̂ − M‖₂ / ‖M‖₂"),
-    ("gdiag", "Ginger + diagonal: max_i \\|diag(G)_i − γ − M_ii\\| / (γ + M_ii)"),
+    ("gdiag", "Ginger + diagonal: max_i \\|G_ii − γ − M_ii\\| / (γ + M_ii)"),
     ("diag", "Diagonal: max_i \\|m_i − M_ii\\| / M_ii"),
 )
 OPERATOR_ROWS = (
-    ("matvec", "matvec: max_j ‖Gv_j − (Gv_j)*‖ / ‖(Gv_j)*‖"),
+    ("matvec", "matvec: max_j ‖y_j − G v_j‖ / ‖G v_j‖, y = matvec(v)"),
     ("solve", "solve: backward error max_j ‖Gy_j − g_j‖ / (‖G‖₂‖y_j‖ + ‖g_j‖)"),
     ("logdet", "logdet: \\|Δ log det G\\| (relative error of det G)"),
     ("sqrt", "sqrt_matvec: ‖L Lᵀ − G‖₂ / ‖G‖₂"),
@@ -53,8 +53,8 @@ OPERATOR_ROWS = (
     ("trace", "trace: relative"),
     ("odiag", "diag: max_i relative"),
     ("dense", "dense: ‖·‖₂ relative"),
-    ("scipy", "to_scipy: matmat, max_j relative"),
-    ("lineax", "to_lineax (JAX only): mv, max_j relative"),
+    ("scipy", "to_scipy: matmat, as matvec"),
+    ("lineax", "to_lineax (JAX only): mv, as matvec"),
 )
 for _kind in ("scalar", "vector"):
     ROWS += tuple((f"{_kind}_{key}", f"DampedLowRank, {_kind} D, {label}") for key, label in OPERATOR_ROWS)
