@@ -754,10 +754,16 @@ def qng(*, rank: int, decay: float) -> QNG:
 
 
 class DiagonalState(NamedTuple):
-    """State of :func:`diagonal`: the exact diagonal of the EMA. A NamedTuple of arrays (a JAX pytree)."""
+    """State of :func:`diagonal`: the exact diagonal of the EMA. A NamedTuple of arrays (a JAX pytree).
+
+    Parameters
+    ----------
+    diagonal, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
+    """
 
     diagonal: Array
-    """m, shape (dim,): ``m_t = α m_{t−1} + (1−α) d_t∘d_t``, the diagonal of the exact EMA."""
+    """The diagonal m of the exact EMA, shape (dim,): ``m_t = α m_{t−1} + (1−α) d_t∘d_t``."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
@@ -765,18 +771,24 @@ class DiagonalState(NamedTuple):
 
 
 class GingerDiagonalState(NamedTuple):
-    """State of :func:`ginger_diagonal`: Ginger's fields (see :class:`lowrank_ggn.GingerState`) and the exact diagonal."""
+    """State of :func:`ginger_diagonal`: Ginger's fields (see :class:`lowrank_ggn.GingerState`) and the exact diagonal.
+
+    Parameters
+    ----------
+    basis, eigvals, discarded, escaped, diagonal, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
+    """
 
     basis: Array
     """U, shape (dim, rank), orthonormal columns."""
     eigvals: Array
-    """σ, shape (rank,), non-negative, sorted descending."""
+    """The eigenvalues σ, shape (rank,), non-negative, sorted descending."""
     discarded: Array
     """0-d: trace of the curvature dropped, EMA-weighted."""
     escaped: Array
-    """0-d: ρ, with ``0 ⪯ M − U diag(σ) Uᵀ ⪯ ρI``."""
+    """0-d: the certificate ρ, with ``0 ⪯ M − U diag(σ) Uᵀ ⪯ ρI``."""
     diagonal: Array
-    """m, shape (dim,): the diagonal of the exact EMA."""
+    """The diagonal m of the exact EMA, shape (dim,)."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
@@ -784,12 +796,18 @@ class GingerDiagonalState(NamedTuple):
 
 
 class NystromState(NamedTuple):
-    """State of :func:`nystrom`: the test matrix and the exact sketch ``Y = M Ω``."""
+    """State of :func:`nystrom`: the test matrix and the exact sketch ``Y = M Ω``.
+
+    Parameters
+    ----------
+    test_matrix, sketch, step, num_nonfinite : array
+        The fields, in this order (see the attributes below).
+    """
 
     test_matrix: Array
-    """Ω, shape (dim, sketch_size): fixed Gaussian, drawn once from the seed."""
+    """The test matrix Ω, shape (dim, sketch_size): fixed Gaussian, drawn once from the seed."""
     sketch: Array
-    """Y = M Ω, shape (dim, sketch_size)."""
+    """The sketch Y = M Ω, shape (dim, sketch_size)."""
     step: Array
     """0-d int32: number of accepted updates."""
     num_nonfinite: Array
@@ -1245,6 +1263,7 @@ def frequent_directions(
     Returns
     -------
     FrequentDirections
+        An object of the approximation protocol (``init``, ``update``, ``update_precondition``, ...).
 
     Examples
     --------
@@ -1280,6 +1299,7 @@ def diagonal(*, decay: float) -> Diagonal:
     Returns
     -------
     Diagonal
+        An object of the approximation protocol (``init``, ``update``, ``update_precondition``, ...).
     """
     check_decay(decay)
     return Diagonal(decay=float(decay))
@@ -1302,6 +1322,7 @@ def ginger_diagonal(
     Returns
     -------
     GingerDiagonal
+        An object of the approximation protocol (``init``, ``update``, ``update_precondition``, ...).
     """
     check_decay(decay)
     return GingerDiagonal(
@@ -1329,6 +1350,7 @@ def nystrom(*, rank: int, decay: float, sketch_size: int | None = None, seed: in
     Returns
     -------
     Nystrom
+        An object of the approximation protocol (``init``, ``update``, ``update_precondition``, ...).
     """
     check_decay(decay)
     rank = _check_rank(rank)
