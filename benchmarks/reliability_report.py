@@ -245,9 +245,19 @@ _LIBRARY_ITEMS = [
     (
         "Nyström near the top of the range",
         (
-            "The reconstruction works on Y / max|Y| and scales the eigenvalues back: a float64 sketch with entries "
-            "above about 1e150 made ‖Y‖_F overflow, then a NaN shift and a `LinAlgError` from the SVD. An "
-            "eigenvalue of the reconstruction beyond the dtype's range is +inf; the query stays finite."
+            "The reconstruction works on Y / max|Y| (two products with 1/√max|Y|, which stays a normal number) and "
+            "scales the eigenvalues back: a float64 sketch with entries above about 1e150 made ‖Y‖_F overflow, "
+            "then a NaN shift and a `LinAlgError` from the SVD. An eigenvalue of the reconstruction beyond the "
+            "dtype's range is +inf; the query stays finite."
+        ),
+    ),
+    (
+        "product form near the underflow edge",
+        (
+            "The product form folds (1−α)ddᵀ as ρ·vvᵀ with v = d/max|d|, as the direct form: on JAX (CPU), which "
+            "flushes subnormals to zero, a d of norm about √(smallest normal) left W non-orthonormal (‖UᵀU − I‖ "
+            "up to 0.08) where it now stays orthonormal; a d with ‖d‖² beyond the range but (1−α)‖d‖² inside is "
+            "accepted, as by the direct form."
         ),
     ),
     (

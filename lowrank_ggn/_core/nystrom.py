@@ -58,7 +58,10 @@ def reconstruct(xp: ArrayNamespace, state: Any, rank: int) -> tuple[Array, Array
     # top of the range overflow), and scale the eigenvalues back.
     top = xp.max(xp.abs(y))
     top = xp.where(top > 0, top, xp.ones_like(top))
-    y = y / top
+    # Two products with 1/√top: 1/top itself is subnormal near the top of the range, and XLA's
+    # CPU backend (which divides through the reciprocal) flushes it to zero.
+    inv_root = 1 / xp.sqrt(top)
+    y = (y * inv_root) * inv_root
     norm = xp.sqrt(xp.sum(y * y))
     # The shift of Algorithm 3, floored so that an empty sketch (Y = 0) still factorises.
     nu = xp.maximum(dim**0.5 * float(info.eps) * norm, float(info.smallest_normal) ** 0.5 / top)

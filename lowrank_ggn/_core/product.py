@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
-from lowrank_ggn._core.brand import cgs2, finite_max_abs, plan, reject
+from lowrank_ggn._core.brand import cgs2, finite_max_abs, plan, reject, unit_max
 from lowrank_ggn._core.ginger import saturating_increment
 from lowrank_ggn._core.kernels import apply, can_overwrite, compress_rows, project, rotate, write_row
 from lowrank_ggn._core.operator import as_scalar
@@ -178,9 +178,11 @@ def _step(
     columns, coords, count, sigma = state.columns, state.coords, state.count, state.eigvals
     capacity = coords.shape[0]
     alpha = as_scalar(xp, decay, columns)
-    rho = 1 - alpha
-    finite = finite_max_abs(xp, d)[0]  # no boolean temporary of the size of d
+    finite, d_max = finite_max_abs(xp, d)  # no boolean temporary of the size of d
     d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
+    # The term (1−α)ddᵀ as ρ·vvᵀ with v = d/max|d|, as the direct form: the squares of a d near
+    # √(smallest normal) are not flushed to zero (JAX on CPU), nor those of a d beyond √max.
+    d_safe, rho = unit_max(xp, d_safe, 1 - alpha, v_max=xp.where(finite, d_max, xp.zeros_like(d_max)))
     live, m = live_rows(state)  # Wᵀ: (count, dim) eagerly, (capacity, dim) under tracing
     n_live = live.shape[0]
     rows = xp.arange(capacity, dtype=count.dtype, device=device_of(columns))
