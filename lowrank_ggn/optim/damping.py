@@ -80,24 +80,80 @@ class DampingPolicy:
     adaptive: bool = False
 
     def init(self) -> float:
-        """Return the policy's initial state (a float; γ for Levenberg–Marquardt, else 0)."""
+        """Return the policy's initial state.
+
+        Returns
+        -------
+        float
+            γ₀ for Levenberg–Marquardt, 0 for the others.
+        """
         return 0.0
 
     def damping(self, policy_state: Any, count: Any) -> Any:
-        """Return the damping before any per-block term, at step ``count``."""
+        """Return the damping before any per-block term, at step ``count``.
+
+        Parameters
+        ----------
+        policy_state : float or 0-d array
+            The policy's state (:meth:`init`, then :meth:`adapt`).
+        count : int or 0-d array
+            The step count.
+
+        Returns
+        -------
+        float or 0-d array
+            γ_t.
+        """
         raise NotImplementedError  # pragma: no cover
 
     def block_damping(self, gamma: Any, block_state: Any) -> Any:
-        """Return the damping of one block whose (folded) state is ``block_state``."""
+        """Return the damping of one block whose (folded) state is ``block_state``.
+
+        Parameters
+        ----------
+        gamma : float or 0-d array
+            The damping of :meth:`damping`.
+        block_state : NamedTuple or None
+            The block's approximation state (None for a scalar block).
+
+        Returns
+        -------
+        float or 0-d array
+            The block's γ.
+        """
         del block_state
         return gamma
 
     def check_state_type(self, state_type: type) -> None:
-        """Raise ``ValueError`` if the policy cannot use states of ``state_type``."""
+        """Check that the policy can use states of ``state_type``.
+
+        Parameters
+        ----------
+        state_type : type
+            The NamedTuple class of the approximation's states.
+
+        Raises
+        ------
+        ValueError
+            If it cannot.
+        """
         del state_type
 
     def adapt(self, policy_state: Any, ratio: Any) -> Any:
-        """Return the policy's state after a step whose reduction ratio was ``ratio``."""
+        """Return the policy's state after a step whose reduction ratio was ``ratio``.
+
+        Parameters
+        ----------
+        policy_state : float or 0-d array
+            The policy's state.
+        ratio : float, 0-d array or None
+            The reduction ratio ρ of the step (:func:`reduction_ratio`).
+
+        Returns
+        -------
+        float or 0-d array
+            The new state (unchanged for non-adaptive policies).
+        """
         del ratio
         return policy_state
 
@@ -112,29 +168,47 @@ def _positive(value: Any, name: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Fixed(DampingPolicy):
-    """γ_t = γ (built by :func:`fixed`)."""
+    """The fixed damping γ_t = γ (built by :func:`fixed`).
+
+    Parameters
+    ----------
+    value : float
+        γ > 0.
+    """
 
     value: float
 
-    def damping(self, policy_state: Any, count: Any) -> Any:  # noqa: D102
+    def damping(self, policy_state: Any, count: Any) -> Any:
         del policy_state, count
         return self.value
 
 
 @dataclasses.dataclass(frozen=True)
 class Scheduled(DampingPolicy):
-    """γ_t = ``schedule(count)`` (built by :func:`scheduled`)."""
+    """The scheduled damping γ_t = ``schedule(count)`` (built by :func:`scheduled`).
+
+    Parameters
+    ----------
+    schedule : callable
+        ``count -> γ``.
+    """
 
     schedule: Callable[[Any], Any]
 
-    def damping(self, policy_state: Any, count: Any) -> Any:  # noqa: D102
+    def damping(self, policy_state: Any, count: Any) -> Any:
         del policy_state
         return self.schedule(count)
 
 
 @dataclasses.dataclass(frozen=True)
 class LevenbergMarquardt(DampingPolicy):
-    """γ adapted from the reduction ratio (built by :func:`levenberg_marquardt`)."""
+    """The Levenberg–Marquardt damping, adapted from the reduction ratio (built by :func:`levenberg_marquardt`).
+
+    Parameters
+    ----------
+    initial, factor, lower, upper, min_damping, max_damping : float
+        As in :func:`levenberg_marquardt`.
+    """
 
     initial: float
     factor: float
@@ -144,10 +218,10 @@ class LevenbergMarquardt(DampingPolicy):
     max_damping: float
     adaptive = True
 
-    def init(self) -> float:  # noqa: D102
+    def init(self) -> float:
         return self.initial
 
-    def damping(self, policy_state: Any, count: Any) -> Any:  # noqa: D102
+    def damping(self, policy_state: Any, count: Any) -> Any:
         del count
         return policy_state
 
@@ -157,6 +231,18 @@ class LevenbergMarquardt(DampingPolicy):
         A NaN ratio counts as a failed step (γ grows), as in kfac-jax. Works on
         Python floats and on 0-d arrays of any namespace (traceable under
         ``jax.jit``: no Python branch on values).
+
+        Parameters
+        ----------
+        policy_state : float or 0-d array
+            The current γ.
+        ratio : float, 0-d array or None
+            The reduction ratio ρ of the step.
+
+        Returns
+        -------
+        float or 0-d array
+            γ multiplied by ``factor`` after a good step, divided by it after a poor one, clipped to the bounds.
         """
         if ratio is None:
             return policy_state
@@ -177,17 +263,25 @@ class LevenbergMarquardt(DampingPolicy):
 
 @dataclasses.dataclass(frozen=True)
 class Escaped(DampingPolicy):
-    """γ_t = γ + c·ε_t per block (built by :func:`escaped`)."""
+    """The escaped-mass damping γ_t = γ + c·ε_t per block (built by :func:`escaped`).
+
+    Parameters
+    ----------
+    value : float
+        γ > 0.
+    scale : float
+        c > 0.
+    """
 
     value: float
     scale: float
     needs_state = True
 
-    def damping(self, policy_state: Any, count: Any) -> Any:  # noqa: D102
+    def damping(self, policy_state: Any, count: Any) -> Any:
         del policy_state, count
         return self.value
 
-    def check_state_type(self, state_type: type) -> None:  # noqa: D102
+    def check_state_type(self, state_type: type) -> None:
         fields = getattr(state_type, "_fields", ())
         if "escaped" not in fields:
             msg = (
@@ -196,7 +290,7 @@ class Escaped(DampingPolicy):
             )
             raise ValueError(msg)
 
-    def block_damping(self, gamma: Any, block_state: Any) -> Any:  # noqa: D102
+    def block_damping(self, gamma: Any, block_state: Any) -> Any:
         if block_state is None:  # a scalar block keeps no curvature
             return gamma
         self.check_state_type(type(block_state))
@@ -205,6 +299,16 @@ class Escaped(DampingPolicy):
 
 def fixed(damping: float) -> Fixed:
     """Return the fixed damping policy γ_t = ``damping`` (the same as passing the number).
+
+    Parameters
+    ----------
+    damping : float
+        γ > 0.
+
+    Returns
+    -------
+    Fixed
+        The policy.
 
     Raises
     ------
@@ -216,6 +320,16 @@ def fixed(damping: float) -> Fixed:
 
 def scheduled(schedule: Callable[[Any], Any]) -> Scheduled:
     """Return the policy γ_t = ``schedule(count)`` (the same as passing the schedule).
+
+    Parameters
+    ----------
+    schedule : callable
+        ``count -> γ``, positive values.
+
+    Returns
+    -------
+    Scheduled
+        The policy.
 
     Raises
     ------
@@ -253,6 +367,11 @@ def levenberg_marquardt(
     min_damping, max_damping : float
         Bounds of γ, 0 < ``min_damping`` ≤ ``initial`` ≤ ``max_damping``.
 
+    Returns
+    -------
+    LevenbergMarquardt
+        The policy.
+
     Raises
     ------
     ValueError, TypeError
@@ -284,6 +403,18 @@ def escaped(damping: float, *, scale: float = 1.0) -> Escaped:
     Needs an approximation whose state has an ``escaped`` field (the
     dropped curvature mass); the front-ends reject others, naming it.
 
+    Parameters
+    ----------
+    damping : float
+        γ > 0.
+    scale : float
+        c > 0, the multiple of ε_t added.
+
+    Returns
+    -------
+    Escaped
+        The policy.
+
     Raises
     ------
     ValueError, TypeError
@@ -308,6 +439,11 @@ def quadratic_change(grad_dot_step: Any, step_curvature_step: Any, step_sqnorm: 
         :math:`\|\delta\|^2`.
     damping : scalar
         γ used for the step.
+
+    Returns
+    -------
+    scalar
+        q(δ).
     """
     return grad_dot_step + 0.5 * step_curvature_step + 0.5 * damping * step_sqnorm
 
@@ -317,5 +453,17 @@ def reduction_ratio(loss_before: Any, loss_after: Any, predicted_change: Any) ->
 
     NaN when ``predicted_change`` is 0 and the loss did not change; the
     Levenberg–Marquardt policy treats a NaN as a failed step.
+
+    Parameters
+    ----------
+    loss_before, loss_after : scalar
+        L(θ) and L(θ+δ) on the same batch.
+    predicted_change : scalar
+        q(δ) (:func:`quadratic_change`).
+
+    Returns
+    -------
+    scalar
+        ρ.
     """
     return (loss_after - loss_before) / predicted_change

@@ -1014,7 +1014,11 @@ def lowrank_paper(
     clip : float or None
         ρ > 0, the element-wise bound on the preconditioned moment; ``None``
         for no clip.
-    blocks, update_every, state_dtype
+    blocks : {"leaf", "model"}, pytree or callable
+        As for :func:`scale_by_lowrank`.
+    update_every : int
+        As for :func:`scale_by_lowrank`.
+    state_dtype : dtype, optional
         As for :func:`scale_by_lowrank`.
 
     Returns

@@ -726,7 +726,11 @@ class LowRankPaper(LowRank):
         ρ > 0, the element-wise bound; ``None``: no clip.
     weight_decay : float
         λ ≥ 0, decoupled (not in the authors' configuration).
-    blocks, update_every, state_dtype
+    blocks : {"param", "group"}
+        As for :class:`LowRank`.
+    update_every : int
+        As for :class:`LowRank`.
+    state_dtype : dtype, optional
         As for :class:`LowRank`.
 
     Notes
@@ -832,7 +836,11 @@ class GingerPaper(LowRankPaper):
         ρ > 0, or ``None`` for no clip.
     weight_decay : float
         λ ≥ 0, decoupled.
-    blocks, update_every, state_dtype
+    blocks : {"param", "group"}
+        As for :class:`LowRank`.
+    update_every : int
+        As for :class:`LowRank`.
+    state_dtype : dtype, optional
         As for :class:`LowRank`.
     reorthonormalize_every : int, "auto" or None
         As for :class:`Ginger`.
