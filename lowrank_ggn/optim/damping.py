@@ -297,6 +297,12 @@ class Escaped(DampingPolicy):
         return gamma + self.scale * block_state.escaped
 
 
+for _policy in (Fixed, Scheduled, LevenbergMarquardt, Escaped):  # the hooks carry the base class's contract
+    for _name, _method in vars(_policy).items():
+        if callable(_method) and _method.__doc__ is None and hasattr(DampingPolicy, _name):
+            _method.__doc__ = getattr(DampingPolicy, _name).__doc__
+
+
 def fixed(damping: float) -> Fixed:
     """Return the fixed damping policy γ_t = ``damping`` (the same as passing the number).
 

@@ -1098,7 +1098,11 @@ def ginger_paper(
         β₁ ∈ [0, 1), the first-moment decay.
     clip : float or None
         ρ > 0, the element-wise clip of the preconditioned moment; ``None``: none.
-    blocks, update_every, state_dtype
+    blocks : {"leaf", "model"}, pytree or callable
+        As for :func:`scale_by_ginger`.
+    update_every : int
+        As for :func:`scale_by_ginger`.
+    state_dtype : dtype, optional
         As for :func:`scale_by_ginger`.
     reorthonormalize_every : int, "auto" or None
         As for :func:`scale_by_ginger`.
