@@ -300,8 +300,8 @@ def summarise(ds: Dataset, cfg_name: str, lrs: tuple, res: dict[str, np.ndarray]
     row = {
         "optimiser": cfg_name,
         "lr": f"{lrs[i]:.3g}",
-        "train loss": _ms(res["train_loss"][i]),
-        "val loss": _ms(res["val_loss"][i]),
+        "train loss": _ms(res["train_loss"][i], "{:.3g}"),
+        "val loss": _ms(res["val_loss"][i], "{:.3g}"),
         "val acc %": "–" if ds.likelihood != "categorical" else _ms(100 * res["val_acc"][i], "{:.1f}"),
     }
     return {"row": row, "index": i}
