@@ -152,11 +152,16 @@ def test_half_precision_under_jit():
     assert y.dtype == jnp.bfloat16
 
 
-def test_float32_vector_into_float64_state_is_still_an_error():
-    """Only half precision is promoted; float32 into a float64 state (usually a mistake) stays a TypeError."""
+def test_float32_vector_into_float64_state_is_promoted_exactly():
+    """One rule (reliability issue, item 8): every lower precision, float32 included, is promoted exactly."""
     state = lg.ginger_init(6, 2)
-    with pytest.raises(TypeError, match="cast it first"):
-        lg.ginger_update(state, np.ones(6, dtype=np.float32), decay=0.9)
+    d = np.linspace(-1, 1, 6, dtype=np.float32)
+    promoted = lg.ginger_update(state, d, decay=0.9)
+    reference = lg.ginger_update(state, d.astype(np.float64), decay=0.9)
+    np.testing.assert_array_equal(promoted.basis, reference.basis)
+    np.testing.assert_array_equal(promoted.eigvals, reference.eigvals)
+    with pytest.raises(TypeError):  # a higher precision than the state's is still refused
+        lg.ginger_update(lg.ginger_init(6, 2, dtype=np.float32), d.astype(np.float64), decay=0.9)
 
 
 def test_numpy_bfloat16_extension_type_is_refused():

@@ -200,12 +200,14 @@ def test_escaped_policy_adds_the_escaped_mass():
 
 
 def test_escaped_policy_rejects_states_without_escaped():
+    # The Ginger states carry `escaped`; the diagonal approximation's states do not.
+    lgo.ginger(0.1, damping=dp.escaped(1.0))
     with pytest.raises(ValueError, match="escaped"):
-        lgo.ginger(0.1, damping=dp.escaped(1.0))
+        lgo.scale_by_lowrank(lg.diagonal(decay=0.9), damping=dp.escaped(1.0))
     with pytest.raises(ValueError, match="escaped"):
-        lgt.Ginger([torch.zeros(3, requires_grad=True)], damping=dp.escaped(1.0))
+        lgt.LowRank([torch.zeros(3, requires_grad=True)], lg.diagonal(decay=0.9), damping=dp.escaped(1.0))
     with pytest.raises(ValueError, match="escaped"):
-        dp.escaped(1.0).block_damping(1.0, lg.ginger(rank=2, decay=0.9).init(4))
+        dp.escaped(1.0).block_damping(1.0, lg.diagonal(decay=0.9).init(4))
 
 
 def test_policy_on_qng_is_rejected():

@@ -683,6 +683,8 @@ def test_window_path_matches_the_dense_path(monkeypatch):
             if col in skip:
                 continue  # timings, rounding-level checks
             a, b = d[col], w[col]
+            if key[0] == "ginger-diagonal" and isinstance(a, float) and math.isnan(a):
+                continue  # the dense path leaves the subspace metrics of a non-scalar diagonal undefined
             if isinstance(a, float) and math.isnan(a):
                 assert math.isnan(b), (key, col)
                 continue
@@ -741,7 +743,7 @@ def test_per_tensor_window_path_against_a_dense_block_diagonal_reference(monkeyp
     assert row["curv_spectral_error"] == pytest.approx(want_curv, rel=1e-7)
     assert row["cosine"] == pytest.approx(want_cos, rel=1e-9)
     assert row["decrease_fraction"] == pytest.approx(want_dec, rel=1e-7)
-    assert row["memory_floats"] == sum(s.basis.size + s.eigvals.size + 1 for s in states)
+    assert row["memory_floats"] == sum(s.basis.size + s.eigvals.size + 2 for s in states)  # discarded, escaped
     assert math.isnan(row["angle_max_deg"])  # no subspace metrics for a block-diagonal approximation
     # The certificate: ‖G̃ − G‖₂ ≤ max_j ρ_j.
     assert row["rho_certificate"] == pytest.approx(max(float(s.discarded) for s in states))
@@ -792,8 +794,8 @@ def test_method_names_memory_and_certificates(tiny_result):
         tau, dim = r["rank"], r["dim"]
         t = tau if tau != "" else 0
         want = {
-            "ginger": dim * t + t + 1,
-            "ginger-sm": dim * t + t + 1,
+            "ginger": dim * t + t + 2,  # U, σ, discarded, escaped
+            "ginger-sm": dim * t + t + 2,
             "qng": dim * t + 3 * t,
             "oracle": dim * t + t,
             "diag": dim,
