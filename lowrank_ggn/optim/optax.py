@@ -37,7 +37,8 @@ import optax
 
 import lowrank_ggn as lg
 from lowrank_ggn._core.checks import check_approximation, check_damping
-from lowrank_ggn.optim import _sharded
+from lowrank_ggn.optim._sharded import Placement, check_placement, gathered, init_state, split
+from lowrank_ggn.optim._sharded import step as sharded_step
 from lowrank_ggn.optim._options import (
     DEFAULT_DAMPING,
     DEFAULT_DECAY,
@@ -237,7 +238,7 @@ def _init_blocks(
     approximation: Any,
     state_dtype: Any,
     *,
-    placement: _sharded.Placement | None = None,
+    placement: Placement | None = None,
 ) -> tuple:
     leaves = jax.tree.leaves(params)
     states: list[Any] = []
@@ -252,8 +253,8 @@ def _init_blocks(
         if placement is None:
             states.append(approx.init(dim, xp=jnp, dtype=dtype))
         else:
-            is_split = _sharded.split(placement, leaves, idx)
-            states.append(_sharded.init_state(placement, approx, is_split=is_split, dim=dim, dtype=dtype))
+            is_split = split(placement, leaves, idx)
+            states.append(init_state(placement, approx, is_split=is_split, dim=dim, dtype=dtype))
     return tuple(states)
 
 
@@ -349,7 +350,7 @@ def scale_by_lowrank(
         msg = f"damping must be None for {approximation.name!r}, whose damping is implicit"
         raise ValueError(msg)
     _check_blocks(blocks)
-    placement = _sharded.check_placement(mesh, axis)
+    placement = check_placement(mesh, axis)
     if placement is not None and not approximation.shardable:
         msg = f"approximation {approximation.name!r} cannot be split across devices (mesh=); use lg.ginger or lg.qng"
         raise ValueError(msg)
@@ -380,8 +381,8 @@ def scale_by_lowrank(
             approx = approximation.with_rank(block_rank(dim, approximation.rank))
             dtype = jax.tree.leaves(block)[0].dtype
             gam = None if gamma is None else jnp.asarray(gamma, dtype)
-            if placement is not None and _sharded.split(placement, leaves, idx):
-                new_block, ys = _sharded.step(
+            if placement is not None and split(placement, leaves, idx):
+                new_block, ys = sharded_step(
                     placement,
                     approx,
                     block,
@@ -395,8 +396,8 @@ def scale_by_lowrank(
                     out[i] = y
                 new_blocks.append(new_block)
                 continue
-            g = _flatten_block(_sharded.gathered(placement, leaves, idx), idx, dtype)
-            d = _flatten_block(_sharded.gathered(placement, c_leaves, idx), idx, dtype)
+            g = _flatten_block(gathered(placement, leaves, idx), idx, dtype)
+            d = _flatten_block(gathered(placement, c_leaves, idx), idx, dtype)
             new_block, y = _block_step(approx, block, d, g, gam, due=due, update_every=update_every)
             _unflatten_block(y, leaves, idx, out)
             new_blocks.append(new_block)
