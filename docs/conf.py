@@ -199,8 +199,9 @@ numpydoc_validation_checks = {"all", "ES01", "SA01", "EX01", "PR08", "RT04"}
 # (which autodoc shows and the other checks validate); Python's ``pydoc.getdoc`` finds no
 # docstring of the object's own there, and the report's docstring is empty. Skip GL02 then.
 numpydoc_validation_overrides = {"GL02": [r"\A\Z"]}
-# An Enum's signature is Enum's functional API (value, names, module, ...), not ours.
-numpydoc_validation_exclude = {r"lowrank_ggn\.backends\.Backend$"}
+# An Enum's signature is Enum's functional API (value, names, module, ...), not ours; a
+# typing.Protocol's is typing's placeholder ``(*args, **kwargs)`` (a protocol is not instantiated).
+numpydoc_validation_exclude = {r"lowrank_ggn\.backends\.Backend$", r"lowrank_ggn\.Approximation$"}
 
 # -- Gallery -------------------------------------------------------------------
 

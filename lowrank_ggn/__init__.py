@@ -16,6 +16,7 @@ PyTorch, CuPy, array-api-strict) and runs under ``jax.jit``.
 
 from lowrank_ggn._approximation import (
     QNG,
+    Approximation,
     Diagonal,
     DiagonalState,
     FactorProduct,
@@ -79,6 +80,7 @@ from lowrank_ggn.checkpoint import CheckpointError, load_checkpoint, read_checkp
 
 __all__ = [
     "QNG",
+    "Approximation",
     "CheckpointError",
     "DampedLowRank",
     "Diagonal",

@@ -126,7 +126,7 @@ def _no_damping(damping: Any) -> None:
 
 
 class Approximation(Protocol):
-    r"""The approximation protocol: what every method (:class:`Ginger`, :class:`GingerProduct`, :class:`QNG`) provides.
+    r"""The approximation protocol: what every method (:class:`Ginger`, :class:`QNG`, :class:`FrequentDirections`, ...) provides.
 
     A frozen dataclass of hyper-parameters; its methods are pure functions of
     their arguments. The checked methods validate like the flat functions;
@@ -145,7 +145,9 @@ class Approximation(Protocol):
     state_type: ClassVar[type]
     """The NamedTuple class of the states."""
     rank: int
+    """The rank τ of the approximation (the number of directions or factors it keeps)."""
     decay: float
+    """The EMA decay α ∈ (0, 1) of the curvature it approximates."""
 
     def with_rank(self, rank: int) -> Approximation:
         """Return a copy with another rank (for blocks with fewer than ``rank + 1`` parameters).

@@ -215,8 +215,8 @@ class DampedLowRank(NamedTuple):
     With a vector ``diagonal``, ``solve``, ``logdet``, ``sqrt_matvec`` and
     ``inv_sqrt_matvec`` first factorise ``D^{-1/2} U diag(σ)^{1/2}`` (thin QR
     and a rank × rank SVD, O(dim · rank²)) at every call; ``matvec``,
-    ``diag``, ``trace`` stay O(dim · rank). Formulas: DESIGN §9 and
-    :mod:`lowrank_ggn._core.operator`.
+    ``diag``, ``trace`` stay O(dim · rank). Formulas: DESIGN §9 and the
+    module ``lowrank_ggn._core.operator``.
 
     Parameters
     ----------
@@ -329,7 +329,17 @@ class DampedLowRank(NamedTuple):
 
         ``L = D^{1/2}(I + B(√(1+s²) − 1)Bᵀ)`` with ``B diag(s²) Bᵀ`` the
         eigendecomposition of ``D^{-1/2} U diag(σ) Uᵀ D^{-1/2}``.
-        ``v`` has shape (dim,) or (dim, k). Cost as :meth:`solve`.
+        Cost as :meth:`solve`.
+
+        Parameters
+        ----------
+        v : array, shape (dim,) or (dim, k)
+            The vector(s) to multiply, in the operator's namespace.
+
+        Returns
+        -------
+        array, shape and dtype of ``v``
+            ``L v``.
         """
         xp, diag = self._checked(v, "v")
         wh = core.whiten(xp, diag, self.basis, self.eigvals)
@@ -338,7 +348,17 @@ class DampedLowRank(NamedTuple):
     def inv_sqrt_matvec(self, v: Array) -> Array:
         """``L⁻ᵀ v`` for the factor ``L`` of :meth:`sqrt_matvec` (so ``L⁻ᵀ z ~ N(0, G⁻¹)``: Laplace samples).
 
-        ``v`` has shape (dim,) or (dim, k). Cost as :meth:`solve`.
+        Cost as :meth:`solve`.
+
+        Parameters
+        ----------
+        v : array, shape (dim,) or (dim, k)
+            The vector(s) to multiply, in the operator's namespace.
+
+        Returns
+        -------
+        array, shape and dtype of ``v``
+            ``L⁻ᵀ v``.
         """
         xp, diag = self._checked(v, "v")
         wh = core.whiten(xp, diag, self.basis, self.eigvals)
@@ -346,18 +366,36 @@ class DampedLowRank(NamedTuple):
         return cast_like(xp, out, v)
 
     def logdet(self) -> Array:
-        """``log det G`` by the matrix determinant lemma: ``Σ log D + Σ log(1 + s²)`` (0-d array)."""
+        """``log det G`` by the matrix determinant lemma: ``Σ log D + Σ log(1 + s²)``.
+
+        Returns
+        -------
+        0-d array
+            ``log det G``, in the operator's dtype.
+        """
         xp, diag = self._diag()
         return core.diag_logdet(xp, core.whiten(xp, diag, self.basis, self.eigvals), self.basis.shape[0])
 
     def trace(self) -> Array:
-        """``trace G = Σ D + Σ σ`` (0-d array; U orthonormal). Cost O(dim)."""
+        """``trace G = Σ D + Σ σ`` (U orthonormal). Cost O(dim).
+
+        Returns
+        -------
+        0-d array
+            ``trace G``, in the operator's dtype.
+        """
         xp, diag = self._diag()
         dim = self.basis.shape[0]
         return (diag * dim if diag.ndim == 0 else xp.sum(diag)) + xp.sum(self.eigvals)
 
     def diag(self) -> Array:
-        """Return the diagonal of G, ``D + Σ_i σ_i U_{:,i}²``, shape (dim,). Cost O(dim · rank)."""
+        """Return the diagonal of G. Cost O(dim · rank).
+
+        Returns
+        -------
+        array, shape (dim,)
+            ``D + Σ_i σ_i U_{:,i}²``.
+        """
         xp, diag = self._diag()
         return core.diag_diagonal(xp, diag, self.basis, self.eigvals)
 
@@ -373,7 +411,7 @@ class DampedLowRank(NamedTuple):
         return core.diag_dense(xp, diag, self.basis, self.eigvals)
 
     def to_scipy(self) -> Any:
-        """Return ``G`` as a :class:`scipy.sparse.linalg.LinearOperator` (NumPy in and out; symmetric).
+        """Return ``G`` as a SciPy ``scipy.sparse.linalg.LinearOperator`` (NumPy in and out; symmetric).
 
         Arrays of another namespace are converted at each product (to the
         operator's namespace and device on the way in, to NumPy on the way out).
