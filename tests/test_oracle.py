@@ -317,6 +317,34 @@ def test_diagonal_metrics(dim):
     assert got["decrease_fraction"] == pytest.approx(np.mean(decrease_fraction(g, step, exact, damping)), rel=RTOL)
 
 
+@pytest.mark.parametrize("dim", [100, 300], ids=["dense", "lanczos"])
+def test_diagonal_plus_lowrank_metrics(dim):
+    """diag(a) + V diag(c) Vᵀ (ginger-diagonal's form, V not orthonormal, one c = 0) against dense float64."""
+    rng = np.random.default_rng(dim + 1)
+    decay, damping = 0.95, 1e-2
+    window, vectors = _window(rng, dim, 30, decay)
+    m = ema(vectors, decay)
+    g = rng.standard_normal((dim, 3))
+    a = damping + rng.uniform(0.5, 1.5, dim) * np.diag(m)
+    v = rng.standard_normal((dim, 4))
+    c = np.array([3.0, 1.0, 0.0, 0.5])
+    dense = np.diag(a) + (v * c) @ v.T
+    got = window.reduce(g).diagonal_metrics(a, damping, max_restarts=None, lowrank=(v, c))
+    lam, vec = np.linalg.eigh(m)
+    exact = ExactSpectrum(np.maximum(lam[::-1], 0), vec[:, ::-1], m)
+    ref = m + damping * np.eye(dim)
+    rtol = RTOL if dim <= 256 else 1e-6
+    inv_err = np.linalg.norm(np.linalg.inv(dense) - np.linalg.inv(ref), 2) * np.linalg.eigvalsh(ref)[0]
+    curv_err = np.linalg.norm(dense - ref, 2) / np.linalg.eigvalsh(ref)[-1]
+    assert got["inv_spectral_error"] == pytest.approx(inv_err, rel=rtol)
+    assert got["curv_spectral_error"] == pytest.approx(curv_err, rel=rtol)
+    step = np.linalg.solve(dense, g)
+    assert got["cosine"] == pytest.approx(np.mean(cosine(step, exact.solve(g, damping))), rel=RTOL)
+    assert got["decrease_fraction"] == pytest.approx(np.mean(decrease_fraction(g, step, exact, damping)), rel=RTOL)
+    with pytest.raises(ValueError, match="lowrank"):
+        window.reduce(g).diagonal_metrics(a, damping, lowrank=(v, -c))
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="dim"):
         WindowEMA(0, 0.9)

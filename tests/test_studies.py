@@ -658,13 +658,20 @@ def _key(r):
     return (r["method"], r["dtype"], r["rank"], r["damping_mode"], r["damping"], r["step"])
 
 
+SUBSPACE_COLUMNS = ("lambda_next", "eckart_young_bound", "angle_max_deg", "subspace_overlap", "captured_share")
+
+
+LANCZOS_COLUMNS = ("inv_spectral_error", "curv_spectral_error", "certificate_tightness")
+
+
 def test_window_path_matches_the_dense_path(monkeypatch):
     """Above DENSE_LIMIT every metric is computed matrix-free; on a stream small enough for both, they agree."""
-    from lowrank_ggn.studies import _runner
+    from lowrank_ggn.studies import _methods, _runner
 
     config = replace(WINDOW, user_streams=(("u", _window_user_stream()),))
     dense = {_key(r): r for r in run_study(config, progress=False).rows}
     monkeypatch.setattr(_runner, "DENSE_LIMIT", 100)
+    monkeypatch.setattr(_methods, "DENSE_LIMIT", 100)  # ginger-diagonal's operator stays diagonal + low-rank
     assert config.is_large("u")
     window = {_key(r): r for r in run_study(config, progress=False).rows}
     assert {k[0] for k in window} == set(METHODS) - {"exact"}  # the window is the reference
@@ -675,16 +682,20 @@ def test_window_path_matches_the_dense_path(monkeypatch):
         d = dense[key]
         assert w["memory_floats"] == d["memory_floats"], key
         for col in COLUMNS[COLUMNS.index("loss") + 1 :]:
-            if key[0] == "diag" and col.endswith("spectral_error"):
-                if key[-1] != config.large_steps:  # Lanczos only at the last step
+            if key[0] in {"diag", "ginger-diagonal"} and col in LANCZOS_COLUMNS:
+                # Lanczos only at the last step, default τ and γ (fixed, and equal γ = α^τ).
+                lanczos = key[-1] == config.large_steps and key[2] in {"", config.rank}
+                lanczos = lanczos and key[4] in {config.damping, config.decay**config.rank}
+                if not lanczos:
                     assert math.isnan(w[col]), key
-                if col == "inv_spectral_error" or key[-1] != config.large_steps:
+                if col == "inv_spectral_error" or not lanczos:
                     continue  # Lanczos: NaN when it has not converged
             if col in skip:
                 continue  # timings, rounding-level checks
             a, b = d[col], w[col]
-            if key[0] == "ginger-diagonal" and isinstance(a, float) and math.isnan(a):
-                continue  # the dense path leaves the subspace metrics of a non-scalar diagonal undefined
+            if key[0] == "ginger-diagonal" and col in SUBSPACE_COLUMNS:
+                assert math.isnan(b), (key, col)  # no subspace metrics for a non-scalar diagonal at scale
+                continue
             if isinstance(a, float) and math.isnan(a):
                 assert math.isnan(b), (key, col)
                 continue

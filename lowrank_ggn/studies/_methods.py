@@ -863,7 +863,9 @@ def operator_structure(operator: Any, dim: int) -> Structured:
     cannot invert in that form) and ``dim`` ≤ :data:`DENSE_LIMIT`, or when the
     operator has only ``dense()``, the matrix is formed and brought to the
     form :math:`sI + V \operatorname{diag}(w - s) V^\top` with its full
-    eigendecomposition (s the mean eigenvalue).
+    eigendecomposition (s the mean eigenvalue). Above ``DENSE_LIMIT`` a
+    diagonal + low-rank result is returned in that form, which only the
+    matrix-free evaluator reads (:meth:`WindowReduction.diagonal_metrics`).
 
     Parameters
     ----------
@@ -880,7 +882,7 @@ def operator_structure(operator: Any, dim: int) -> Structured:
     Raises
     ------
     NotImplementedError
-        If the operator has neither form, or needs a dense matrix for ``dim`` > :data:`DENSE_LIMIT`.
+        If the operator has neither form, or has only ``dense()`` and ``dim`` > :data:`DENSE_LIMIT`.
     """
     if all(hasattr(operator, a) for a in ("diagonal", "basis", "eigvals")):
         diagonal = np.asarray(to_numpy(operator.diagonal), np.float64)
@@ -891,11 +893,10 @@ def operator_structure(operator: Any, dim: int) -> Structured:
         else:
             low = Structured(np.zeros(dim), _empty(dim), np.zeros(0))
         out = low._replace(diagonal=np.broadcast_to(diagonal, (dim,)).copy())
-        if out.isotropic or not basis.shape[1]:
+        if out.isotropic or not basis.shape[1] or dim > DENSE_LIMIT:
+            # Above DENSE_LIMIT a diagonal + low-rank matrix stays in that form (no eigendecomposition):
+            # only the matrix-free evaluator (WindowReduction.diagonal_metrics) reads it.
             return out
-        if dim > DENSE_LIMIT:
-            msg = f"a diagonal + low-rank operator ({type(operator).__name__}) needs dim <= {DENSE_LIMIT}, got {dim}"
-            raise NotImplementedError(msg)
         matrix = out.dense()
     elif hasattr(operator, "dense") and dim <= DENSE_LIMIT:
         matrix = np.asarray(to_numpy(operator.dense()), np.float64)

@@ -855,9 +855,19 @@ class WindowReduction:
         }
 
     def diagonal_metrics(
-        self, diagonal: Any, damping: float, *, step: Any = None, max_restarts: int | None = 20
+        self,
+        diagonal: Any,
+        damping: float,
+        *,
+        step: Any = None,
+        max_restarts: int | None = 20,
+        lowrank: tuple[Any, Any] | None = None,
     ) -> dict[str, float]:
-        r"""Return the metrics of a diagonal approximation :math:`\tilde G = \operatorname{diag}(a)`.
+        r"""Return the metrics of :math:`\tilde G = \operatorname{diag}(a) + V \operatorname{diag}(c) V^\top`.
+
+        ``lowrank=None`` is a diagonal approximation (``diag``); with
+        ``lowrank=(V, c)`` the approximation is a diagonal plus a low-rank
+        part (``ginger-diagonal``), inverted by Woodbury's identity.
 
         The cosine and the decrease fraction are exact (:math:`O(d q)`). The
         spectral errors of the inverse and of the curvature use
@@ -878,6 +888,9 @@ class WindowReduction:
         max_restarts : int, optional
             Lanczos restarts (about 20 products each); None: ARPACK's limit,
             then the dense fallback (d × d: small d only).
+        lowrank : tuple of array_like, optional
+            ``(V, c)``: V of shape (dim, k), c ≥ 0 of shape (k,) (V need not
+            be orthonormal). None: no low-rank part.
 
         Returns
         -------
@@ -888,23 +901,31 @@ class WindowReduction:
         Raises
         ------
         ValueError
-            If ``diagonal`` is not positive and finite with shape (dim,), or γ ≤ 0.
+            If ``diagonal`` is not positive and finite with shape (dim,), or γ ≤ 0,
+            or ``lowrank`` is not a finite (dim, k) basis with k coefficients ≥ 0.
         """
         a = np.asarray(diagonal, dtype=np.float64)
         if a.shape != (self.dim,) or not np.all(np.isfinite(a)) or not np.all(a > 0):
             msg = f"diagonal must be positive and finite with shape ({self.dim},)"
             raise ValueError(msg)
         _check_damping("damping", damping)
+        v, c = _lowrank_part(lowrank, self.dim)
         p, m_k = self.basis, self._m_k
         corr = self._ginv(damping) - np.eye(self.rank_bound) / damping
+        # Woodbury: (A + V C Vᵀ)⁻¹ = A⁻¹ − A⁻¹V (C⁻¹ + VᵀA⁻¹V)⁻¹ VᵀA⁻¹, over the coefficients c > 0.
+        v_a = v / a[:, None]
+        small = np.diag(1 / c) + v.T @ v_a
+
+        def approx_inv(x: np.ndarray) -> np.ndarray:
+            return x / a[:, None] - v_a @ np.linalg.solve(small, v_a.T @ x) if c.size else x / a[:, None]
 
         def inv_diff(x: np.ndarray) -> np.ndarray:
             x = x.reshape(self.dim, -1)
-            return x / a[:, None] - (p @ (corr @ (p.T @ x)) + x / damping)
+            return approx_inv(x) - (p @ (corr @ (p.T @ x)) + x / damping)
 
         def curv_diff(x: np.ndarray) -> np.ndarray:
             x = x.reshape(self.dim, -1)
-            return (a[:, None] - damping) * x - p @ (m_k @ (p.T @ x))
+            return (a[:, None] - damping) * x + v @ (c[:, None] * (v.T @ x)) - p @ (m_k @ (p.T @ x))
 
         inv = symmetric_norm(inv_diff, self.dim, max_restarts=max_restarts)
         curv = symmetric_norm(curv_diff, self.dim, max_restarts=max_restarts)
@@ -914,11 +935,24 @@ class WindowReduction:
             "dropped": self.dropped,
         }
         if self.gradients.shape[1]:
-            step = self.gradients / a[:, None] if step is None else _as_columns("step", step, self.dim)
+            step = approx_inv(self.gradients) if step is None else _as_columns("step", step, self.dim)
             out.update(self._gradient_metrics(step, damping))
         else:
             out.update(cosine=math.nan, decrease_fraction=math.nan)
         return out
+
+
+def _lowrank_part(lowrank: tuple[Any, Any] | None, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, c)`` in float64 with the columns of coefficient 0 left out; empty for None."""
+    if lowrank is None:
+        return np.zeros((dim, 0)), np.zeros(0)
+    v = np.asarray(lowrank[0], dtype=np.float64).reshape(dim, -1)
+    c = np.asarray(lowrank[1], dtype=np.float64).reshape(-1)
+    if c.shape != (v.shape[1],) or not (np.all(np.isfinite(v)) and np.all(np.isfinite(c)) and np.all(c >= 0)):
+        msg = f"lowrank must be a finite basis of shape ({dim}, k) and k coefficients >= 0"
+        raise ValueError(msg)
+    keep = c > 0
+    return v[:, keep], c[keep]
 
 
 def _check_damping(name: str, value: float) -> None:
