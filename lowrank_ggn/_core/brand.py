@@ -135,7 +135,7 @@ def plan(
     several bases of the same rank can map it over all of them at once).
     """
     ortho = orthogonalize(xp, basis, v, c=c, vv=vv, dot_with=dot_with, reduce=reduce)
-    core = plan_core(xp, eigvals, ortho, vv=vv, rho=rho, s=s)
+    core = plan_core(xp, eigvals, c=ortho.c, r=ortho.r, shift=ortho.shift, vv=vv, rho=rho, s=s)
     return Plan(
         core.rot, ortho.vec, core.vrot, core.eigvals, core.discarded, ortho.vec_dot if dot_with is not None else None
     )
@@ -194,16 +194,16 @@ class CorePlan(NamedTuple):
 
 
 def plan_core(
-    xp: ArrayNamespace, eigvals: Array, ortho: Orthogonalized, *, vv: Array, rho: Array, s: Array
+    xp: ArrayNamespace, eigvals: Array, *, c: Array, r: Array, shift: Array, vv: Array, rho: Array, s: Array
 ) -> CorePlan:
     r"""Run the second phase of :func:`plan`: the (τ+1)×(τ+1) core, its eigendecomposition and truncation.
 
-    Reads only small arrays (``ortho.vec`` is not used), so it maps over a
-    stack of blocks of the same rank (``jax.vmap``): one batched ``eigh``.
+    ``c``, ``r`` and ``shift`` are the fields of :class:`Orthogonalized`. Reads
+    only small arrays, so it maps over a stack of blocks of the same rank
+    (``jax.vmap``): one batched ``eigh``.
     """
     dtype = eigvals.dtype
     rank = eigvals.shape[0]
-    c, r, shift = ortho.c, ortho.r, ortho.shift
     norm_v = xp.sqrt(vv)
     # v counts as lying in span U when its residual is at the rounding level:
     # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
