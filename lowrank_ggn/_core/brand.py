@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.kernels import project, residual, rotate
 from lowrank_ggn._core.reduction import LOCAL, Reduction
-from lowrank_ggn.backends import cond, device_of, widest_float_dtype
+from lowrank_ggn.backends import cond, device_of, is_traced, widest_float_dtype
 
 __all__ = [
     "DGKS",
@@ -305,8 +305,13 @@ def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
     ``max|v| = max(max v, −min v)`` needs no temporary of the size of ``v``.
     Both extremes are finite exactly when every entry is (a NaN propagates
     through ``max`` and ``min``, an infinity is an extreme), so the finiteness
-    check needs no boolean array of the size of ``v``.
+    check needs no boolean array of the size of ``v``. Under a JAX
+    transformation ``max|v|`` is one fused reduction instead (one read of ``v``).
     """
+    if is_traced(v):
+        # Under jit |v| is fused into the reduction: one read of v (NaN propagates through max).
+        top = xp.max(xp.abs(v))
+        return xp.isfinite(top), top
     hi, lo = xp.max(v), xp.min(v)
     return xp.isfinite(hi) & xp.isfinite(lo), xp.maximum(hi, -lo)
 

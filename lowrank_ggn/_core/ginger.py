@@ -104,12 +104,9 @@ def _eigen_term(xp: ArrayNamespace, state: Any, d: Array, alpha: Array, reduce: 
     # Finiteness and max|d| from max d and min d: no temporary of the size of d.
     finite_here, d_max = finite_max_abs(xp, d)
     finite = reduce.all(finite_here)
-    if is_traced(finite):
-        # Under a JAX transformation a select, which XLA fuses into the division of unit_max
-        # (one pass over d; a conditional would copy d and cost a control-flow step).
-        d_safe = xp.where(finite, d, xp.zeros_like(d))
-    else:
-        d_safe = cond(finite, lambda d: d, xp.zeros_like, d)  # eagerly: no copy of a finite d
+    # Under a JAX transformation a select, which XLA fuses into the division of unit_max (one pass
+    # over d; a conditional would copy d and cost a control-flow step); eagerly no copy of a finite d.
+    d_safe = xp.where(finite, d, xp.zeros_like(d)) if is_traced(finite) else cond(finite, lambda d: d, xp.zeros_like, d)
     d_max = reduce.max(xp.where(finite, d_max, xp.zeros_like(d_max)))
     v, rho = unit_max(xp, d_safe, 1 - alpha, v_max=d_max)
     return _Term(v, rho, alpha, state.eigvals, finite)
@@ -242,9 +239,9 @@ def update_precondition(
     alpha = as_scalar(xp, decay, state.basis)
     gamma = as_scalar(xp, damping, state.basis)
     vec, small = _fused_front(xp, state, d, g, alpha, reduce=reduce)
-    out = _fused_small(xp, small, alpha, gamma, truncate, reorthonormalize_every)
+    out = _fused_small(xp, small, alpha, gamma, truncate=truncate, period=reorthonormalize_every)
     return _fused_back(
-        xp, state, vec, out, g, gamma, donate=donate, reorthonormalize_every=reorthonormalize_every, reduce=reduce
+        xp, state, vec, out, g, gamma=gamma, donate=donate, reorthonormalize_every=reorthonormalize_every, reduce=reduce
     )
 
 
@@ -275,7 +272,9 @@ def update_precondition_batch(
     gamma = as_scalar(xp, damping, states[0].basis)
     fronts = [_fused_front(xp, st, d, g, alpha, reduce=LOCAL) for st, d, g in zip(states, ds, gs, strict=True)]
     stacked = _FusedIn(*(xp.stack([f[1][k] for f in fronts]) for k in range(len(_FusedIn._fields))))
-    outs = map_small(lambda sm: _fused_small(xp, sm, alpha, gamma, truncate, reorthonormalize_every), stacked)
+    outs = map_small(
+        lambda sm: _fused_small(xp, sm, alpha, gamma, truncate=truncate, period=reorthonormalize_every), stacked
+    )
     return [
         _fused_back(
             xp,
@@ -283,7 +282,7 @@ def update_precondition_batch(
             vec,
             _FusedOut(*(field[i] for field in outs)),
             g,
-            gamma,
+            gamma=gamma,
             donate=False,
             reorthonormalize_every=reorthonormalize_every,
             reduce=LOCAL,
@@ -351,7 +350,7 @@ def _fused_front(
 
 
 def _fused_small(
-    xp: ArrayNamespace, sm: _FusedIn, alpha: Array, gamma: Array, truncate: TruncationRule, period: int | None
+    xp: ArrayNamespace, sm: _FusedIn, alpha: Array, gamma: Array, *, truncate: TruncationRule, period: int | None
 ) -> _FusedOut:
     """Brand's core, the truncation, the acceptance test and the query's coefficients, on small arrays only."""
     core = plan_core(xp, sm.eigvals, c=sm.c, r=sm.r, shift=sm.shift, vv=sm.vv, rho=sm.rho, s=alpha)
@@ -385,8 +384,8 @@ def _fused_back(
     vec: Array,
     out: _FusedOut,
     g: Array,
-    gamma: Array,
     *,
+    gamma: Array,
     donate: bool,
     reorthonormalize_every: int | None,
     reduce: Reduction,
