@@ -143,3 +143,17 @@ def test_optax_front_end_matches_public_per_block_step():
                     atol=1e-12,
                 )
         np.testing.assert_allclose(np.asarray(out["e"]), np.asarray(g["e"]) / GAMMA)
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_finite_max_abs_under_jit(bad):
+    """Under jit ``finite_max_abs`` is one reduction of ``|v|``: NaN and ±inf still make it non-finite."""
+    from lowrank_ggn._core.brand import finite_max_abs
+
+    v = np.random.default_rng(2).standard_normal(50) * 1e-20
+    if bad is not None:
+        v[17] = bad
+    finite, vmax = jax.jit(lambda v: finite_max_abs(jnp, v))(jnp.asarray(v, jnp.float32))
+    assert bool(finite) == (bad is None)
+    if bad is None:
+        assert float(vmax) == float(np.max(np.abs(v.astype(np.float32))))
