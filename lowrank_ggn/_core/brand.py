@@ -29,16 +29,20 @@ from typing import Any, NamedTuple
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.kernels import project, residual, rotate
 from lowrank_ggn._core.reduction import LOCAL, Reduction
-from lowrank_ggn.backends import cond, device_of, widest_float_dtype
+from lowrank_ggn.backends import cond, device_of, is_traced, widest_float_dtype
 
 __all__ = [
     "DGKS",
+    "CorePlan",
+    "Orthogonalized",
     "Plan",
     "cgs2",
     "diag_matrix",
     "eigh_small",
     "finite_max_abs",
+    "orthogonalize",
     "plan",
+    "plan_core",
     "rank_one_update",
     "reject",
     "reorthonormalize_gram",
@@ -125,9 +129,44 @@ def plan(
     ``c`` and ``vv`` must already be complete sums over all rows; ``reduce``
     completes those of the CGS2 path (``Uᵀp̃₁``, ``p̃₁ᵀp̃₁`` and ``p̃₁ᵀw``, in
     one all-reduce).
+
+    The two phases are :func:`orthogonalize` (the only one that may read
+    ``U``) and :func:`plan_core` (small arrays only, so that a caller holding
+    several bases of the same rank can map it over all of them at once).
     """
-    dtype = basis.dtype
-    rank = basis.shape[1]
+    ortho = orthogonalize(xp, basis, v, c=c, vv=vv, dot_with=dot_with, reduce=reduce)
+    core = plan_core(xp, eigvals, c=ortho.c, r=ortho.r, shift=ortho.shift, vv=vv, rho=rho, s=s)
+    return Plan(
+        core.rot, ortho.vec, core.vrot, core.eigvals, core.discarded, ortho.vec_dot if dot_with is not None else None
+    )
+
+
+class Orthogonalized(NamedTuple):
+    """The new direction of Brand's update, orthogonalised against ``U`` (the first phase of :func:`plan`)."""
+
+    c: Array
+    """(rank,): the complete projection ``Uᵀv`` (``c + c₂`` on the CGS2 path)."""
+    vec: Array
+    """(dim,): ``v`` on the one-pass path, ``p̃₁ = v − Uc`` on the CGS2 path."""
+    r: Array
+    """0-d: the norm of the residual ``‖v − UUᵀv‖`` (NaN for an overflow on the CGS2 path)."""
+    vec_dot: Array
+    """0-d: ``vecᵀw`` (``vᵀv`` without ``dot_with``)."""
+    shift: Array
+    """(rank,): what the rotation pass subtracts from ``U``'s coefficients besides ``c``: ``c`` or ``c₂``."""
+
+
+def orthogonalize(
+    xp: ArrayNamespace,
+    basis: Array,
+    v: Array,
+    *,
+    c: Array,
+    vv: Array,
+    dot_with: tuple[Array, Array] | None = None,
+    reduce: Reduction = LOCAL,
+) -> Orthogonalized:
+    """Run the first phase of :func:`plan`: the one-pass test and, when it fails, CGS2 (one more read of ``U``)."""
     cc = xp.sum(c * c)
     # r² = ‖v‖² − ‖c‖²; the one-pass test r ≥ ‖v‖/√2 is ‖c‖² ≤ ‖v‖²/2 (false for NaN).
     one_pass = cc <= (1 - DGKS * DGKS) * vv
@@ -142,7 +181,29 @@ def plan(
     def twice(c: Array) -> tuple[Array, Array, Array, Array, Array]:
         return cgs2(xp, basis, v, c, None if dot_with is None else w, reduce=reduce)
 
-    c, vec, r, vec_dot, shift = cond(one_pass, direct, twice, c)
+    return Orthogonalized(*cond(one_pass, direct, twice, c))
+
+
+class CorePlan(NamedTuple):
+    """The small half of a :class:`Plan` (everything but ``vec`` and ``vec_dot``)."""
+
+    rot: Array
+    vrot: Array
+    eigvals: Array
+    discarded: Array
+
+
+def plan_core(
+    xp: ArrayNamespace, eigvals: Array, *, c: Array, r: Array, shift: Array, vv: Array, rho: Array, s: Array
+) -> CorePlan:
+    r"""Run the second phase of :func:`plan`: the (τ+1)×(τ+1) core, its eigendecomposition and truncation.
+
+    ``c``, ``r`` and ``shift`` are the fields of :class:`Orthogonalized`. Reads
+    only small arrays, so it maps over a stack of blocks of the same rank
+    (``jax.vmap``): one batched ``eigh``.
+    """
+    dtype = eigvals.dtype
+    rank = eigvals.shape[0]
     norm_v = xp.sqrt(vv)
     # v counts as lying in span U when its residual is at the rounding level:
     # r ≤ √eps·‖v‖ (the dropped curvature ρr² is then below eps·ρ‖v‖², the
@@ -174,15 +235,15 @@ def plan(
     core_ok = xp.all(xp.isfinite(core))
     core = xp.where(core_ok, core, xp.zeros_like(core))
     mu, vecs = eigh_small(xp, core)
-    order = xp.argsort(mu, descending=True)
-    mu = xp.take(mu, order, axis=0)
-    vecs = xp.take(vecs, order, axis=1)
-    top = vecs[:, :rank]
+    # eigh returns the eigenvalues of a finite symmetric matrix in ascending order:
+    # reversing the columns sorts them descending (no sort, no gather).
+    mu = xp.flip(mu, axis=0)
+    top = xp.flip(vecs[:, 1:], axis=1)
     # b = V₂/r; zero when v is in span U (then vec ⊗ b vanishes and p is never needed).
     vrot = xp.where(in_span, xp.zeros_like(top[rank, :]), top[rank, :] / xp.where(in_span, xp.ones_like(r), r))
     rot = top[:rank, :] - shift[:, None] * vrot[None, :]
     mu = xp.where(core_ok, xp.where(mu > 0, mu, xp.zeros_like(mu)), xp.full_like(mu, xp.nan))
-    return Plan(rot, vec, vrot, mu[:rank], mu[rank] + dropped, vec_dot if dot_with is not None else None)
+    return CorePlan(rot, vrot, mu[:rank], mu[rank] + dropped)
 
 
 def reject(xp: ArrayNamespace, plan: Plan, ok: Array) -> tuple[Array, Array]:
@@ -244,8 +305,13 @@ def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
     ``max|v| = max(max v, −min v)`` needs no temporary of the size of ``v``.
     Both extremes are finite exactly when every entry is (a NaN propagates
     through ``max`` and ``min``, an infinity is an extreme), so the finiteness
-    check needs no boolean array of the size of ``v``.
+    check needs no boolean array of the size of ``v``. Under a JAX
+    transformation ``max|v|`` is one fused reduction instead (one read of ``v``).
     """
+    if is_traced(v):
+        # Under jit |v| is fused into the reduction: one read of v (NaN propagates through max).
+        top = xp.max(xp.abs(v))
+        return xp.isfinite(top), top
     hi, lo = xp.max(v), xp.min(v)
     return xp.isfinite(hi) & xp.isfinite(lo), xp.maximum(hi, -lo)
 

@@ -35,7 +35,7 @@ Sherman–Morrison path supports only the local reduction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from lowrank_ggn._core import sherman_morrison
@@ -43,7 +43,9 @@ from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn._core.brand import (
     Plan,
     finite_max_abs,
+    orthogonalize,
     plan,
+    plan_core,
     reject,
     reorthonormalize_gram,
     reorthonormalize_qr,
@@ -52,7 +54,7 @@ from lowrank_ggn._core.brand import (
 from lowrank_ggn._core.kernels import can_overwrite, project, rotate
 from lowrank_ggn._core.operator import as_scalar, sigma_from_kappa, solve
 from lowrank_ggn._core.reduction import LOCAL, Reduction
-from lowrank_ggn.backends import cond
+from lowrank_ggn.backends import cond, is_traced
 
 __all__ = [
     "Truncation",
@@ -63,6 +65,7 @@ __all__ = [
     "saturating_increment",
     "update",
     "update_precondition",
+    "update_precondition_batch",
     "update_sherman_morrison",
 ]
 
@@ -101,7 +104,9 @@ def _eigen_term(xp: ArrayNamespace, state: Any, d: Array, alpha: Array, reduce: 
     # Finiteness and max|d| from max d and min d: no temporary of the size of d.
     finite_here, d_max = finite_max_abs(xp, d)
     finite = reduce.all(finite_here)
-    d_safe = cond(finite, lambda d: d, xp.zeros_like, d)
+    # Under a JAX transformation a select, which XLA fuses into the division of unit_max (one pass
+    # over d; a conditional would copy d and cost a control-flow step); eagerly no copy of a finite d.
+    d_safe = xp.where(finite, d, xp.zeros_like(d)) if is_traced(finite) else cond(finite, lambda d: d, xp.zeros_like, d)
     d_max = reduce.max(xp.where(finite, d_max, xp.zeros_like(d_max)))
     v, rho = unit_max(xp, d_safe, 1 - alpha, v_max=d_max)
     return _Term(v, rho, alpha, state.eigvals, finite)
@@ -225,25 +230,180 @@ def update_precondition(
     ``(g − U'c')/γ + U'(c'/(γ+σ'))`` is written by the rotation pass. A step that
     re-orthonormalises returns the query of the state before
     re-orthonormalisation (the same matrix). ``g`` has shape (dim,).
+
+    Three phases: :func:`_fused_front` (pass 1, and CGS2 when needed),
+    :func:`_fused_small` (small arrays only) and :func:`_fused_back` (pass 2);
+    :func:`update_precondition_batch` runs the same phases for several blocks
+    with one call of the small phase.
     """
-    basis = state.basis
-    alpha = as_scalar(xp, decay, basis)
-    gamma = as_scalar(xp, damping, basis)
+    alpha = as_scalar(xp, decay, state.basis)
+    gamma = as_scalar(xp, damping, state.basis)
+    vec, small = _fused_front(xp, state, d, g, alpha, reduce=reduce)
+    out = _fused_small(xp, small, alpha, gamma, truncate=truncate, period=reorthonormalize_every)
+    return _fused_back(
+        xp, state, vec, out, g, gamma=gamma, donate=donate, reorthonormalize_every=reorthonormalize_every, reduce=reduce
+    )
+
+
+def update_precondition_batch(
+    xp: ArrayNamespace,
+    states: Sequence[Any],
+    ds: Sequence[Array],
+    gs: Sequence[Array],
+    *,
+    decay: Any,
+    damping: Any,
+    reorthonormalize_every: int | None,
+    map_small: Callable[[Callable[[Any], Any], Any], Any],
+    truncate: TruncationRule = eckart_young,
+) -> list[tuple[Any, Array]]:
+    """:func:`update_precondition` of several independent blocks of the same rank and dtype, local reduction.
+
+    ``map_small(fn, stacked)`` applies ``fn`` (a function of a NamedTuple of
+    small arrays) to each slice along the leading axis of ``stacked`` and
+    returns the results stacked the same way, e.g. ``jax.vmap(fn)(stacked)``:
+    the (τ+1)×(τ+1) cores of all blocks are then decomposed by one batched
+    ``eigh``. The passes over each basis are the single-block ones; results
+    equal those of :func:`update_precondition` block by block.
+    """
+    if not states:
+        return []
+    alpha = as_scalar(xp, decay, states[0].basis)
+    gamma = as_scalar(xp, damping, states[0].basis)
+    fronts = [_fused_front(xp, st, d, g, alpha, reduce=LOCAL) for st, d, g in zip(states, ds, gs, strict=True)]
+    stacked = _FusedIn(*(xp.stack([f[1][k] for f in fronts]) for k in range(len(_FusedIn._fields))))
+    outs = map_small(
+        lambda sm: _fused_small(xp, sm, alpha, gamma, truncate=truncate, period=reorthonormalize_every), stacked
+    )
+    return [
+        _fused_back(
+            xp,
+            st,
+            vec,
+            _FusedOut(*(field[i] for field in outs)),
+            g,
+            gamma=gamma,
+            donate=False,
+            reorthonormalize_every=reorthonormalize_every,
+            reduce=LOCAL,
+        )
+        for i, (st, (vec, _), g) in enumerate(zip(states, fronts, gs, strict=True))
+    ]
+
+
+class _FusedIn(NamedTuple):
+    """The small arrays of one block after pass 1: the input of :func:`_fused_small`."""
+
+    eigvals: Array
+    discarded: Array
+    escaped: Array
+    step: Array
+    num_nonfinite: Array
+    finite: Array
+    rho: Array
+    vv: Array
+    ug: Array
+    c: Array
+    r: Array
+    vec_dot: Array
+    shift: Array
+
+
+class _FusedOut(NamedTuple):
+    """The small arrays that pass 2 and the new state need: the output of :func:`_fused_small`."""
+
+    rot: Array
+    vrot: Array
+    query_rot: Array
+    query_vrot: Array
+    eigvals: Array
+    discarded: Array
+    escaped: Array
+    step: Array
+    num_nonfinite: Array
+    ok: Array
+
+
+def _fused_front(
+    xp: ArrayNamespace, state: Any, d: Array, g: Array, alpha: Array, *, reduce: Reduction
+) -> tuple[Array, _FusedIn]:
+    """Pass 1 (``Uᵀ[v, g]``) and the orthogonalisation of ``v``: ``(vec, small arrays)``."""
     term = _eigen_term(xp, state, d, alpha, reduce)
-    coef, brand = _plan(xp, state, term, g, reduce)
+    coef, dots = reduce.sum_together(xp, *project(xp, state.basis, (term.v, g)))
+    ortho = orthogonalize(xp, state.basis, term.v, c=coef[:, 0], vv=dots[0], dot_with=(g, dots[1]), reduce=reduce)
+    small = _FusedIn(
+        state.eigvals,
+        state.discarded,
+        state.escaped,
+        state.step,
+        state.num_nonfinite,
+        term.finite,
+        term.rho,
+        dots[0],
+        coef[:, 1],
+        ortho.c,
+        ortho.r,
+        ortho.vec_dot,
+        ortho.shift,
+    )
+    return ortho.vec, small
+
+
+def _fused_small(
+    xp: ArrayNamespace, sm: _FusedIn, alpha: Array, gamma: Array, *, truncate: TruncationRule, period: int | None
+) -> _FusedOut:
+    """Brand's core, the truncation, the acceptance test and the query's coefficients, on small arrays only."""
+    core = plan_core(xp, sm.eigvals, c=sm.c, r=sm.r, shift=sm.shift, vv=sm.vv, rho=sm.rho, s=alpha)
+    # vec is not needed by the truncation rules nor by reject (pass 2 holds it).
+    brand = Plan(core.rot, None, core.vrot, core.eigvals, core.discarded, sm.vec_dot)  # type: ignore[arg-type]
     cut = truncate(xp, brand)
-    ok = _accepted(xp, term.finite, cut, state, alpha)
+    ok = _accepted(xp, sm.finite, cut, sm, alpha)
     rot, vrot = reject(xp, brand, ok)
-    eigvals = xp.where(ok, cut.eigvals, state.eigvals)
-    vec_dot = xp.where(ok, brand.vec_dot, xp.zeros_like(brand.vec_dot))
-    c_new = rot.T @ coef[:, 1] + vrot * vec_dot
+    eigvals = xp.where(ok, cut.eigvals, sm.eigvals)
+    vec_dot = xp.where(ok, sm.vec_dot, xp.zeros_like(sm.vec_dot))
+    c_new = rot.T @ sm.ug + vrot * vec_dot
     # The split form (g − U'c')/γ + U'(c'/(γ+σ')) of _core.operator.solve, through U' = U·rot + vec ⊗ vrot.
     coef = xp.stack([-c_new, c_new / (gamma + eigvals)], axis=1)
-    query = (rot @ coef, vrot @ coef, g, 1 / gamma)
-    new, y = _finish(
-        xp, state, brand, cut=cut, ok=ok, alpha=alpha, query=query, donate=donate, period=reorthonormalize_every
+    return _FusedOut(
+        rot,
+        vrot,
+        rot @ coef,
+        vrot @ coef,
+        eigvals,
+        xp.where(ok, alpha * sm.discarded + cut.trace, sm.discarded),
+        xp.where(ok, alpha * sm.escaped + cut.norm, sm.escaped),
+        saturating_increment(xp, sm.step, ok, period=period),
+        saturating_increment(xp, sm.num_nonfinite, ~ok),
+        ok,
     )
-    return maybe_reorthonormalize(xp, new, ok, reorthonormalize_every, reduce), y
+
+
+def _fused_back(
+    xp: ArrayNamespace,
+    state: Any,
+    vec: Array,
+    out: _FusedOut,
+    g: Array,
+    *,
+    gamma: Array,
+    donate: bool,
+    reorthonormalize_every: int | None,
+    reduce: Reduction,
+) -> tuple[Any, Array]:
+    """Pass 2: rotate the basis and write the query; assemble the new state; re-orthonormalise when due."""
+    basis = state.basis
+    dest = basis if donate and can_overwrite(xp, basis) else None
+    query = (out.query_rot, out.query_vrot, g, 1 / gamma)
+    new_basis, y = rotate(xp, basis, out.rot, vec, out.vrot, query=query, out=dest)
+    new = state._replace(
+        basis=new_basis,
+        eigvals=out.eigvals,
+        discarded=out.discarded,
+        escaped=out.escaped,
+        step=out.step,
+        num_nonfinite=out.num_nonfinite,
+    )
+    return maybe_reorthonormalize(xp, new, out.ok, reorthonormalize_every, reduce), y
 
 
 def update_sherman_morrison(

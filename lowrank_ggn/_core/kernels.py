@@ -247,7 +247,12 @@ def rotate(
     if out is not None:
         msg = "out= is only supported by the NumPy and PyTorch CPU paths"
         raise ValueError(msg)
-    if kind == "jax" and not rows and rot.shape[0] == rot.shape[1]:
+    if (
+        kind == "jax"
+        and not rows
+        and rot.shape[0] == rot.shape[1]
+        and basis.shape[0] >= _block_rows(basis, rot.shape[1])
+    ):
         return _rotate_jax(basis, rot, vec, vrot, query)
     return _rotate_generic(xp, basis, rot, vec, vrot, query=query, rows=rows)
 
@@ -272,12 +277,13 @@ def _rotate_generic(
             return new, None
         _, beta, g, eta = query
         return new, _query_column(both[m, ...], both[m + 1, ...], beta, vec=vec, g=g, eta=eta)
-    new = basis @ rot + vec[:, None] * vrot[None, :]
     if query is None:
-        return new, None
+        return basis @ rot + vec[:, None] * vrot[None, :], None
     a, beta, g, eta = query
-    ua = basis @ a
-    return new, _query_column(ua[:, 0], ua[:, 1], beta, vec=vec, g=g, eta=eta)
+    # One product n × (m + 2): a single read of U for the rotation and the query.
+    both = basis @ xp.concat([rot, a], axis=1)
+    new = both[:, :m] + vec[:, None] * vrot[None, :]
+    return new, _query_column(both[:, m], both[:, m + 1], beta, vec=vec, g=g, eta=eta)
 
 
 def _query_column(u0: Array, u1: Array, beta: Array, *, vec: Array, g: Array, eta: Array) -> Array:

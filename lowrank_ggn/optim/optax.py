@@ -370,6 +370,7 @@ def scale_by_lowrank(
         due = state.count % update_every == 0
         out: list[Any] = [None] * len(leaves)
         new_blocks: list[Any] = []
+        groups: dict[tuple[Any, Any], list[tuple[int, list[int], Any, jax.Array, jax.Array, Any]]] = {}
         for idx, block in zip(partition, state.blocks, strict=True):
             if block is None:  # a scalar block: γ⁻¹g (or g without damping)
                 for i in idx:
@@ -398,9 +399,19 @@ def scale_by_lowrank(
                 continue
             g = _flatten_block(gathered(placement, leaves, idx), idx, dtype)
             d = _flatten_block(gathered(placement, c_leaves, idx), idx, dtype)
+            if hasattr(approx, "fold_precondition_batch"):
+                # Local blocks of one rank and dtype are stepped together (one batched eigh), below.
+                groups.setdefault((approx, jnp.dtype(dtype)), []).append((len(new_blocks), idx, block, d, g, gam))
+                new_blocks.append(None)
+                continue
             new_block, y = _block_step(approx, block, d, g, gam, due=due, update_every=update_every)
             _unflatten_block(y, leaves, idx, out)
             new_blocks.append(new_block)
+        for (approx, _), members in groups.items():
+            stepped = _group_step(approx, members, due=due, update_every=update_every)
+            for (pos, idx, _, _, _, _), (new_block, y) in zip(members, stepped, strict=True):
+                _unflatten_block(y, leaves, idx, out)
+                new_blocks[pos] = new_block
         new_updates = jax.tree.unflatten(jax.tree.structure(updates), out)
         return new_updates, ScaleByLowRankState(count=_next_count(state.count, update_every), blocks=tuple(new_blocks))
 
@@ -442,6 +453,29 @@ def _block_step(
     if update_every == 1:
         return fused(block)
     return jax.lax.cond(due, fused, query, block)
+
+
+def _group_step(approx: Any, members: list, *, due: Any, update_every: int) -> list[tuple[Any, jax.Array]]:
+    """:func:`_block_step` of local blocks of one rank and dtype; more than one: one batched small phase."""
+    if len(members) == 1:
+        _, _, block, d, g, gam = members[0]
+        return [_block_step(approx, block, d, g, gam, due=due, update_every=update_every)]
+    gam = members[0][5]
+    blocks = tuple(m[2] for m in members)
+    ds = [m[3] for m in members]
+    gs = [m[4] for m in members]
+
+    def fused(states: tuple) -> tuple[tuple, tuple]:
+        res = approx.fold_precondition_batch(
+            jnp, states, ds, gs, damping=gam, map_small=lambda fn, stacked: jax.vmap(fn)(stacked)
+        )
+        return tuple(r[0] for r in res), tuple(r[1] for r in res)
+
+    def query(states: tuple) -> tuple[tuple, tuple]:
+        return states, tuple(approx.solve(jnp, st, g, damping=gam) for st, g in zip(states, gs, strict=True))
+
+    new, ys = fused(blocks) if update_every == 1 else jax.lax.cond(due, fused, query, blocks)
+    return list(zip(new, ys, strict=True))
 
 
 def scale_by_ginger(
