@@ -858,14 +858,13 @@ def operator_structure(operator: Any, dim: int) -> Structured:
     vector), ``basis`` (dim × k) and ``eigvals`` (k,) — the form of
     :class:`lowrank_ggn.DampedLowRank` — is converted exactly:
     :math:`\operatorname{diag}(a) + U \operatorname{diag}(\sigma) U^\top`
-    with ``U`` re-orthonormalised in float64. When the result has both a
-    non-constant diagonal and a low-rank part (which :meth:`Structured.inverse`
-    cannot invert in that form) and ``dim`` ≤ :data:`DENSE_LIMIT`, or when the
-    operator has only ``dense()``, the matrix is formed and brought to the
-    form :math:`sI + V \operatorname{diag}(w - s) V^\top` with its full
-    eigendecomposition (s the mean eigenvalue). Above ``DENSE_LIMIT`` a
-    diagonal + low-rank result is returned in that form, which only the
-    matrix-free evaluator reads (:meth:`WindowReduction.diagonal_metrics`).
+    with ``U`` re-orthonormalised in float64; a non-constant diagonal with a
+    low-rank part (``ginger-diagonal``) stays in that form, which
+    :meth:`Structured.inverse` cannot invert: the evaluators compute its
+    spectral errors separately (densely up to ``DENSE_LIMIT``, by Lanczos
+    above). An operator with only ``dense()`` (``dim`` ≤ ``DENSE_LIMIT``) is
+    formed and brought to the form :math:`sI + V \operatorname{diag}(w - s) V^\top`
+    with its full eigendecomposition (s the mean eigenvalue).
 
     Parameters
     ----------
@@ -893,12 +892,8 @@ def operator_structure(operator: Any, dim: int) -> Structured:
         else:
             low = Structured(np.zeros(dim), _empty(dim), np.zeros(0))
         out = low._replace(diagonal=np.broadcast_to(diagonal, (dim,)).copy())
-        if out.isotropic or not basis.shape[1] or dim > DENSE_LIMIT:
-            # Above DENSE_LIMIT a diagonal + low-rank matrix stays in that form (no eigendecomposition):
-            # only the matrix-free evaluator (WindowReduction.diagonal_metrics) reads it.
-            return out
-        matrix = out.dense()
-    elif hasattr(operator, "dense") and dim <= DENSE_LIMIT:
+        return out  # a diagonal + low-rank matrix stays in that form (the evaluators read it as such)
+    if hasattr(operator, "dense") and dim <= DENSE_LIMIT:
         matrix = np.asarray(to_numpy(operator.dense()), np.float64)
     else:
         msg = f"cannot convert the operator {type(operator).__name__} of dimension {dim} to a structured matrix"
