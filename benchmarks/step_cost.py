@@ -9,12 +9,15 @@ over the rounds kept for each (so that other processes on the machine disturb bo
     parameter array) on the parameter shapes of the digits MLP (64-128-128-10), against the same step of
     ``optax.adam``; and a whole training step of that MLP (forward, loss gradient, the sampled-label curvature
     vector of Eq 8 for Ginger) against Adam's training step.
+``--what torch``
+    A ``torch.optim`` step (``optimizer.step``, gradients and curvature vectors given) of the library's ``Ginger``
+    (τ = 4, one block per parameter tensor) on the digits MLP's parameter shapes, against ``torch.optim.Adam``'s step.
 ``--what fused``
     The jitted, donated fused step ``ginger_update_precondition`` at ``--dim`` against the straightforward
     formulation of the same step as the authors' code writes it (``c = Uᵀd``, ``p = d − Uc``, ``eigh`` of the
     (τ+1)² core, ``U ← [U, p/r]V``, Woodbury query), also jitted and donated, at τ ∈ ``--ranks``.
 
-    python benchmarks/step_cost.py --what optax,fused --dim 1e6 --ranks 4,16 [--lib PATH] [--rounds 7]
+    python benchmarks/step_cost.py --what optax,torch,fused --dim 1e6 --ranks 4,16 [--lib PATH] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -114,6 +117,33 @@ def _optax(lg, rounds: int) -> None:
     )
 
 
+def _torch(rounds: int) -> None:
+    import torch
+
+    from lowrank_ggn.optim.torch import Ginger
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    sizes = [64, 128, 128, 10]
+    shapes = [s for a, b in zip(sizes[:-1], sizes[1:], strict=True) for s in ((b, a), (b,))]
+    opts = {}
+    for name in ("ginger", "adam"):
+        params = [torch.nn.Parameter(torch.randn(s) * 0.1) for s in shapes]
+        for q in params:
+            q.grad = torch.randn_like(q) * 0.01
+        curv = [torch.randn_like(q) * 0.01 for q in params]
+        if name == "ginger":
+            opt = Ginger(params, lr=0.1, rank=4)
+            opts[name] = lambda opt=opt, curv=curv: opt.step(curvature=curv)
+        else:
+            opt = torch.optim.Adam(params, lr=1e-3)
+            opts[name] = opt.step
+    for fn in opts.values():
+        fn()
+    best = _interleaved(opts, rounds, reps=20)
+    print(f"torch.optim step, digits MLP shapes, tau=4: Ginger / Adam = {best['ginger'] / best['adam']:.2f}")
+
+
 def tx_state_copy(state):
     import jax
     import jax.numpy as jnp
@@ -199,6 +229,8 @@ def main() -> None:
     what = set(args.what.split(","))
     if "optax" in what:
         _optax(lg, args.rounds)
+    if "torch" in what:
+        _torch(args.rounds)
     if "fused" in what:
         _fused(lg, int(args.dim), [int(r) for r in args.ranks.split(",")], args.rounds)
 

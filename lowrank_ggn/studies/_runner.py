@@ -389,7 +389,7 @@ class StudyConfig:
         α of the default setting; one of ``decays``.
     damping : float, default 1e-2
         γ of the default setting; one of ``dampings``.
-    checkpoints : int, default 16
+    checkpoints : int, default 12
         Number of time-series points (evenly spaced, the last at ``steps``).
     num_gradients : int, default 8
         Gradients per evaluation, for the cosine and the decrease metrics:
@@ -434,7 +434,7 @@ class StudyConfig:
     rank: int = 8
     decay: float = 0.99
     damping: float = 1e-2
-    checkpoints: int = 16
+    checkpoints: int = 12
     num_gradients: int = 8
     threads: int | None = 1
     user_streams: tuple[UserStream, ...] = ()
