@@ -37,8 +37,6 @@ import optax
 
 import lowrank_ggn as lg
 from lowrank_ggn._core.checks import check_approximation, check_damping
-from lowrank_ggn.optim._sharded import Placement, check_placement, gathered, init_state, split
-from lowrank_ggn.optim._sharded import step as sharded_step
 from lowrank_ggn.optim._options import (
     DEFAULT_DAMPING,
     DEFAULT_DECAY,
@@ -50,6 +48,8 @@ from lowrank_ggn.optim._options import (
     check_damping_or_schedule,
     check_nonnegative,
 )
+from lowrank_ggn.optim._sharded import Placement, check_placement, gathered, init_state, split
+from lowrank_ggn.optim._sharded import step as sharded_step
 from lowrank_ggn.optim.damping import DampingPolicy
 
 __all__ = [
