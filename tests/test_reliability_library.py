@@ -348,3 +348,34 @@ def test_discarded_counts_a_rounding_level_residual(dtype):
     np.testing.assert_allclose(float(new.discarded), expected, rtol=10 * eps**0.5)
     total = decay * 3.0 + (1 - decay) * float(d @ d)
     np.testing.assert_allclose(float(np.sum(new.eigvals, dtype=np.float64) + new.discarded), total, rtol=10 * eps)
+
+
+def test_small_eigensolver_failure_never_zeroes_the_state():
+    """A finite core near the top of float64's range: JAX's eigh returns NaN for it.
+
+    The core is decomposed scaled (so it succeeds), and an eigensolver that still fails
+    rejects the update: the eigenvalues never collapse to zero (they did, at step 112).
+    """
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from lowrank_ggn._core import brand
+
+    big = float(np.finfo(np.float64).max)
+    core = np.diag([2.96e307, 2.93e307, 3.26e307, -9.16e307])
+    for xp in (np, jnp):
+        w, v = brand.eigh_small(xp, xp.asarray(core))
+        np.testing.assert_allclose(np.asarray(w), np.sort(np.diag(core)), rtol=1e-14)
+        assert np.all(np.isfinite(np.asarray(v)))
+    dim, rank, c = 10, 3, 2**0.5 * big**0.5  # d_i² = 2·max overflows, (1 − α)·d_i² does not
+    for xp in (np, jnp):
+        state = lg.ginger_init(dim, rank, xp=xp, dtype=xp.float64)
+        for t in range(120):
+            d = np.zeros(dim)
+            d[t % (rank + 1)] = c
+            state = lg.ginger_update(state, xp.asarray(d), decay=0.99)
+            if t >= rank:
+                assert float(np.min(np.asarray(state.eigvals))) > 0, (xp.__name__, t)
+            u = np.asarray(state.basis)
+            assert np.abs(u.T @ u - np.eye(rank)).max() < 1e-12

@@ -235,6 +235,8 @@ def plan_core(
     core_ok = xp.all(xp.isfinite(core))
     core = xp.where(core_ok, core, xp.zeros_like(core))
     mu, vecs = eigh_small(xp, core)
+    # An eigensolver that fails on a finite core (NaN out) rejects the update like a non-finite core.
+    core_ok = core_ok & xp.all(xp.isfinite(vecs)) & ~xp.any(xp.isnan(mu))
     # eigh returns the eigenvalues of a finite symmetric matrix in ascending order:
     # reversing the columns sorts them descending (no sort, no gather).
     mu = xp.flip(mu, axis=0)
@@ -327,9 +329,19 @@ def eigh_small(xp: ArrayNamespace, m: Array) -> tuple[Array, Array]:
     is about 10× smaller. Results are returned in ``m``'s dtype.
     """
     wide = widest_float_dtype(xp, m)
+    mw = m if wide == m.dtype else xp.astype(m, wide)
+    # Entries beyond √max overflow inside some eigensolvers (JAX's returns NaN for a finite
+    # matrix near the top of the range): such a matrix is decomposed divided by its largest
+    # entry and the eigenvalues are scaled back. Other matrices are decomposed as they are.
+    top = xp.max(xp.abs(mw))
+    scale = xp.where(top > float(xp.finfo(wide).max) ** 0.5, top, xp.ones_like(top))
+    # Two products with 1/√scale: 1/scale itself may be subnormal, and XLA's CPU backend (which
+    # divides through the reciprocal) flushes it to zero.
+    inv_root = 1 / xp.sqrt(scale)
+    w, v = xp.linalg.eigh((mw * inv_root) * inv_root)
+    w = w * scale
     if wide == m.dtype:
-        return xp.linalg.eigh(m)
-    w, v = xp.linalg.eigh(xp.astype(m, wide))
+        return w, v
     return xp.astype(w, m.dtype), xp.astype(v, m.dtype)
 
 
