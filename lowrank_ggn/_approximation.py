@@ -442,9 +442,31 @@ class Ginger(Approximation):
     ) -> list[tuple[GingerState, Array]]:
         """:meth:`fold_precondition` of several local states of this rank and one dtype, with one batched ``eigh``.
 
-        ``map_small(fn, stacked)`` maps ``fn`` over the leading axis of a
-        NamedTuple of stacked small arrays (``jax.vmap(fn)(stacked)``). Results
-        equal those of :meth:`fold_precondition` state by state; no donation.
+        Results equal those of :meth:`fold_precondition` state by state; no
+        donation; unchecked, like the other engine methods. Cost: one pass
+        over each state's basis as in :meth:`fold_precondition`, plus one
+        batched (τ+1)² eigendecomposition for all the states.
+
+        Parameters
+        ----------
+        xp : array namespace
+            The namespace of the states (JAX under ``jax.jit`` in the optax front-end).
+        states : sequence of GingerState
+            Local (unsharded) states of this object's rank and one dtype.
+        ds : sequence of array
+            The curvature vectors, one per state, each of its state's dim and dtype.
+        gs : sequence of array
+            The vectors to precondition, one per state, likewise.
+        damping : float or 0-d array
+            γ > 0 of the query, shared by all the states.
+        map_small : callable
+            ``map_small(fn, stacked)`` maps ``fn`` over the leading axis of a
+            NamedTuple of stacked small arrays (``jax.vmap`` on JAX).
+
+        Returns
+        -------
+        list of (GingerState, array)
+            For each state, the new state and the preconditioned vector.
         """
         if not states:
             return []
