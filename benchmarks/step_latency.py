@@ -38,6 +38,22 @@ def _bench(f, *args, reps: int = 300, rounds: int = 5) -> float:
     return best * 1e6
 
 
+def _mlp_params() -> list:
+    """The digits MLP's parameters (64-128-128-10), one dict of ``w`` and ``b`` per layer."""
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.PRNGKey(0)
+    params = []
+    for a, b in zip(MLP_SIZES[:-1], MLP_SIZES[1:], strict=True):
+        key, k = jax.random.split(key)
+        params.append({"w": jax.random.normal(k, (a, b)) / a**0.5, "b": jnp.zeros(b)})
+    return params
+
+
+MLP_SIZES = (64, 128, 128, 10)
+
+
 def _optax_variants() -> None:
     import jax
     import jax.numpy as jnp
@@ -45,12 +61,7 @@ def _optax_variants() -> None:
 
     from lowrank_ggn.optim.optax import ginger
 
-    sizes = [64, 128, 128, 10]
-    key = jax.random.PRNGKey(0)
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        key, k = jax.random.split(key)
-        params.append({"w": jax.random.normal(k, (a, b)) / a**0.5, "b": jnp.zeros(b)})
+    params = _mlp_params()
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.01, params)
 
     def step_time(tx) -> float:
@@ -116,16 +127,10 @@ def _ops() -> None:
     from collections import Counter
 
     import jax
-    import jax.numpy as jnp
 
     from lowrank_ggn.optim.optax import ginger
 
-    sizes = [64, 128, 128, 10]
-    key = jax.random.PRNGKey(0)
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        key, k = jax.random.split(key)
-        params.append({"w": jax.random.normal(k, (a, b)) / a**0.5, "b": jnp.zeros(b)})
+    params = _mlp_params()
     tx = ginger(0.1, rank=4)
     state = tx.init(params)
     text = jax.jit(lambda p, s, g: tx.update(g, s, p)).lower(params, state, params).compile().as_text()
