@@ -53,7 +53,8 @@ def _optax(lg, rounds: int) -> None:
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         key, k = jax.random.split(key)
         params.append({"w": jax.random.normal(k, (a, b)) / a**0.5, "b": jnp.zeros(b)})
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.01, params)
+    grads = _gradients(params)
+    keys = list(jax.random.split(key, len(grads)))
     x = jax.random.normal(key, (64, 64))
     y = jax.random.randint(key, (64,), 0, 10)
 
@@ -89,18 +90,19 @@ def _optax(lg, rounds: int) -> None:
 
     carry = {}
     for name, (tstep, train, state) in results.items():
-        carry[name] = [jax.tree.map(jnp.copy, params), state, jax.tree.map(jnp.copy, params), tx_state_copy(state)]
+        carry[name] = [jax.tree.map(jnp.copy, params), state, jax.tree.map(jnp.copy, params), tx_state_copy(state), 0]
 
     def runner(name, which):
         tstep, train, _ = results[name]
 
         def go():
             c = carry[name]
+            i = c[4] = (c[4] + 1) % len(grads)
             if which == "transform":
-                c[0], c[1] = tstep(c[0], c[1], grads)
+                c[0], c[1] = tstep(c[0], c[1], grads[i])
                 jax.block_until_ready(c[0])
             else:
-                c[2], c[3] = train(c[2], c[3], key)
+                c[2], c[3] = train(c[2], c[3], keys[i])
                 jax.block_until_ready(c[2])
 
         return go
@@ -144,6 +146,28 @@ def _torch(rounds: int) -> None:
     print(f"torch.optim step, digits MLP shapes, tau=4: Ginger / Adam = {best['ginger'] / best['adam']:.2f}")
 
 
+def _gradients(params: list, count: int = 11) -> list:
+    """``count`` random gradients shaped like ``params`` (entries of size 0.01), cycled through by the steps.
+
+    A fresh gradient has most of its norm outside the span of Ginger's basis, which its update handles in the
+    cheapest path; the same vector fed again and again would measure the re-orthogonalising path instead.
+    """
+    import jax
+
+    keys = jax.random.split(jax.random.PRNGKey(1), count)
+    leaves, tree = jax.tree.flatten(params)
+    return [
+        jax.tree.unflatten(
+            tree,
+            [
+                0.01 * jax.random.normal(k, p.shape)
+                for k, p in zip(jax.random.split(key, len(leaves)), leaves, strict=True)
+            ],
+        )
+        for key in keys
+    ]
+
+
 def tx_state_copy(state):
     import jax
     import jax.numpy as jnp
@@ -159,8 +183,11 @@ def _fused(lg, dim: int, ranks: list[int], rounds: int) -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    ds = [jnp.asarray(rng.standard_normal(dim), jnp.float32) for _ in range(4)]
     for tau in ranks:
+        # More distinct vectors than the rank: each d has a component outside span U, as a fresh curvature
+        # vector has (cycling through τ or fewer vectors would put every d in span U, the rare CGS2 path).
+        count = 2 * tau + 3
+        ds = [jnp.asarray(rng.standard_normal(dim), jnp.float32) for _ in range(count)]
         lib = jax.jit(
             lambda s, d, g: lg.ginger_update_precondition(
                 s, d, g, decay=0.99, damping=1e-2, reorthonormalize_every=None
@@ -194,13 +221,13 @@ def _fused(lg, dim: int, ranks: list[int], rounds: int) -> None:
         k = [0]
 
         def run_lib():
-            i = k[0] = (k[0] + 1) % 4
-            state[0], y = lib(state[0], ds[i], ds[(i + 1) % 4])
+            i = k[0] = (k[0] + 1) % count
+            state[0], y = lib(state[0], ds[i], ds[(i + 1) % count])
             y.block_until_ready()
 
         def run_plain():
-            i = k[0] = (k[0] + 1) % 4
-            plain_state[0], plain_state[1], y = plain(plain_state[0], plain_state[1], ds[i], ds[(i + 1) % 4])
+            i = k[0] = (k[0] + 1) % count
+            plain_state[0], plain_state[1], y = plain(plain_state[0], plain_state[1], ds[i], ds[(i + 1) % count])
             y.block_until_ready()
 
         for _ in range(3):

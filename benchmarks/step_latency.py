@@ -54,6 +54,29 @@ def _mlp_params() -> list:
 MLP_SIZES = (64, 128, 128, 10)
 
 
+def _gradients(params: list, count: int = 11) -> list:
+    """``count`` random gradients shaped like ``params`` (entries of size 0.01), to cycle through.
+
+    Ginger's update takes its cheapest path when the new vector has most of its norm outside the span of the
+    basis, as a fresh gradient has; a step fed the same vector again and again (or cycling through τ or
+    fewer) would measure the re-orthogonalising path at every step instead.
+    """
+    import jax
+
+    keys = jax.random.split(jax.random.PRNGKey(1), count)
+    leaves, tree = jax.tree.flatten(params)
+    return [
+        jax.tree.unflatten(
+            tree,
+            [
+                0.01 * jax.random.normal(k, p.shape)
+                for k, p in zip(jax.random.split(key, len(leaves)), leaves, strict=True)
+            ],
+        )
+        for key in keys
+    ]
+
+
 def _optax_variants() -> None:
     import jax
     import jax.numpy as jnp
@@ -62,7 +85,7 @@ def _optax_variants() -> None:
     from lowrank_ggn.optim.optax import ginger
 
     params = _mlp_params()
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.01, params)
+    grads = _gradients(params)
 
     def step_time(tx) -> float:
         def step(p, s, g):
@@ -70,10 +93,11 @@ def _optax_variants() -> None:
             return optax.apply_updates(p, u), s
 
         f = jax.jit(step, donate_argnums=(0, 1))
-        carry = [jax.tree.map(jnp.copy, params), tx.init(params)]
+        carry = [jax.tree.map(jnp.copy, params), tx.init(params), 0]
 
         def go():
-            carry[0], carry[1] = f(carry[0], carry[1], grads)
+            carry[2] = (carry[2] + 1) % len(grads)
+            carry[0], carry[1] = f(carry[0], carry[1], grads[carry[2]])
             return carry[0]
 
         return _bench(go, reps=200, rounds=7)
@@ -110,7 +134,11 @@ def _chain() -> None:
     core = jnp.eye(tau + 1, dtype=jnp.float32) + 0.1
     opts = {"decay": 0.99, "reorthonormalize_every": None}
     rows = (
-        ("fused update + query", jax.jit(lambda s, d, g: lg.ginger_update_precondition(s, d, g, damping=1e-2, **opts)), (state, v, g)),
+        (
+            "fused update + query",
+            jax.jit(lambda s, d, g: lg.ginger_update_precondition(s, d, g, damping=1e-2, **opts)),
+            (state, v, g),
+        ),
         ("update alone", jax.jit(lambda s, d: lg.ginger_update(s, d, **opts)), (state, v)),
         ("query alone", jax.jit(lambda s, g: lg.ginger_precondition(s, g, damping=1e-2)), (state, g)),
         ("Uᵀv and Uᵀg (two products)", jax.jit(lambda u, v, g: (u.T @ v, u.T @ g)), (u, v, g)),
@@ -138,8 +166,10 @@ def _ops() -> None:
     entry = entry[: entry.index("\n}")]
     ops = Counter(re.findall(r"= \S+ ([a-z-]+)\(", entry) + re.findall(r"= \([^=]*\) ([a-z-]+)\(", entry))
     eigh = len(re.findall("syevd", text))
-    print(f"compiled optax ginger step, digits MLP shapes, tau=4: {ops['fusion']} fusions, "
-          f"{ops['conditional']} conditionals, {eigh} eigh calls")
+    print(
+        f"compiled optax ginger step, digits MLP shapes, tau=4: {ops['fusion']} fusions, "
+        f"{ops['conditional']} conditionals, {eigh} eigh calls"
+    )
 
 
 def main() -> None:

@@ -113,6 +113,7 @@ def plan(
     s: Array,
     dot_with: tuple[Array, Array] | None = None,
     reduce: Reduction = LOCAL,
+    rows: bool = False,
 ) -> Plan:
     r"""Plan Brand's update from the reductions ``c = Uᵀv`` and ``vv = vᵀv`` (one read of ``U``).
 
@@ -130,11 +131,11 @@ def plan(
     completes those of the CGS2 path (``Uᵀp̃₁``, ``p̃₁ᵀp̃₁`` and ``p̃₁ᵀw``, in
     one all-reduce).
 
-    The two phases are :func:`orthogonalize` (the only one that may read
-    ``U``) and :func:`plan_core` (small arrays only, so that a caller holding
+    ``rows=True``: ``basis`` is given as ``Uᵀ``. The two phases are
+    :func:`orthogonalize` (the only one that may read ``U``) and :func:`plan_core` (small arrays only, so that a caller holding
     several bases of the same rank can map it over all of them at once).
     """
-    ortho = orthogonalize(xp, basis, v, c=c, vv=vv, dot_with=dot_with, reduce=reduce)
+    ortho = orthogonalize(xp, basis, v, c=c, vv=vv, dot_with=dot_with, reduce=reduce, rows=rows)
     core = plan_core(xp, eigvals, c=ortho.c, r=ortho.r, shift=ortho.shift, vv=vv, rho=rho, s=s)
     return Plan(
         core.rot, ortho.vec, core.vrot, core.eigvals, core.discarded, ortho.vec_dot if dot_with is not None else None
@@ -165,8 +166,12 @@ def orthogonalize(
     vv: Array,
     dot_with: tuple[Array, Array] | None = None,
     reduce: Reduction = LOCAL,
+    rows: bool = False,
 ) -> Orthogonalized:
-    """Run the first phase of :func:`plan`: the one-pass test and, when it fails, CGS2 (one more read of ``U``)."""
+    """Run the first phase of :func:`plan`: the one-pass test and, when it fails, CGS2 (one more read of ``U``).
+
+    ``rows=True``: ``basis`` is given as ``Uᵀ``.
+    """
     cc = xp.sum(c * c)
     # r² = ‖v‖² − ‖c‖²; the one-pass test r ≥ ‖v‖/√2 is ‖c‖² ≤ ‖v‖²/2 (false for NaN).
     one_pass = cc <= (1 - DGKS * DGKS) * vv
@@ -179,7 +184,7 @@ def orthogonalize(
         return c, v, xp.sqrt(xp.where(r2 > 0, r2, xp.zeros_like(r2))), vw, c
 
     def twice(c: Array) -> tuple[Array, Array, Array, Array, Array]:
-        return cgs2(xp, basis, v, c, None if dot_with is None else w, reduce=reduce)
+        return cgs2(xp, basis, v, c, None if dot_with is None else w, reduce=reduce, rows=rows)
 
     return Orthogonalized(*cond(one_pass, direct, twice, c))
 

@@ -51,7 +51,7 @@ from lowrank_ggn._core.brand import (
     reorthonormalize_qr,
     unit_max,
 )
-from lowrank_ggn._core.kernels import can_overwrite, project, rotate
+from lowrank_ggn._core.kernels import can_overwrite, prefers_rows, project, rotate
 from lowrank_ggn._core.operator import as_scalar, sigma_from_kappa, solve
 from lowrank_ggn._core.reduction import LOCAL, Reduction
 from lowrank_ggn.backends import cond, is_traced
@@ -114,8 +114,8 @@ def _eigen_term(xp: ArrayNamespace, state: Any, d: Array, alpha: Array, reduce: 
 
 def _plan(xp: ArrayNamespace, state: Any, term: _Term, g: Array | None, reduce: Reduction) -> tuple[Array, Plan]:
     """Pass 1 (``Uᵀ[v, g]``) and Brand's plan; returns ``(Uᵀ[v, g], plan)``."""
-    basis = state.basis
-    coef, dots = reduce.sum_together(xp, *project(xp, basis, (term.v,) if g is None else (term.v, g)))
+    basis, rows = _view(xp, state.basis)
+    coef, dots = reduce.sum_together(xp, *project(xp, basis, (term.v,) if g is None else (term.v, g), rows=rows))
     dot_with = None if g is None else (g, dots[1])
     brand = plan(
         xp,
@@ -128,8 +128,15 @@ def _plan(xp: ArrayNamespace, state: Any, term: _Term, g: Array | None, reduce: 
         s=term.scale,
         dot_with=dot_with,
         reduce=reduce,
+        rows=rows,
     )
     return coef, brand
+
+
+def _view(xp: ArrayNamespace, basis: Array) -> tuple[Array, bool]:
+    """``(Uᵀ, True)`` where the passes run faster on ``Uᵀ`` (:func:`~lowrank_ggn._core.kernels.prefers_rows`), else ``(U, False)``."""
+    rows = prefers_rows(xp, basis)
+    return (basis.T if rows else basis), rows
 
 
 def _finish(
@@ -148,7 +155,8 @@ def _finish(
     basis = state.basis
     rot, vrot = reject(xp, brand, ok)
     out = basis if donate and can_overwrite(xp, basis) else None
-    new_basis, y = rotate(xp, basis, rot, brand.vec, vrot, query=query, out=out)
+    view, rows = _view(xp, basis)
+    new_basis, y = rotate(xp, view, rot, brand.vec, vrot, query=query, out=out, rows=rows)
     new = state._replace(
         basis=new_basis,
         eigvals=xp.where(ok, cut.eigvals, state.eigvals),
@@ -329,8 +337,9 @@ def _fused_front(
 ) -> tuple[Array, _FusedIn]:
     """Pass 1 (``Uᵀ[v, g]``) and the orthogonalisation of ``v``: ``(vec, small arrays)``."""
     term = _eigen_term(xp, state, d, alpha, reduce)
-    coef, dots = reduce.sum_together(xp, *project(xp, state.basis, (term.v, g)))
-    ortho = orthogonalize(xp, state.basis, term.v, c=coef[:, 0], vv=dots[0], dot_with=(g, dots[1]), reduce=reduce)
+    basis, rows = _view(xp, state.basis)
+    coef, dots = reduce.sum_together(xp, *project(xp, basis, (term.v, g), rows=rows))
+    ortho = orthogonalize(xp, basis, term.v, c=coef[:, 0], vv=dots[0], dot_with=(g, dots[1]), reduce=reduce, rows=rows)
     small = _FusedIn(
         state.eigvals,
         state.discarded,
@@ -394,7 +403,8 @@ def _fused_back(
     basis = state.basis
     dest = basis if donate and can_overwrite(xp, basis) else None
     query = (out.query_rot, out.query_vrot, g, 1 / gamma)
-    new_basis, y = rotate(xp, basis, out.rot, vec, out.vrot, query=query, out=dest)
+    view, rows = _view(xp, basis)
+    new_basis, y = rotate(xp, view, out.rot, vec, out.vrot, query=query, out=dest, rows=rows)
     new = state._replace(
         basis=new_basis,
         eigvals=out.eigvals,

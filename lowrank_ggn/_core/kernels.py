@@ -44,6 +44,7 @@ __all__ = [
     "can_overwrite",
     "compress_rows",
     "fill_rows",
+    "prefers_rows",
     "project",
     "residual",
     "rotate",
@@ -55,6 +56,10 @@ __all__ = [
 _BLOCK_BYTES = 2**21
 # Below this many elements of U, the blocked path's loop overhead is not worth it.
 _MIN_BLOCKED = 2**16
+# JAX on the CPU: up to this rank the passes run on Uᵀ (see prefers_rows). Measured at dim = 10⁶, float32
+# (benchmarks/step_cost.py --what fused): the fused step on Uᵀ took 0.4× the time at τ = 2 and 4, but
+# 1.5–2.5× at τ = 8 and 16, where the blocked in-place rotation of U wins.
+_ROWS_MAX_RANK = 4
 
 
 def _blocked(xp: ArrayNamespace, basis: Array) -> str | None:
@@ -113,6 +118,24 @@ def _block_rows(basis: Array, extra_columns: int = 0) -> int:
     return max(256, _BLOCK_BYTES // row_bytes)
 
 
+def prefers_rows(xp: ArrayNamespace, basis: Array) -> bool:
+    """Whether the passes over ``basis`` (shape ``(dim, n)``) run faster on ``Uᵀ`` (``rows=True``).
+
+    True for JAX on the CPU. XLA's CPU backend multiplies a tall, thin
+    row-major ``dim × n`` matrix by a vector or a small matrix 5–10 times
+    slower than it reads the matrix (measured at n = 4, dim = 2.6·10⁴ and 10⁶,
+    float32: ``benchmarks/step_latency.py``); with ``Uᵀ`` in row-major layout
+    each product is a contiguous dot product or sum of scaled rows, which it
+    vectorises. The transposed copy of ``U`` (one read and one write) is paid
+    back within the first product.
+    """
+    if not is_jax(xp) or basis.ndim != 2 or not 2 <= basis.shape[1] <= _ROWS_MAX_RANK:
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def can_overwrite(xp: ArrayNamespace, basis: Array) -> bool:
     """Whether :func:`rotate` can write its result into ``basis`` itself (``out=basis``).
 
@@ -158,10 +181,8 @@ def _project_jax(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, 
     without a transposed copy (``Uᵀ`` given as rows: the plain product).
     """
     n = basis.shape[0] if rows else basis.shape[1]
-    if n <= 2:
+    if n <= 2 or rows:
         return xp.stack([basis @ v if rows else v @ basis for v in vectors], axis=1)
-    if rows:
-        return basis @ xp.stack(list(vectors), axis=1)
     from jax import lax
 
     return lax.dot_general(xp.stack(list(vectors), axis=1), basis, (((0,), (0,)), ((), ()))).T
@@ -271,7 +292,7 @@ def _rotate_generic(
     if rows:
         # One product (m [+1]) × n by n × dim: a single read of Uᵀ, row-major operands.
         coef = rot.T if query is None else xp.concat([rot.T, query[0].T], axis=0)
-        both = coef @ basis
+        both = _rows_combination(coef, basis) if is_jax(xp) else coef @ basis
         new = both[:m, ...].T + vec[:, None] * vrot[None, :]
         if query is None:
             return new, None
@@ -284,6 +305,18 @@ def _rotate_generic(
     both = basis @ xp.concat([rot, a], axis=1)
     new = both[:, :m] + vec[:, None] * vrot[None, :]
     return new, _query_column(both[:, m], both[:, m + 1], beta, vec=vec, g=g, eta=eta)
+
+
+def _rows_combination(coef: Array, rows: Array) -> Array:
+    """``coef @ rows`` for a small ``coef`` (k, n), written as a sum of n scaled rows.
+
+    XLA's CPU backend fuses the sum into one loop, which it runs about twice
+    as fast as the product (measured at n = 4, dim = 10⁶, float32); beyond
+    ``_ROWS_MAX_RANK`` rows, the product.
+    """
+    if rows.shape[0] > _ROWS_MAX_RANK:
+        return coef @ rows
+    return sum(coef[:, j : j + 1] * rows[j : j + 1, :] for j in range(rows.shape[0]))
 
 
 def _query_column(u0: Array, u1: Array, beta: Array, *, vec: Array, g: Array, eta: Array) -> Array:
@@ -299,8 +332,10 @@ def apply(xp: ArrayNamespace, basis: Array, coef: Array, vec: Array, scale: Arra
     ``g/γ + U z``, neither term overflows when the answer is finite, however
     small ``γ`` is.
     """
-    del xp
-    both = coef.T @ basis if rows else (basis @ coef).T  # (2, dim)
+    if rows and is_jax(xp):
+        both = _rows_combination(coef.T, basis)
+    else:
+        both = coef.T @ basis if rows else (basis @ coef).T  # (2, dim)
     return scale * (vec - both[0, ...]) + both[1, ...]
 
 
