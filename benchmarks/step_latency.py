@@ -7,7 +7,8 @@ Two tables, each measured in one run (the minimum over rounds of the mean over r
    no re-orthonormalisation, one block for the whole model, a curvature update every 10 steps, τ = 1.
 2. The jitted fused step on one block of the MLP's size (d = 26,122, τ = 4), its update and its query
    alone, and the pieces of its dependency chain: the two projections ``Uᵀv``, ``Uᵀg``, the (τ+1)²
-   eigendecomposition, and ``U c + v``.
+   eigendecomposition, and ``U c + v`` — the products with ``U`` stored as the state keeps it (d × τ,
+   row-major) and as ``Uᵀ`` (τ × d, row-major), which the step uses at τ ≤ 4 on the CPU — and a copy of ``U``.
 
 With ``--ops``, instead: the operations of the compiled optax step (top level: fusions, conditionals;
 LAPACK eigh calls anywhere), which do not depend on the machine's load.
@@ -131,6 +132,7 @@ def _chain() -> None:
     v = jnp.asarray(rng.standard_normal(dim), jnp.float32)
     g = jnp.asarray(rng.standard_normal(dim), jnp.float32)
     u, c = state.basis, jnp.ones(tau, jnp.float32)
+    ut = jnp.asarray(np.asarray(u).T.copy())  # Uᵀ stored row-major: the layout the step uses at τ ≤ 4
     core = jnp.eye(tau + 1, dtype=jnp.float32) + 0.1
     opts = {"decay": 0.99, "reorthonormalize_every": None}
     rows = (
@@ -141,9 +143,12 @@ def _chain() -> None:
         ),
         ("update alone", jax.jit(lambda s, d: lg.ginger_update(s, d, **opts)), (state, v)),
         ("query alone", jax.jit(lambda s, g: lg.ginger_precondition(s, g, damping=1e-2)), (state, g)),
-        ("Uᵀv and Uᵀg (two products)", jax.jit(lambda u, v, g: (u.T @ v, u.T @ g)), (u, v, g)),
+        ("Uᵀv and Uᵀg (two products), U stored d × τ", jax.jit(lambda u, v, g: (u.T @ v, u.T @ g)), (u, v, g)),
+        ("the same, Uᵀ stored τ × d", jax.jit(lambda ut, v, g: (ut @ v, ut @ g)), (ut, v, g)),
         ("eigh of the (τ+1)² core", jax.jit(jnp.linalg.eigh), (core,)),
-        ("U c + v", jax.jit(lambda u, c, v: u @ c + v), (u, c, v)),
+        ("U c + v, U stored d × τ", jax.jit(lambda u, c, v: u @ c + v), (u, c, v)),
+        ("the same, Uᵀ stored τ × d", jax.jit(lambda ut, c, v: c @ ut + v), (ut, c, v)),
+        ("a copy of U", jax.jit(lambda u: u + 0), (u,)),
     )
     print(f"\n| jitted, d = {dim:,}, τ = {tau}, float32 | µs |\n|---|---|")
     for name, f, args in rows:

@@ -317,3 +317,59 @@ def test_finite_max_abs_without_temporaries(xp, seed, dim, data):
     assert bool(finite) == bool(np.all(np.isfinite(v)))
     if bad is None:
         assert float(vmax) == float(np.max(np.abs(v)))
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_finite_max_abs_blocked(xp, bad):
+    """Over several blocks (NumPy reduces block by block): the extreme or the bad value in any block is found."""
+    from lowrank_ggn._core.brand import finite_max_abs
+
+    rng = np.random.default_rng(7)
+    dim = 5 * 2**16 + 123
+    v = rng.standard_normal(dim)
+    where = int(rng.integers(2**16, dim))  # not in the first block
+    v[where] = -1e3 if bad is None else bad
+    v = v.astype(xp.np_dtype)
+    finite, vmax = finite_max_abs(xp.ns, xp.asarray(v))
+    assert bool(finite) == (bad is None)
+    if bad is None:
+        assert float(vmax) == float(np.max(np.abs(v))) == 1e3
+
+
+@settings(max_examples=4)
+@given(seed=seeds, rank=st.integers(1, 5), big=st.booleans())
+def test_kernels_take_a_scaled_vector(xp, seed, rank, big):
+    """``Scaled(d, f)`` in place of ``d·f`` gives the results of the formed vector, on the blocked paths too.
+
+    The blocked NumPy/PyTorch kernels scale it block by block into a scratch buffer; a block left
+    unscaled, or scaled into the wrong rows, differs from the formed vector by the factor.
+    """
+    from lowrank_ggn._core.kernels import Scaled
+
+    rng = np.random.default_rng(seed)
+    dim = 3 * (2**21 // ((rank + 2) * 4)) + 11 if big else 50
+    U = xp.asarray(rng.standard_normal((dim, rank)))
+    D, G = xp.asarray(rng.standard_normal(dim) * 1e3), xp.asarray(rng.standard_normal(dim))
+    factor = xp.asarray(np.float64(1e-3))
+    formed = D * factor
+    sv = Scaled(D, factor)
+    R, B, A2, BETA, C = (
+        xp.asarray(x)
+        for x in (
+            rng.standard_normal((rank, rank)),
+            rng.standard_normal(rank),
+            rng.standard_normal((rank, 2)),
+            rng.standard_normal(2),
+            rng.standard_normal(rank),
+        )
+    )
+    tol = xp.tol(50) * rank * 10
+    for got, want in zip(project(xp.ns, U, (sv, G)), project(xp.ns, U, (formed, G)), strict=True):
+        np.testing.assert_allclose(xp.to_numpy(got), xp.to_numpy(want), rtol=tol, atol=tol * dim)
+    for got, want in zip(residual(xp.ns, U, sv, C, G), residual(xp.ns, U, formed, C, G), strict=True):
+        np.testing.assert_allclose(xp.to_numpy(got), xp.to_numpy(want), rtol=tol, atol=tol * dim)
+    query = (A2, BETA, G, 2.0)
+    for got, want in zip(
+        rotate(xp.ns, U, R, sv, B, query=query), rotate(xp.ns, U, R, formed, B, query=query), strict=True
+    ):
+        np.testing.assert_allclose(xp.to_numpy(got), xp.to_numpy(want), rtol=tol, atol=tol)

@@ -27,9 +27,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
-from lowrank_ggn._core.kernels import project, residual, rotate
+from lowrank_ggn._core.kernels import Scaled, project, residual, rotate, scaled
 from lowrank_ggn._core.reduction import LOCAL, Reduction
-from lowrank_ggn.backends import cond, device_of, is_traced, widest_float_dtype
+from lowrank_ggn.backends import cond, device_of, is_jax, is_numpy, is_torch, widest_float_dtype
 
 __all__ = [
     "DGKS",
@@ -289,9 +289,19 @@ def rank_one_update(
 
 
 def unit_max(
-    xp: ArrayNamespace, v: Array, rho: Array, reduce: Reduction = LOCAL, *, v_max: Array | None = None
-) -> tuple[Array, Array]:
+    xp: ArrayNamespace,
+    v: Array,
+    rho: Array,
+    reduce: Reduction = LOCAL,
+    *,
+    v_max: Array | None = None,
+    basis: Array | None = None,
+) -> tuple[Array | Scaled, Array]:
     """Return ``v / max|v|`` and ``ρ·max|v|²``: the same term ``ρ v vᵀ``.
+
+    With ``basis`` (the ``dim × n`` basis the quotient will meet), the quotient
+    is left unformed where the blocked kernels scale it block by block
+    (:func:`lowrank_ggn._core.kernels.scaled`).
 
     The norms of the update are sums of squares, which lose digits (or vanish
     where subnormals are flushed to zero, as on JAX's CPU backend) for ``‖v‖``
@@ -303,7 +313,8 @@ def unit_max(
     if v_max is None:
         v_max = reduce.max(finite_max_abs(xp, v)[1])
     v_scale = xp.where(v_max > 0, v_max, xp.ones_like(v_max))
-    return v / v_scale, rho * v_scale * v_scale
+    unit = v / v_scale if basis is None else scaled(xp, basis, v, v_scale)
+    return unit, rho * v_scale * v_scale
 
 
 def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
@@ -312,15 +323,40 @@ def finite_max_abs(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
     ``max|v| = max(max v, −min v)`` needs no temporary of the size of ``v``.
     Both extremes are finite exactly when every entry is (a NaN propagates
     through ``max`` and ``min``, an infinity is an extreme), so the finiteness
-    check needs no boolean array of the size of ``v``. Under a JAX
-    transformation ``max|v|`` is one fused reduction instead (one read of ``v``).
+    check needs no boolean array of the size of ``v``. On JAX, whose CPU
+    backend drops NaN from the max of a long vector, the finiteness is
+    ``all(isfinite(v))`` (fused under ``jax.jit``).
     """
-    if is_traced(v):
-        # Under jit |v| is fused into the reduction: one read of v (NaN propagates through max).
-        top = xp.max(xp.abs(v))
-        return xp.isfinite(top), top
-    hi, lo = xp.max(v), xp.min(v)
+    if is_jax(xp):
+        # XLA's CPU backend drops NaN from a max over a long vector (≥ 10⁵ entries: jax 0.10), so the
+        # finiteness is a reduction of its own; under jit, both reductions are fused loops over v.
+        return xp.all(xp.isfinite(v)), xp.max(xp.abs(v))
+    hi, lo = _extremes(xp, v)
     return xp.isfinite(hi) & xp.isfinite(lo), xp.maximum(hi, -lo)
+
+
+# Elements of one block of _extremes on NumPy: 256 KiB of float32, in cache for the second reduction.
+_EXTREMES_BLOCK = 2**16
+
+
+def _extremes(xp: ArrayNamespace, v: Array) -> tuple[Array, Array]:
+    """``(max v, min v)`` in one read of ``v`` from memory (PyTorch: ``aminmax``; NumPy: block by block)."""
+    if is_torch(xp) and v.ndim == 1:
+        import torch
+
+        lo, hi = torch.aminmax(v)
+        return hi, lo
+    if is_numpy(xp) and v.ndim == 1 and v.shape[0] > 4 * _EXTREMES_BLOCK:
+        import numpy as np
+
+        his, los = [], []
+        for i in range(0, v.shape[0], _EXTREMES_BLOCK):
+            block = v[i : i + _EXTREMES_BLOCK]
+            his.append(block.max())
+            los.append(block.min())  # the block is still in cache
+        # NaN propagates through both reductions, as through max and min over all of v.
+        return np.max(np.array(his)), np.min(np.array(los))
+    return xp.max(v), xp.min(v)
 
 
 def eigh_small(xp: ArrayNamespace, m: Array) -> tuple[Array, Array]:

@@ -108,7 +108,7 @@ def _eigen_term(xp: ArrayNamespace, state: Any, d: Array, alpha: Array, reduce: 
     # over d; a conditional would copy d and cost a control-flow step); eagerly no copy of a finite d.
     d_safe = xp.where(finite, d, xp.zeros_like(d)) if is_traced(finite) else cond(finite, lambda d: d, xp.zeros_like, d)
     d_max = reduce.max(xp.where(finite, d_max, xp.zeros_like(d_max)))
-    v, rho = unit_max(xp, d_safe, 1 - alpha, v_max=d_max)
+    v, rho = unit_max(xp, d_safe, 1 - alpha, v_max=d_max, basis=state.basis)
     return _Term(v, rho, alpha, state.eigvals, finite)
 
 

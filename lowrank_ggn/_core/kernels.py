@@ -35,11 +35,13 @@ donation of :func:`lowrank_ggn.ginger_update_precondition` and friends.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
 from lowrank_ggn.backends import device_of, is_jax, is_numpy, is_torch
 
 __all__ = [
+    "Scaled",
     "apply",
     "can_overwrite",
     "compress_rows",
@@ -48,6 +50,7 @@ __all__ = [
     "project",
     "residual",
     "rotate",
+    "scaled",
     "write_row",
 ]
 
@@ -97,6 +100,60 @@ def _requires_grad(x: object) -> bool:
     if isinstance(x, (tuple, list)):
         return any(_requires_grad(y) for y in x)
     return bool(getattr(x, "requires_grad", False))
+
+
+class Scaled(NamedTuple):
+    """The vector ``base · factor``, not formed: the blocked kernels scale it block by block, in cache.
+
+    Forming ``v = d/max|d|`` before the passes over ``U`` would cost a write and
+    a read of a vector of size ``dim`` (half a pass over a rank-4 basis);
+    :func:`project`, :func:`residual` and :func:`rotate` accept this in place
+    of any of their vectors (the first of :func:`project`'s, ``v`` of
+    :func:`residual`, ``vec`` of :func:`rotate`).
+    """
+
+    base: Array
+    """(dim,): the unscaled vector."""
+    factor: Array
+    """0-d: the scale, in ``base``'s dtype."""
+
+
+def scaled(xp: ArrayNamespace, basis: Array, base: Array, divisor: Array) -> Array | Scaled:
+    """``base / divisor`` for the passes over ``basis``: a :class:`Scaled` where the blocked NumPy/PyTorch kernels run.
+
+    Elsewhere the quotient itself (under ``jax.jit`` XLA fuses it into its consumers).
+    """
+    if _kind(xp, basis, base) in ("numpy", "torch"):
+        return Scaled(base, 1 / divisor)
+    return base / divisor
+
+
+def _formed(x: Array | Scaled) -> Array:
+    """The array a :class:`Scaled` stands for (formed), or ``x`` itself."""
+    return x.base * x.factor if isinstance(x, Scaled) else x
+
+
+def _slice(x: Array | Scaled, start: int, stop: int, scratch: Array) -> Array:
+    """Rows ``start:stop`` of a vector; a :class:`Scaled` is scaled into ``scratch`` (NumPy or PyTorch)."""
+    if not isinstance(x, Scaled):
+        return x[start:stop]
+    piece = scratch[: stop - start]
+    if _is_numpy_array(piece):
+        import numpy as np
+
+        np.multiply(x.base[start:stop], x.factor, out=piece)
+    else:
+        import torch
+
+        torch.mul(x.base[start:stop], x.factor, out=piece)
+    return piece
+
+
+def _is_numpy_array(x: object) -> bool:
+    """Whether ``x`` is a NumPy array."""
+    import numpy as np
+
+    return isinstance(x, np.ndarray)
 
 
 def _one_jax_device() -> bool:
@@ -163,6 +220,7 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
         return _project_numpy(columns, vectors)
     if kind == "torch":
         return _project_torch(columns, vectors)
+    vectors = [_formed(v) for v in vectors]
     dots = xp.stack([xp.sum(vectors[0] * v) for v in vectors])
     if is_jax(xp):
         return _project_jax(xp, basis, vectors, rows=rows), dots
@@ -208,6 +266,7 @@ def residual(
         return _residual_numpy(columns, v, coef, w)
     if kind == "torch":
         return _residual_torch(columns, v, coef, w)
+    v = _formed(v)
     if rows:
         resid = v - coef @ basis
         back = basis @ resid
@@ -268,6 +327,7 @@ def rotate(
     if out is not None:
         msg = "out= is only supported by the NumPy and PyTorch CPU paths"
         raise ValueError(msg)
+    vec = _formed(vec)
     if (
         kind == "jax"
         and not rows
@@ -414,11 +474,13 @@ def _project_numpy(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array
     coef = np.zeros((n, k))
     dots = np.zeros(k)
     step = _block_rows(basis)
+    scratch = np.empty(step, dtype=basis.dtype) if isinstance(vectors[0], Scaled) else None
     for start in range(0, dim, step):
-        block = basis[start : start + step].T
-        first = vectors[0][start : start + step]
+        stop = min(start + step, dim)
+        block = basis[start:stop].T
+        first = _slice(vectors[0], start, stop, scratch)
         for j, v in enumerate(vectors):
-            piece = v[start : start + step]
+            piece = first if j == 0 else v[start:stop]
             coef[:, j] += block @ piece
             dots[j] += np.dot(first, piece)
     return coef.astype(basis.dtype), dots.astype(basis.dtype)
@@ -435,11 +497,13 @@ def _residual_numpy(basis: Array, v: Array, coef: Array, w: Array | None) -> tup
     back = np.zeros(n)
     dots = np.zeros(2)
     step = _block_rows(basis)
+    scratch = np.empty(step, dtype=dtype) if isinstance(v, Scaled) else None
     for start in range(0, dim, step):
-        block = basis[start : start + step].T  # (n, width)
-        piece = resid[start : start + step]
+        stop = min(start + step, dim)
+        block = basis[start:stop].T  # (n, width)
+        piece = resid[start:stop]
         np.matmul(coef, block, out=piece)
-        np.subtract(v[start : start + step], piece, out=piece)
+        np.subtract(_slice(v, start, stop, scratch), piece, out=piece)
         back += block @ piece
         dots[0] += np.dot(piece, piece)
         if w is not None:
@@ -452,7 +516,7 @@ def _residual_numpy(basis: Array, v: Array, coef: Array, w: Array | None) -> tup
 def _rotate_numpy(
     basis: Array,
     rot: Array,
-    vec: Array,
+    vec: Array | Scaled,
     vrot: Array,
     *,
     query: tuple[Array, Array, Array, Array] | None,
@@ -460,48 +524,41 @@ def _rotate_numpy(
 ) -> tuple[Array, Array | None]:
     import numpy as np
 
-    dim = basis.shape[0]
+    dim, n = basis.shape
     m = rot.shape[1]
     dtype = basis.dtype
     # Column-major result: its transpose (m × dim) is row-major and each block a long loop.
     out_t = np.empty((m, dim), dtype=dtype) if out is None else out.T
-    in_place = out is not None and np.may_share_memory(out, basis)
-    rot_t = np.ascontiguousarray(rot.T)
-    vrot_col = np.asarray(vrot, dtype=dtype)[:, None]
+    # Each block of U is copied with its rows of vec into a small stack [Uᵀ; vecᵀ] (in cache), and one product
+    # [Rᵀ b] · stack writes the rotated block: in place too, since the product reads the copy.
+    coef = np.concatenate([np.asarray(rot, dtype=dtype).T, np.asarray(vrot, dtype=dtype)[:, None]], axis=1)
     step = _block_rows(basis, m)
-    rank_one = np.empty((m, step), dtype=dtype)
-    work = np.empty((m, step), dtype=dtype) if in_place else None
+    stack = np.empty((n + 1, step), dtype=dtype)
     y = None
     if query is not None:
         a, beta, g, eta = query
-        a_t = np.ascontiguousarray(np.asarray(a, dtype=dtype).T)  # (2, n)
-        beta0, beta1, eta = dtype.type(beta[0]), dtype.type(beta[1]), dtype.type(eta)
+        # The query's two columns U a_j + β_j vec from the same stack; y = η(g + col₀) + col₁ (the split form).
+        coef_q = np.concatenate([np.asarray(a, dtype=dtype).T, np.asarray(beta, dtype=dtype)[:, None]], axis=1)
+        eta = dtype.type(eta)
         y = np.empty(dim, dtype=dtype)
-        piece = np.empty(step, dtype=dtype)
         two = np.empty((2, step), dtype=dtype)
     for start in range(0, dim, step):
         stop = min(start + step, dim)
         width = stop - start
-        block = basis[start:stop].T  # (n, width): read from memory once, then used from cache
-        v = vec[start:stop]
+        rows = stack[:, :width]
+        rows[:n] = basis[start:stop].T  # U's block is read from memory once, then used from cache
+        if isinstance(vec, Scaled):
+            np.multiply(vec.base[start:stop], vec.factor, out=rows[n])
+        else:
+            rows[n] = vec[start:stop]
         if y is not None:
-            # y = η(g + U a₀ + β₀ v) + U a₁ + β₁ v, block by block.
+            cols = two[:, :width]
+            np.matmul(coef_q, rows, out=cols)
             yb = y[start:stop]
-            ua = two[:, :width]
-            np.matmul(a_t, block, out=ua)
-            np.multiply(v, beta0, out=yb)
-            yb += ua[0]
-            yb += g[start:stop]
+            np.add(cols[0], g[start:stop], out=yb)
             yb *= eta
-            yb += ua[1]
-            np.multiply(v, beta1, out=piece[:width])
-            yb += piece[:width]
-        target = work[:, :width] if work is not None else out_t[:, start:stop]
-        np.matmul(rot_t, block, out=target)
-        np.multiply(vrot_col, v, out=rank_one[:, :width])
-        target += rank_one[:, :width]
-        if work is not None:
-            out_t[:, start:stop] = target
+            yb += cols[1]
+        np.matmul(coef, rows, out=out_t[:, start:stop])
     return out_t.T, y
 
 
@@ -516,11 +573,13 @@ def _project_torch(basis: Array, vectors: Sequence[Array]) -> tuple[Array, Array
     coef = torch.zeros((n, k), dtype=torch.float64, device=basis.device)
     dots = torch.zeros(k, dtype=torch.float64, device=basis.device)
     step = _block_rows(basis)
+    scratch = torch.empty(step, dtype=basis.dtype, device=basis.device) if isinstance(vectors[0], Scaled) else None
     for start in range(0, dim, step):
-        block = basis[start : start + step].T
-        first = vectors[0][start : start + step]
+        stop = min(start + step, dim)
+        block = basis[start:stop].T
+        first = _slice(vectors[0], start, stop, scratch)
         for j, v in enumerate(vectors):
-            piece = v[start : start + step]
+            piece = first if j == 0 else v[start:stop]
             coef[:, j] += torch.mv(block, piece)
             dots[j] += torch.dot(first, piece)
     return coef.to(basis.dtype), dots.to(basis.dtype)
@@ -534,11 +593,13 @@ def _residual_torch(basis: Array, v: Array, coef: Array, w: Array | None) -> tup
     back = torch.zeros(n, dtype=torch.float64, device=basis.device)
     dots = torch.zeros(2, dtype=torch.float64, device=basis.device)
     step = _block_rows(basis)
+    scratch = torch.empty(step, dtype=basis.dtype, device=basis.device) if isinstance(v, Scaled) else None
     for start in range(0, dim, step):
-        block = basis[start : start + step]  # (width, n)
-        piece = resid[start : start + step]
+        stop = min(start + step, dim)
+        block = basis[start:stop]  # (width, n)
+        piece = resid[start:stop]
         torch.mv(block, coef, out=piece)
-        torch.sub(v[start : start + step], piece, out=piece)
+        torch.sub(_slice(v, start, stop, scratch), piece, out=piece)
         back += torch.mv(block.T, piece)
         dots[0] += torch.dot(piece, piece)
         if w is not None:
@@ -573,11 +634,12 @@ def _rotate_torch(
         y = torch.empty(dim, dtype=dtype, device=dev)
         beta0, beta1, eta = float(beta[0]), float(beta[1]), float(eta)
         two = torch.empty((step, 2), dtype=dtype, device=dev)
+    scratch = torch.empty(step, dtype=dtype, device=dev) if isinstance(vec, Scaled) else None
     for start in range(0, dim, step):
         stop = min(start + step, dim)
         width = stop - start
         block = basis[start:stop].T  # (n, width)
-        v = vec[start:stop]
+        v = _slice(vec, start, stop, scratch)
         if y is not None:
             # y = η(g + U a₀ + β₀ v) + U a₁ + β₁ v, block by block.
             yb = y[start:stop]
