@@ -352,7 +352,10 @@ def _rotate_generic(
     if rows:
         # One product (m [+1]) × n by n × dim: a single read of Uᵀ, row-major operands.
         coef = rot.T if query is None else xp.concat([rot.T, query[0].T], axis=0)
-        both = _rows_combination(coef, basis) if is_jax(xp) else coef @ basis
+        # On JAX as a sum of scaled rows when a query comes along (one fusion, 2× faster than the product); the
+        # rotation alone as the product: as a sum XLA fuses the computation of the small coefficients (the
+        # eigenvectors' selects and products) into the loop over U and repeats it for every row (4× slower).
+        both = _rows_combination(coef, basis) if is_jax(xp) and query is not None else coef @ basis
         new = both[:m, ...].T + vec[:, None] * vrot[None, :]
         if query is None:
             return new, None
