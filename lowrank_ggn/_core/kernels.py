@@ -20,6 +20,10 @@ operation on a block a long contiguous loop; callers see an ordinary
 ``dim × n`` array either way.
 On JAX with a single device, large bases are rotated block by block in a
 ``lax.fori_loop`` that updates one buffer (in place when the caller donates it).
+On JAX's CPU backend a basis of rank at most four is best handled as ``Uᵀ``
+(:func:`prefers_rows`): the callers transpose it once and pass ``rows=True``.
+A vector may be given unformed as ``base · factor`` (:class:`Scaled`); the
+blocked paths scale it block by block.
 
 All of these are local to the rows they are given: on a basis split by rows
 across devices, the partial results of :func:`project` are completed by one
@@ -233,10 +237,10 @@ def project(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows:
 def _project_jax(xp: ArrayNamespace, basis: Array, vectors: Sequence[Array], *, rows: bool) -> Array:
     """``Uᵀ[v₁ … v_k]`` in the forms XLA's CPU backend runs fastest (measured, d = 1e7, float32).
 
-    One or two columns: one matrix-vector product per vector (3–10× faster
-    than one product with the stacked vectors). More: one product contracting
-    the first axis of the vectors stacked as columns with U, which XLA takes
-    without a transposed copy (``Uᵀ`` given as rows: the plain product).
+    ``Uᵀ`` given as rows, or one or two columns: one matrix-vector product per
+    vector (3–10× faster than one product with the stacked vectors). More
+    columns: one product contracting the first axis of the vectors stacked as
+    columns with U, which XLA takes without a transposed copy.
     """
     n = basis.shape[0] if rows else basis.shape[1]
     if n <= 2 or rows:
