@@ -43,17 +43,14 @@ def _optax(lg, rounds: int) -> None:
     import jax
     import jax.numpy as jnp
     import optax
+    from step_latency import mlp_params, random_gradients
 
     from lowrank_ggn.optim.jax_likelihoods import value_grad_and_curvature
     from lowrank_ggn.optim.optax import ginger
 
-    sizes = [64, 128, 128, 10]
-    key = jax.random.PRNGKey(0)
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        key, k = jax.random.split(key)
-        params.append({"w": jax.random.normal(k, (a, b)) / a**0.5, "b": jnp.zeros(b)})
-    grads = _gradients(params)
+    params = mlp_params()
+    grads = random_gradients(params)
+    key = jax.random.PRNGKey(2)
     keys = list(jax.random.split(key, len(grads)))
     x = jax.random.normal(key, (64, 64))
     y = jax.random.randint(key, (64,), 0, 10)
@@ -144,28 +141,6 @@ def _torch(rounds: int) -> None:
         fn()
     best = _interleaved(opts, rounds, reps=20)
     print(f"torch.optim step, digits MLP shapes, tau=4: Ginger / Adam = {best['ginger'] / best['adam']:.2f}")
-
-
-def _gradients(params: list, count: int = 11) -> list:
-    """``count`` random gradients shaped like ``params`` (entries of size 0.01), cycled through by the steps.
-
-    A fresh gradient has most of its norm outside the span of Ginger's basis, which its update handles in the
-    cheapest path; the same vector fed again and again would measure the re-orthogonalising path instead.
-    """
-    import jax
-
-    keys = jax.random.split(jax.random.PRNGKey(1), count)
-    leaves, tree = jax.tree.flatten(params)
-    return [
-        jax.tree.unflatten(
-            tree,
-            [
-                0.01 * jax.random.normal(k, p.shape)
-                for k, p in zip(jax.random.split(key, len(leaves)), leaves, strict=True)
-            ],
-        )
-        for key in keys
-    ]
 
 
 def tx_state_copy(state):

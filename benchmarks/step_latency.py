@@ -39,7 +39,7 @@ def _bench(f, *args, reps: int = 300, rounds: int = 5) -> float:
     return best * 1e6
 
 
-def _mlp_params() -> list:
+def mlp_params() -> list:
     """The digits MLP's parameters (64-128-128-10), one dict of ``w`` and ``b`` per layer."""
     import jax
     import jax.numpy as jnp
@@ -55,7 +55,7 @@ def _mlp_params() -> list:
 MLP_SIZES = (64, 128, 128, 10)
 
 
-def _gradients(params: list, count: int = 11) -> list:
+def random_gradients(params: list, count: int = 11) -> list:
     """``count`` random gradients shaped like ``params`` (entries of size 0.01), to cycle through.
 
     Ginger's update takes its cheapest path when the new vector has most of its norm outside the span of the
@@ -85,8 +85,8 @@ def _optax_variants() -> None:
 
     from lowrank_ggn.optim.optax import ginger
 
-    params = _mlp_params()
-    grads = _gradients(params)
+    params = mlp_params()
+    grads = random_gradients(params)
 
     def step_time(tx) -> float:
         def step(p, s, g):
@@ -163,7 +163,7 @@ def _ops() -> None:
 
     from lowrank_ggn.optim.optax import ginger
 
-    params = _mlp_params()
+    params = mlp_params()
     tx = ginger(0.1, rank=4)
     state = tx.init(params)
     text = jax.jit(lambda p, s, g: tx.update(g, s, p)).lower(params, state, params).compile().as_text()

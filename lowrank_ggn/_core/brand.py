@@ -132,8 +132,9 @@ def plan(
     one all-reduce).
 
     ``rows=True``: ``basis`` is given as ``Uᵀ``. The two phases are
-    :func:`orthogonalize` (the only one that may read ``U``) and :func:`plan_core` (small arrays only, so that a caller holding
-    several bases of the same rank can map it over all of them at once).
+    :func:`orthogonalize` (the only one that may read ``U``) and
+    :func:`plan_core` (small arrays only, so that a caller holding several
+    bases of the same rank can map it over all of them at once).
     """
     ortho = orthogonalize(xp, basis, v, c=c, vv=vv, dot_with=dot_with, reduce=reduce, rows=rows)
     core = plan_core(xp, eigvals, c=ortho.c, r=ortho.r, shift=ortho.shift, vv=vv, rho=rho, s=s)

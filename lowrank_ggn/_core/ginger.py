@@ -51,7 +51,7 @@ from lowrank_ggn._core.brand import (
     reorthonormalize_qr,
     unit_max,
 )
-from lowrank_ggn._core.kernels import can_overwrite, prefers_rows, project, rotate
+from lowrank_ggn._core.kernels import can_overwrite, preferred_view, project, rotate
 from lowrank_ggn._core.operator import as_scalar, sigma_from_kappa, solve
 from lowrank_ggn._core.reduction import LOCAL, Reduction
 from lowrank_ggn.backends import cond, is_traced
@@ -114,7 +114,7 @@ def _eigen_term(xp: ArrayNamespace, state: Any, d: Array, alpha: Array, reduce: 
 
 def _plan(xp: ArrayNamespace, state: Any, term: _Term, g: Array | None, reduce: Reduction) -> tuple[Array, Plan]:
     """Pass 1 (``Uᵀ[v, g]``) and Brand's plan; returns ``(Uᵀ[v, g], plan)``."""
-    basis, rows = _view(xp, state.basis)
+    basis, rows = preferred_view(xp, state.basis)
     coef, dots = reduce.sum_together(xp, *project(xp, basis, (term.v,) if g is None else (term.v, g), rows=rows))
     dot_with = None if g is None else (g, dots[1])
     brand = plan(
@@ -133,12 +133,6 @@ def _plan(xp: ArrayNamespace, state: Any, term: _Term, g: Array | None, reduce: 
     return coef, brand
 
 
-def _view(xp: ArrayNamespace, basis: Array) -> tuple[Array, bool]:
-    """``(Uᵀ, True)`` where the passes run faster on ``Uᵀ`` (:func:`~lowrank_ggn._core.kernels.prefers_rows`), else ``(U, False)``."""
-    rows = prefers_rows(xp, basis)
-    return (basis.T if rows else basis), rows
-
-
 def _finish(
     xp: ArrayNamespace,
     state: Any,
@@ -155,7 +149,7 @@ def _finish(
     basis = state.basis
     rot, vrot = reject(xp, brand, ok)
     out = basis if donate and can_overwrite(xp, basis) else None
-    view, rows = _view(xp, basis)
+    view, rows = preferred_view(xp, basis)
     new_basis, y = rotate(xp, view, rot, brand.vec, vrot, query=query, out=out, rows=rows)
     new = state._replace(
         basis=new_basis,
@@ -337,7 +331,7 @@ def _fused_front(
 ) -> tuple[Array, _FusedIn]:
     """Pass 1 (``Uᵀ[v, g]``) and the orthogonalisation of ``v``: ``(vec, small arrays)``."""
     term = _eigen_term(xp, state, d, alpha, reduce)
-    basis, rows = _view(xp, state.basis)
+    basis, rows = preferred_view(xp, state.basis)
     coef, dots = reduce.sum_together(xp, *project(xp, basis, (term.v, g), rows=rows))
     ortho = orthogonalize(xp, basis, term.v, c=coef[:, 0], vv=dots[0], dot_with=(g, dots[1]), reduce=reduce, rows=rows)
     small = _FusedIn(
@@ -403,7 +397,7 @@ def _fused_back(
     basis = state.basis
     dest = basis if donate and can_overwrite(xp, basis) else None
     query = (out.query_rot, out.query_vrot, g, 1 / gamma)
-    view, rows = _view(xp, basis)
+    view, rows = preferred_view(xp, basis)
     new_basis, y = rotate(xp, view, out.rot, vec, out.vrot, query=query, out=dest, rows=rows)
     new = state._replace(
         basis=new_basis,

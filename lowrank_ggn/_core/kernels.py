@@ -21,7 +21,7 @@ operation on a block a long contiguous loop; callers see an ordinary
 On JAX with a single device, large bases are rotated block by block in a
 ``lax.fori_loop`` that updates one buffer (in place when the caller donates it).
 On JAX's CPU backend a basis of rank at most four is best handled as ``Uᵀ``
-(:func:`prefers_rows`): the callers transpose it once and pass ``rows=True``.
+(:func:`preferred_view`): the callers transpose it once and pass ``rows=True``.
 A vector may be given unformed as ``base · factor`` (:class:`Scaled`); the
 blocked paths scale it block by block.
 
@@ -50,7 +50,7 @@ __all__ = [
     "can_overwrite",
     "compress_rows",
     "fill_rows",
-    "prefers_rows",
+    "preferred_view",
     "project",
     "residual",
     "rotate",
@@ -63,7 +63,7 @@ __all__ = [
 _BLOCK_BYTES = 2**21
 # Below this many elements of U, the blocked path's loop overhead is not worth it.
 _MIN_BLOCKED = 2**16
-# JAX on the CPU: up to this rank the passes run on Uᵀ (see prefers_rows). Measured at dim = 10⁶, float32
+# JAX on the CPU: up to this rank the passes run on Uᵀ (see preferred_view). Measured at dim = 10⁶, float32
 # (benchmarks/step_cost.py --what fused): the fused step on Uᵀ took 0.4× the time at τ = 2 and 4, but
 # 1.5–2.5× at τ = 8 and 16, where the blocked in-place rotation of U wins.
 _ROWS_MAX_RANK = 4
@@ -179,17 +179,24 @@ def _block_rows(basis: Array, extra_columns: int = 0) -> int:
     return max(256, _BLOCK_BYTES // row_bytes)
 
 
-def prefers_rows(xp: ArrayNamespace, basis: Array) -> bool:
-    """Whether the passes over ``basis`` (shape ``(dim, n)``) run faster on ``Uᵀ`` (``rows=True``).
+def preferred_view(xp: ArrayNamespace, basis: Array) -> tuple[Array, bool]:
+    """``(Uᵀ, True)`` where the passes over ``basis`` (shape ``(dim, n)``) run faster on ``Uᵀ``, else ``(U, False)``.
 
-    True for JAX on the CPU. XLA's CPU backend multiplies a tall, thin
+    Pass the two to the kernels as ``(basis, rows=rows)``. ``Uᵀ`` for JAX on the
+    CPU at rank ≤ ``_ROWS_MAX_RANK``: XLA's CPU backend multiplies a tall, thin
     row-major ``dim × n`` matrix by a vector or a small matrix 5–10 times
     slower than it reads the matrix (measured at n = 4, dim = 2.6·10⁴ and 10⁶,
     float32: ``benchmarks/step_latency.py``); with ``Uᵀ`` in row-major layout
     each product is a contiguous dot product or sum of scaled rows, which it
     vectorises. The transposed copy of ``U`` (one read and one write) is paid
-    back within the first product.
+    back within the first product; under ``jax.jit`` the transposes of the
+    same ``U`` are one.
     """
+    rows = _prefers_rows(xp, basis)
+    return (basis.T if rows else basis), rows
+
+
+def _prefers_rows(xp: ArrayNamespace, basis: Array) -> bool:
     if not is_jax(xp) or basis.ndim != 2 or not 2 <= basis.shape[1] <= _ROWS_MAX_RANK:
         return False
     import jax

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lowrank_ggn._core.aliases import Array, ArrayNamespace
-from lowrank_ggn._core.kernels import apply, prefers_rows
+from lowrank_ggn._core.kernels import apply, preferred_view
 from lowrank_ggn._core.reduction import LOCAL, Reduction
 from lowrank_ggn.backends import device_of
 
@@ -66,8 +66,7 @@ def solve(
     (``Uᵀg``, then both products in one). Cost O(dim · rank · k).
     """
     if g.ndim == 1:
-        rows = prefers_rows(xp, basis)
-        view = basis.T if rows else basis
+        view, rows = preferred_view(xp, basis)
         c = reduce.sum(view @ g if rows else g @ basis)
         return apply(xp, view, xp.stack([c, c / (gamma + eigvals)], axis=1), g, 1 / gamma, rows=rows)
     k = g.shape[1]
